@@ -1,0 +1,1 @@
+"""Adapters to the outside world: Kafka, object stores, ledgers."""

@@ -1,0 +1,74 @@
+"""Deterministic object keys and ledger keys.
+
+Like Confluent's S3 sink, every name is a function of the window (topic, station,
+window start and size, revision), never of the run or the clock. A retry therefore
+writes to the same keys, finds its own earlier work, and overwrites nothing.
+
+    payloads/<topic>/<station>/<window start>_<size>s/r<rev>.parquet
+    checkpoints/<topic>/<station>/<window start>_<size>s/r<rev>.json
+    receipts/<topic>/<station>/<window start>_<size>s/r<rev>.json
+    quarantine/<topic>/p<partition>/<offset, 20 digits>.json
+    batches/<topic>/<batch root hex>.json
+    state/<topic>/cursor.json        (the only object that is overwritten)
+    state/<topic>/pending.json       (write-ahead plan of an unfinished run)
+"""
+
+from __future__ import annotations
+
+from tasks.window import WindowKey
+
+
+def _window_dir(topic: str, key: WindowKey) -> str:
+    return f"{topic}/{key.station_id}/{key.start:%Y%m%dT%H%M%SZ}_{key.size_seconds}s"
+
+
+def payload_key(topic: str, key: WindowKey, revision: int) -> str:
+    return f"payloads/{_window_dir(topic, key)}/r{revision:04d}.parquet"
+
+
+def checkpoint_key(topic: str, key: WindowKey, revision: int) -> str:
+    return f"checkpoints/{_window_dir(topic, key)}/r{revision:04d}.json"
+
+
+def receipt_key(topic: str, key: WindowKey, revision: int) -> str:
+    return f"receipts/{_window_dir(topic, key)}/r{revision:04d}.json"
+
+
+def receipts_prefix(topic: str, station_id: str | None = None) -> str:
+    return f"receipts/{topic}/" + (f"{station_id}/" if station_id else "")
+
+
+def window_receipts_prefix(topic: str, key: WindowKey) -> str:
+    return f"receipts/{_window_dir(topic, key)}/"
+
+
+def revision_of(object_key: str) -> int:
+    """Revision number from a payload/checkpoint/receipt key (``.../r0003.json`` -> 3)."""
+    name = object_key.rsplit("/", 1)[-1]
+    return int(name[1:5])
+
+
+def quarantine_key(topic: str, partition: int, offset: int) -> str:
+    return f"quarantine/{topic}/p{partition}/{offset:020d}.json"
+
+
+def batch_key(topic: str, batch_root_hex: str) -> str:
+    return f"batches/{topic}/{batch_root_hex}.json"
+
+
+def cursor_key(topic: str) -> str:
+    return f"state/{topic}/cursor.json"
+
+
+def pending_key(topic: str) -> str:
+    return f"state/{topic}/pending.json"
+
+
+def window_entry_key(topic: str, key: WindowKey, revision: int) -> str:
+    """Ledger idempotency key of a window revision's entry."""
+    return f"window/{topic}/{key.window_id}/r{revision}"
+
+
+def batch_entry_key(topic: str, batch_root_hex: str) -> str:
+    """Ledger idempotency key of a batch entry."""
+    return f"batch/{topic}/{batch_root_hex}"

@@ -1,0 +1,132 @@
+"""The ledger interface every anchoring backend implements.
+
+A ledger commits to small JSON documents (`AnchorEntry.body`) under a deterministic key.
+Anchoring is idempotent by key: anchoring an entry whose key is already present returns
+the existing reference when the digests agree and raises `AnchorConflict` when they do
+not, so a re-run after a crash never writes a duplicate anchor.
+
+Two kinds of entries are anchored per pipeline run (see docs/design.md):
+* one ``batch`` entry: the RFC 6962 root over the run's checkpoint digests;
+* on ledgers with keyed items (`supports_window_items`), one ``window`` entry per window
+  revision, so that an auditor can find a window by key.
+
+An entry is *final* once it has `required_confirmations`; until then audits report it as
+pending.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tasks.canonical import canonical_digest
+
+EntryKind = Literal["batch", "window"]
+
+
+class LedgerError(RuntimeError):
+    """Base class of ledger failures."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger could not be reached (after the backend's own retries)."""
+
+
+class AnchorConflict(LedgerError):
+    """An entry with the same key but a different digest is already anchored."""
+
+
+class EntryNotFound(LedgerError):
+    """No entry is anchored under the requested key or reference."""
+
+
+class LedgerCorrupted(LedgerError):
+    """The ledger's own integrity check failed (e.g. a broken hash chain)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorEntry:
+    """A document to anchor, under an idempotency key.
+
+    `index_keys` are the lookup keys a keyed-stream ledger publishes the entry under
+    (MultiChain: ``[window id, station, topic]``).
+    """
+
+    key: str
+    kind: EntryKind
+    body: dict[str, Any]
+    index_keys: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return canonical_digest(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorRef:
+    """Where an entry sits on a ledger and how settled it is."""
+
+    backend: str
+    key: str
+    digest: str
+    locator: dict[str, Any] = field(default_factory=dict)
+    confirmations: int = 0
+    required_confirmations: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.confirmations >= self.required_confirmations
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "key": self.key,
+            "digest": self.digest,
+            "locator": self.locator,
+            "confirmations": self.confirmations,
+            "required_confirmations": self.required_confirmations,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> AnchorRef:
+        return cls(
+            backend=value["backend"],
+            key=value["key"],
+            digest=value["digest"],
+            locator=dict(value.get("locator", {})),
+            confirmations=int(value.get("confirmations", 0)),
+            required_confirmations=int(value.get("required_confirmations", 0)),
+        )
+
+
+class Ledger(ABC):
+    """An append-only place to commit anchor entries."""
+
+    backend: str = "abstract"
+    supports_window_items: bool = False
+    required_confirmations: int = 0
+
+    @abstractmethod
+    def anchor(self, entry: AnchorEntry) -> AnchorRef:
+        """Commit `entry` once; idempotent by `entry.key` (see module docstring)."""
+
+    @abstractmethod
+    def lookup(self, key: str) -> AnchorRef | None:
+        """The current reference (with fresh confirmations) of the entry under `key`, if any."""
+
+    @abstractmethod
+    def read(self, ref: AnchorRef) -> dict[str, Any]:
+        """The body as committed on the ledger (the auditor recomputes its digest)."""
+
+    def verify_integrity(self) -> None:  # noqa: B027 - optional hook, most chains need none
+        """Check the ledger's own integrity where the backend can (hash chain, ...)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release connections."""
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

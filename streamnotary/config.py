@@ -1,0 +1,173 @@
+"""Configuration: defaults < embedded services < config file < environment < explicit overrides.
+
+* built-in defaults (below);
+* the embedded services started by ``streamnotary up`` (their URLs, from
+  ``<home>/services.json``), so that the demo needs no configuration at all;
+* a TOML file: ``$STREAMNOTARY_CONFIG``, else ``./streamnotary.toml`` if present;
+* environment variables ``STREAMNOTARY_<FIELD>`` (upper-case field name);
+* explicit overrides (CLI flags, flow parameters).
+
+Pointing the pipeline at a real Kafka cluster and MinIO is therefore a change of URLs and
+credentials only. Secrets (`*_secret*`, `*password*`, librdkafka `sasl.password`) never
+appear in `repr()` or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STREAMNOTARY_"
+_SECRET_MARKERS = ("secret", "password", "token", "private_key")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}HOME", Path.home() / ".streamnotary"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str = ""
+    # Kafka
+    kafka_bootstrap: str = ""
+    topic: str = "dwd.observations"
+    partitions: int = 3
+    kafka_client: dict[str, str] = field(default_factory=dict)  # extra librdkafka properties
+    read_timeout_seconds: float = 30.0
+    # Object store: s3://bucket[/prefix] or file:///path
+    store_uri: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    object_lock_days: int = 0
+    # Ledger
+    ledger: str = "local"  # local | multichain | evm | bitcoin
+    ledger_url: str = ""
+    ledger_user: str = ""
+    ledger_password: str = ""
+    ledger_chain_name: str = ""
+    ledger_stream: str = "streamnotary"
+    ledger_private_key: str = ""
+    ledger_contract: str = ""
+    ledger_confirmations: int = 0
+    # Windows
+    window_seconds: int = 86_400
+    allowed_lateness_seconds: int = 3_600
+    idle_timeout_seconds: int = 0  # 0 = never close windows on idleness
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            parts.append(f"{f.name}={redact(f.name, v)!r}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home) if self.home else default_home()
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **{k: _coerce(k, v) for k, v in clean.items()})
+
+    def public_dict(self) -> dict[str, Any]:
+        """All settings with secrets masked: safe to print and log."""
+        return {f.name: redact(f.name, getattr(self, f.name)) for f in fields(self)}
+
+
+def is_secret(name: str) -> bool:
+    return any(m in name.lower() for m in _SECRET_MARKERS)
+
+
+def redact(name: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: redact(k, v) for k, v in value.items()}
+    if value and is_secret(name):
+        return "***"
+    return value
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _FIELD_TYPES:
+        raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
+    kind = _FIELD_TYPES[name]
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind.startswith("dict"):
+        if isinstance(value, str):
+            value = json.loads(value)
+        return {str(k): str(v) for k, v in dict(value).items()}
+    return str(value)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{ENV_PREFIX}CONFIG points to a missing file: {path}")
+        return path
+    local = Path("streamnotary.toml")
+    return local if local.is_file() else None
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[kafka] bootstrap = ...`` → ``kafka_bootstrap``; ``[kafka.client]`` stays a dict."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and name not in _FIELD_TYPES:
+            out.update(_flatten(v, f"{name}_"))
+        else:
+            out[name] = v
+    return out
+
+
+def embedded_defaults(home: Path) -> dict[str, Any]:
+    """URLs of the services `streamnotary up` started under `home`, if any."""
+    path = home / "services.json"
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: v for k, v in doc.get("settings", {}).items() if k in _FIELD_TYPES}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Resolve settings with the documented precedence."""
+    values: dict[str, Any] = {}
+    file_values: dict[str, Any] = {}
+    path = _config_file()
+    if path is not None:
+        file_values = _flatten(tomllib.loads(path.read_text()))
+    env_values = {
+        name: os.environ[f"{ENV_PREFIX}{name.upper()}"]
+        for name in _FIELD_TYPES
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ
+    }
+    home = Path(
+        overrides.get("home") or env_values.get("home") or file_values.get("home") or default_home()
+    )
+    values.update(embedded_defaults(home))
+    values.update(file_values)
+    values.update(env_values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["home"] = str(home)
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    if not settings.store_uri:
+        settings = replace(settings, store_uri=(home / "objects").as_uri())
+    return settings

@@ -1,0 +1,102 @@
+"""Deterministic Parquet payloads (format `streamnotary.payload/1`).
+
+A payload holds one window revision's canonical records, in canonical order, under a
+fixed Arrow schema and fixed writer settings. With the pinned pyarrow the same records
+always give byte-identical files, so the payload's SHA-256 can be anchored, and decoding
+the payload and re-serializing each row canonically reproduces the window's Merkle root.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import UTC
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.record import RecordRejected, Observation, canonical_bytes, validate
+
+PAYLOAD_FORMAT = "parquet/streamnotary.payload/1"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("station_id", pa.string(), nullable=False),
+        pa.field("observed_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("temperature_c_tenths", pa.int16(), nullable=True),
+        pa.field("relative_humidity_pct_tenths", pa.int16(), nullable=True),
+        pa.field("quality_level", pa.int8(), nullable=False),
+    ],
+    metadata={b"streamnotary.format": PAYLOAD_FORMAT.encode()},
+)
+
+# Every setting that influences the bytes is fixed here; none is left to library defaults
+# that might change between pyarrow releases without a version pin noticing.
+_WRITER_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": False,
+    "write_statistics": True,
+    "data_page_version": "1.0",
+    "version": "2.6",
+    "row_group_size": 1_048_576,
+    "data_page_size": 1_048_576,
+    "write_page_index": False,
+    "write_page_checksum": False,
+    "store_schema": True,
+}
+
+
+class PayloadError(ValueError):
+    """A payload cannot be decoded into canonical records."""
+
+
+def encode_payload(records: Sequence[Observation]) -> bytes:
+    """Parquet bytes for records already in canonical order (see `tasks.dedup`)."""
+    table = pa.table(
+        {
+            "station_id": pa.array([r.station_id for r in records], pa.string()),
+            "observed_at": pa.array(
+                [int(r.observed_at.timestamp()) * 1000 for r in records], pa.timestamp("ms", tz="UTC")
+            ),
+            "temperature_c_tenths": pa.array([r.temperature_tenths for r in records], pa.int16()),
+            "relative_humidity_pct_tenths": pa.array([r.humidity_tenths for r in records], pa.int16()),
+            "quality_level": pa.array([r.quality_level for r in records], pa.int8()),
+        },
+        schema=SCHEMA,
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **_WRITER_OPTIONS)
+    return sink.getvalue()
+
+
+def decode_payload(data: bytes) -> list[Observation]:
+    """Read payload bytes back into validated observations, in stored order."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise PayloadError(f"not a readable Parquet payload: {exc}") from exc
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        raise PayloadError(f"payload schema differs from {PAYLOAD_FORMAT}: {table.schema}")
+    cols = table.to_pydict()
+    out = []
+    for i, (s, t, temp, hum, q) in enumerate(
+        zip(
+            cols["station_id"],
+            cols["observed_at"],
+            cols["temperature_c_tenths"],
+            cols["relative_humidity_pct_tenths"],
+            cols["quality_level"],
+            strict=True,
+        )
+    ):
+        try:
+            out.append(validate(Observation(s, t.astimezone(UTC), temp, hum, q)))
+        except RecordRejected as exc:
+            raise PayloadError(f"row {i}: {exc}") from exc
+    return out
+
+
+def payload_leaves(data: bytes) -> list[bytes]:
+    """Canonical record bytes of each payload row: the Merkle leaves, in order."""
+    return [canonical_bytes(r) for r in decode_payload(data)]

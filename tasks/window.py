@@ -1,0 +1,77 @@
+"""Epoch-aligned tumbling windows, keyed by station.
+
+Window index w = floor(t / Δ) for an event time t in seconds since the Unix epoch; the
+window covers the half-open interval [wΔ, (w+1)Δ). Because the boundaries depend only
+on t and Δ, every party (pipeline, auditor, a re-run) assigns a record to the same
+window without coordination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+DEFAULT_WINDOW_SECONDS = 86_400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class WindowSpecError(ValueError):
+    """A window size that does not define a valid tumbling window."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """Tumbling-window geometry: size Δ in whole seconds."""
+
+    size_seconds: int = DEFAULT_WINDOW_SECONDS
+
+    def __post_init__(self) -> None:
+        if type(self.size_seconds) is not int or self.size_seconds <= 0:
+            raise WindowSpecError(f"window size must be a positive integer, got {self.size_seconds!r}")
+
+    def index_of(self, t: datetime) -> int:
+        """Window index of event time `t` (aware datetime)."""
+        return int((t - _EPOCH) // timedelta(seconds=self.size_seconds))
+
+    def key_of(self, station_id: str, t: datetime) -> WindowKey:
+        return WindowKey(station_id, self.index_of(t), self.size_seconds)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WindowKey:
+    """One window of one station: the unit that gets a payload, a checkpoint and an anchor."""
+
+    station_id: str
+    index: int
+    size_seconds: int
+
+    @property
+    def start(self) -> datetime:
+        return _EPOCH + timedelta(seconds=self.index * self.size_seconds)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive end of the interval."""
+        return _EPOCH + timedelta(seconds=(self.index + 1) * self.size_seconds)
+
+    @property
+    def window_id(self) -> str:
+        """Stable text id, e.g. ``00433_20190907T000000Z_86400s``; also the ledger key."""
+        return f"{self.station_id}_{self.start:%Y%m%dT%H%M%SZ}_{self.size_seconds}s"
+
+    def contains(self, t: datetime) -> bool:
+        return self.start <= t < self.end
+
+    @classmethod
+    def parse(cls, window_id: str) -> WindowKey:
+        """Inverse of `window_id`."""
+        try:
+            station, start, size = window_id.split("_")
+            size_seconds = int(size.removesuffix("s"))
+            t = datetime.strptime(start, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise WindowSpecError(f"not a window id: {window_id!r}") from exc
+        key = WindowSpec(size_seconds).key_of(station, t)
+        if key.start != t:
+            raise WindowSpecError(f"window id {window_id!r} is not aligned to its size")
+        return key
