@@ -109,28 +109,43 @@ def _check_tenths(name: str, value: int | None, bounds: tuple[int, int]) -> None
         )
 
 
-def _num(v: int | None) -> str:
-    return "null" if v is None else str(v)
+_RECORD_FORMAT = (
+    '{"observed_at":"%.19sZ","quality_level":%d,"relative_humidity_pct_tenths":%s,'
+    '"station_id":"%s","temperature_c_tenths":%s}'
+)
+# observed_at -> "YYYY-MM-DDTHH:MM:SS". Many stations share each hour, so the text of a
+# timestamp is computed once and reused; the cache is dropped when it grows large, which
+# bounds memory without changing any output.
+_TIMESTAMP_TEXT: dict[datetime, str] = {}
+_TIMESTAMP_CACHE_LIMIT = 1 << 17
 
 
 def canonical_bytes(obs: Observation) -> bytes:
     """RFC 8785 bytes of the record, by a fixed-schema encoder (keys already sorted).
 
-    Precondition: `obs` passed `validate` (every string is ASCII digits and punctuation,
-    so no JSON escaping is ever needed).
+    Precondition: `obs` passed `validate`: every string is ASCII digits and punctuation, so
+    no JSON escaping is ever needed; numbers are integers, which RFC 8785 writes exactly as
+    Python's `%d` does; `observed_at` is UTC without sub-seconds, so the first 19 characters
+    of its ISO form are the canonical text (years 1800..2199 are always four digits).
+    tests/test_record.py proves the result byte-identical to `rfc8785.dumps`.
     """
+    ts = obs.observed_at
+    text = _TIMESTAMP_TEXT.get(ts)
+    if text is None:
+        if len(_TIMESTAMP_TEXT) >= _TIMESTAMP_CACHE_LIMIT:
+            _TIMESTAMP_TEXT.clear()
+        text = _TIMESTAMP_TEXT[ts] = ts.isoformat()
+    h = obs.humidity_tenths
+    t = obs.temperature_tenths
     return (
-        '{"observed_at":"'
-        + obs.observed_at.strftime(_TIMESTAMP_FORMAT)
-        + '","quality_level":'
-        + str(obs.quality_level)
-        + ',"relative_humidity_pct_tenths":'
-        + _num(obs.humidity_tenths)
-        + ',"station_id":"'
-        + obs.station_id
-        + '","temperature_c_tenths":'
-        + _num(obs.temperature_tenths)
-        + "}"
+        _RECORD_FORMAT
+        % (
+            text,
+            obs.quality_level,
+            "null" if h is None else h,
+            obs.station_id,
+            "null" if t is None else t,
+        )
     ).encode("ascii")
 
 
