@@ -59,7 +59,11 @@ class Batch:
             "topic": self.topic,
             "merkle": {"algorithm": ALGORITHM, "size": len(self.members), "root": self.root.hex()},
             "members": [
-                {"window_id": m.window_id, "revision": m.revision, "checkpoint_digest": m.checkpoint_digest}
+                {
+                    "window_id": m.window_id,
+                    "revision": m.revision,
+                    "checkpoint_digest": m.checkpoint_digest,
+                }
                 for m in self.members
             ],
         }
@@ -68,7 +72,10 @@ class Batch:
     def from_manifest(cls, doc: dict[str, Any]) -> Batch:
         return cls.of(
             doc["topic"],
-            [BatchMember(m["window_id"], m["revision"], m["checkpoint_digest"]) for m in doc["members"]],
+            [
+                BatchMember(m["window_id"], m["revision"], m["checkpoint_digest"])
+                for m in doc["members"]
+            ],
         )
 
 

@@ -21,7 +21,7 @@ from tasks.record import RECORD_SCHEMA
 from tasks.window_content import WindowContent
 
 CHECKPOINT_SCHEMA = "streamnotary.checkpoint/1"
-CLOSE_REASONS = ("watermark", "idle_timeout", "drain")
+CLOSE_REASONS = ("watermark", "idle_timeout", "drain", "late_data")
 
 
 class CheckpointError(ValueError):
@@ -55,7 +55,9 @@ def build_checkpoint(
     if close_reason not in CLOSE_REASONS:
         raise CheckpointError(f"close reason must be one of {CLOSE_REASONS}, got {close_reason!r}")
     if (revision == 0) != (supersedes is None):
-        raise CheckpointError("revision 0 supersedes nothing; every later revision names its predecessor")
+        raise CheckpointError(
+            "revision 0 supersedes nothing; every later revision names its predecessor"
+        )
     key = content.key
     doc = {
         "schema": CHECKPOINT_SCHEMA,
@@ -74,7 +76,8 @@ def build_checkpoint(
         "source": {
             "topic": topic,
             "ranges": [
-                {"partition": p, "start": lo, "end": hi} for p, (lo, hi) in sorted(content.ranges.items())
+                {"partition": p, "start": lo, "end": hi}
+                for p, (lo, hi) in sorted(content.ranges.items())
             ],
         },
         "counts": content.counts(),

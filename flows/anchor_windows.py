@@ -1,0 +1,311 @@
+"""anchor-windows: the scheduled main flow.
+
+Reads the closed offset range [cursor, high watermark at run start) of every partition,
+closes the windows whose time has come, and for each closed window revision writes the
+payload and checkpoint, anchors the run's batch root (and one keyed entry per window),
+writes receipts, and only then advances the cursor. A write-ahead plan makes a killed run
+resumable exactly once (docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+import streamnotary
+from storage import layout
+from storage.objectstore import open_store
+from streamnotary.config import Settings, load_settings
+from streamnotary.faults import kill_point
+from tasks import steps
+from tasks.batch import Batch
+from tasks.canonical import sha256_hex
+from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
+from tasks.message import Classified, classify
+from tasks.payload import encode_payload
+from tasks.planner import PlanOptions, merge_ranges, plan_run
+from tasks.revision import (
+    PlannedRevision,
+    batch_entry,
+    make_batch,
+    pending_document,
+    plan_revision,
+    quarantine_doc,
+    receipt,
+    window_entry,
+)
+from tasks.window import WindowKey, WindowSpec
+from tasks.window_content import build_window
+
+
+class PlanResumeError(RuntimeError):
+    """An unfinished plan cannot be completed (its source data is gone or differs)."""
+
+
+@dataclass
+class RunSummary:
+    """What one run anchored, per station; the `streamnotary demo` table and `--json`."""
+
+    topic: str
+    ledger: str
+    new_anchors: int = 0
+    resumed_plan: bool = False
+    messages_read: int = 0
+    unattributable: int = 0
+    ledger_entries: int = 0
+    batch_root: str | None = None
+    stations: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, checkpoint: Mapping[str, Any]) -> None:
+        station = checkpoint["window"]["station_id"]
+        row = self.stations.setdefault(
+            station,
+            {
+                "windows": 0,
+                "revisions": 0,
+                "records": 0,
+                "missing_values": 0,
+                "duplicates": 0,
+                "conflicts": 0,
+                "quarantined": 0,
+            },
+        )
+        counts, aggs = checkpoint["counts"], checkpoint["aggregates"]
+        row["windows"] += checkpoint["revision"] == 0
+        row["revisions"] += checkpoint["revision"] > 0
+        row["records"] += counts["records"]
+        row["missing_values"] += (
+            aggs["temperature_c"]["missing"] + aggs["relative_humidity_pct"]["missing"]
+        )
+        row["duplicates"] += counts["duplicates"]
+        row["conflicts"] += counts["conflicts"]
+        row["quarantined"] += counts["rejected"]
+        self.new_anchors += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "ledger": self.ledger,
+            "new_anchors": self.new_anchors,
+            "resumed_plan": self.resumed_plan,
+            "messages_read": self.messages_read,
+            "unattributable": self.unattributable,
+            "ledger_entries": self.ledger_entries,
+            "batch_root": self.batch_root,
+            "stations": dict(sorted(self.stations.items())),
+        }
+
+
+@flow(name="anchor-windows", log_prints=True)
+def anchor_windows(
+    topic: str | None = None,
+    drain: bool = False,
+    ledger: str | None = None,
+    window_seconds: int | None = None,
+    allowed_lateness_seconds: int | None = None,
+    idle_timeout_seconds: int | None = None,
+) -> dict[str, Any]:
+    """Anchor every window revision that is closed at the end of this run's read."""
+    settings = load_settings(
+        topic=topic,
+        ledger=ledger,
+        window_seconds=window_seconds,
+        allowed_lateness_seconds=allowed_lateness_seconds,
+        idle_timeout_seconds=idle_timeout_seconds,
+    )
+    summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
+
+    pending = steps.load_pending(settings)
+    if pending is not None:
+        get_run_logger().warning("finishing the unfinished plan of an earlier run first")
+        complete_plan(settings, pending, payloads=None, summary=summary)
+        summary.resumed_plan = True
+
+    cursor = steps.load_cursor(settings)
+    ends = steps.read_end_offsets(settings)
+    ranges = {p: (cursor.partition(p).resume, end) for p, end in ends.items()}
+    messages = steps.read_offset_ranges(settings, ranges)
+    plan = plan_run(cursor, messages, ends, plan_options(settings, drain), datetime.now(UTC))
+    summary.messages_read += plan.messages_read
+
+    store_uri = open_store(settings).uri
+    revisions = [
+        plan_revision(
+            content=build_window(w.key, w.items),
+            topic=settings.topic,
+            revision=0,
+            supersedes=None,
+            close_reason=w.close_reason,
+            uri_of=store_uri,
+            pipeline_version=streamnotary.__version__,
+        )
+        for w in plan.closing
+    ]
+    rejected = [c for w in plan.closing for c in w.items if c.rejected]
+    late_revisions, late_rejected = revise_late_windows(settings, plan.late)
+    revisions += late_revisions
+    quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
+
+    if not revisions and not quarantine:
+        if (plan.next_cursor.partitions, plan.next_cursor.stations) != (
+            cursor.partitions,
+            cursor.stations,
+        ):
+            steps.advance_cursor(settings, plan.next_cursor.to_json())
+        print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
+        return summary.to_json()
+
+    batch = make_batch(settings.topic, revisions) if revisions else None
+    pending = pending_document(
+        settings.topic, revisions, batch, quarantine, plan.next_cursor.to_json()
+    )
+    steps.write_plan(settings, pending)
+    kill_point("after_plan")
+    complete_plan(
+        settings,
+        pending,
+        payloads={r_key(settings, r): r.payload for r in revisions},
+        summary=summary,
+    )
+    summary.unattributable += len(plan.unattributable)
+    print(
+        f"anchored {summary.new_anchors} window revision(s) of {settings.topic} "
+        f"on the {settings.ledger} ledger (batch {summary.batch_root})"
+    )
+    return summary.to_json()
+
+
+def plan_options(settings: Settings, drain: bool) -> PlanOptions:
+    return PlanOptions(
+        spec=WindowSpec(settings.window_seconds),
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        idle_timeout=timedelta(seconds=settings.idle_timeout_seconds)
+        if settings.idle_timeout_seconds
+        else None,
+        drain=drain,
+    )
+
+
+def r_key(settings: Settings, r: PlannedRevision) -> str:
+    return layout.payload_key(settings.topic, r.key, r.revision)
+
+
+def revise_late_windows(
+    settings: Settings, late: Mapping[WindowKey, Sequence[Classified]]
+) -> tuple[list[PlannedRevision], list[Classified]]:
+    """A new revision for each closed window that received messages after it was anchored.
+
+    The new revision's ranges cover the previous revision's ranges and the late messages,
+    and its content is rebuilt from exactly those ranges, as an auditor would.
+    """
+    if not late:
+        return [], []
+    latest = steps.load_latest_revisions(settings, list(late))
+    spec = WindowSpec(settings.window_seconds)
+    store = open_store(settings)
+    out: list[PlannedRevision] = []
+    rejected: list[Classified] = []
+    for key, items in late.items():
+        previous = latest.get(key)
+        ranges = merge_ranges(ranges_of(previous) if previous else {}, items)
+        messages = steps.read_offset_ranges(settings, ranges)
+        mine = [c for c in (classify(m, spec) for m in messages) if c.window == key]
+        rejected += [c for c in mine if c.rejected]
+        out.append(
+            plan_revision(
+                content=build_window(key, mine),
+                topic=settings.topic,
+                revision=0 if previous is None else previous["revision"] + 1,
+                supersedes=None
+                if previous is None
+                else Supersedes(previous["revision"], checkpoint_digest(previous)),
+                close_reason="late_data",
+                uri_of=store.uri,
+                pipeline_version=streamnotary.__version__,
+            )
+        )
+    return out, rejected
+
+
+def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -> dict[str, bytes]:
+    """Re-derive the payloads of an unfinished plan from its checkpoints' offset ranges."""
+    spec = WindowSpec(settings.window_seconds)
+    out: dict[str, bytes] = {}
+    store = open_store(settings)
+    for w in windows:
+        cp = w["checkpoint"]
+        key = WindowKey.parse(cp["window"]["id"])
+        pkey = layout.payload_key(settings.topic, key, cp["revision"])
+        if store.head(pkey) is not None:
+            continue  # written before the crash; write-once comparison is not needed
+        messages = steps.read_offset_ranges(settings, ranges_of(cp))
+        content = build_window(
+            key, [c for c in (classify(m, spec) for m in messages) if c.window == key]
+        )
+        data = encode_payload(content.records)
+        if sha256_hex(data) != cp["payload"]["sha256"]:
+            raise PlanResumeError(
+                f"{cp['window']['id']} r{cp['revision']}: the offset ranges no longer reproduce "
+                "the planned payload (source data changed or expired); refusing to anchor"
+            )
+        out[pkey] = data
+    return out
+
+
+def complete_plan(
+    settings: Settings,
+    pending: Mapping[str, Any],
+    payloads: Mapping[str, bytes] | None,
+    summary: RunSummary,
+) -> None:
+    """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run."""
+    topic = pending["topic"]
+    windows = pending["windows"]
+    if payloads is None:
+        payloads = rebuild_payloads(settings, windows)
+    steps.write_payloads(settings, payloads)
+    docs = {
+        layout.quarantine_key(topic, q["partition"], q["offset"]): q for q in pending["quarantine"]
+    }
+    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
+    for w in windows:
+        docs[layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])] = w["checkpoint"]
+    batch = Batch.from_manifest(pending["batch"]) if pending["batch"] else None
+    if batch is not None:
+        docs[layout.batch_key(topic, batch.root.hex())] = pending["batch"]
+    steps.write_documents(settings, docs, phase="checkpoints")
+    kill_point("after_payloads")
+
+    if batch is not None:
+        root = batch.root.hex()
+        batch_ref = steps.anchor_batch(settings, batch_entry(batch))
+        kill_point("after_batch_anchor")
+        entries = [
+            window_entry(topic, keys[w["window_id"]], w["revision"], w["checkpoint"], root)
+            for w in windows
+        ]
+        window_refs = steps.anchor_window_entries(settings, entries)
+        kill_point("after_anchor")
+        receipts = {}
+        for i, w in enumerate(windows):
+            key = keys[w["window_id"]]
+            receipts[layout.receipt_key(topic, key, w["revision"])] = receipt(
+                topic,
+                key,
+                w["revision"],
+                w["checkpoint_digest"],
+                batch,
+                batch_ref,
+                None if window_refs is None else window_refs[i],
+            )
+        steps.write_documents(settings, receipts, phase="receipts")
+        kill_point("before_cursor")
+        for w in windows:
+            summary.add(w["checkpoint"])
+        summary.ledger_entries += 1 + (0 if window_refs is None else len(window_refs))
+        summary.batch_root = root
+    steps.advance_cursor(settings, pending["next_cursor"])

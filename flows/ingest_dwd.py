@@ -1,0 +1,128 @@
+"""ingest-dwd: DWD product files (path, zip archive or URL) → Kafka.
+
+Each observation is produced with key = station id, timestamp = observation time and
+value = its canonical JSON, by the idempotent producer. Re-running is harmless: a
+source whose bytes were ingested completely before (an `ingest/` manifest exists for
+its SHA-256) is skipped; a run that died half-way re-produces the file, and the copies
+collapse in the windows' deduplication (counted as duplicates, never double-counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from storage.kafka import KafkaLog
+from storage.objectstore import ObjectNotFound, open_store
+from streamnotary.config import Settings, load_settings
+from tasks.dwd import read_observations
+from tasks.record import canonical_bytes
+from tasks.revision import document_bytes
+from tasks.steps import IO_RETRIES, report_progress
+
+INGEST_SCHEMA = "streamnotary.ingest/1"
+HTTP_TIMEOUT = (10, 120)
+
+
+def manifest_key(topic: str, sha256: str) -> str:
+    return f"ingest/{topic}/{sha256}.json"
+
+
+@task(name="fetch-source", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def fetch_source(source: str, workdir: str) -> Path:
+    """A local path for `source`; URLs are downloaded (DWD open data serves zip archives)."""
+    if not source.startswith(("http://", "https://")):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such DWD file: {source}")
+        return path
+    response = requests.get(source, timeout=HTTP_TIMEOUT)
+    response.raise_for_status()
+    name = source.rstrip("/").rsplit("/", 1)[-1] or "download"
+    target = Path(workdir) / name
+    target.write_bytes(response.content)
+    return target
+
+
+@task(name="check-ingested", **IO_RETRIES)
+def already_ingested(settings: Settings, sha256: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(open_store(settings).get(manifest_key(settings.topic, sha256)))
+    except ObjectNotFound:
+        return None
+
+
+@task(name="produce-observations", **IO_RETRIES)
+def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[str, Any]:
+    """Read the file and produce every observation; returns counts for the manifest."""
+    rejected: list[dict[str, Any]] = []
+
+    def quarantine(**info: Any) -> None:
+        rejected.append({k: str(v) for k, v in info.items()})
+
+    observations = list(read_observations(path, lenient=lenient, quarantine=quarantine))
+    total = len(observations)
+    messages = (
+        (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000)) for o in observations
+    )
+    with KafkaLog.from_settings(settings) as log:
+        log.ensure_topic(settings.partitions)
+        produced = log.produce(messages, on_progress=lambda n: report_progress("produce", n, total))
+    return {
+        "records": produced,
+        "stations": sorted({o.station_id for o in observations}),
+        "first_observed_at": min((o.observed_at for o in observations), default=None),
+        "last_observed_at": max((o.observed_at for o in observations), default=None),
+        "rejected_lines": rejected,
+    }
+
+
+@task(name="write-ingest-manifest", **IO_RETRIES)
+def write_manifest(settings: Settings, sha256: str, manifest: dict[str, Any]) -> None:
+    open_store(settings).put_once(manifest_key(settings.topic, sha256), document_bytes(manifest), "application/json")
+
+
+@flow(name="ingest-dwd", log_prints=True)
+def ingest_dwd(sources: Sequence[str], topic: str | None = None, lenient: bool = False) -> dict[str, Any]:
+    """Produce DWD observation files into Kafka; returns per-source counts."""
+    settings = load_settings(topic=topic)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir:
+        for source in sources:
+            path = fetch_source(source, workdir)
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            done = already_ingested(settings, sha)
+            if done is not None:
+                print(f"{source}: already ingested ({done['records']} records), skipped")
+                results[source] = {"records": 0, "skipped": True, "sha256": sha}
+                continue
+            counts = produce_observations(settings, path, lenient)
+            manifest = {
+                "schema": INGEST_SCHEMA,
+                "source": source,
+                "file": path.name,
+                "sha256": sha,
+                "topic": settings.topic,
+                "records": counts["records"],
+                "stations": counts["stations"],
+                "first_observed_at": _iso(counts["first_observed_at"]),
+                "last_observed_at": _iso(counts["last_observed_at"]),
+                "rejected_lines": counts["rejected_lines"],
+            }
+            write_manifest(settings, sha, manifest)
+            print(f"{source}: produced {counts['records']} observations to {settings.topic}")
+            results[source] = {"records": counts["records"], "skipped": False, "sha256": sha}
+    return results
+
+
+def _iso(t: Any) -> str | None:
+    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+

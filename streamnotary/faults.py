@@ -1,0 +1,29 @@
+"""Named crash points, for proving that a killed run resumes exactly once.
+
+When the environment variable ``STREAMNOTARY_KILL_AT`` names a point, the process sends
+itself SIGKILL there: no exception handler, no `finally`, no flush runs, exactly as if an
+operator or the OOM killer had killed the worker. Used by tests/test_exactly_once.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "STREAMNOTARY_KILL_AT"
+POINTS = (
+    "after_plan",  # write-ahead plan stored, nothing else written
+    "after_payloads",  # payloads and checkpoints stored, nothing anchored
+    "after_batch_anchor",  # batch root anchored, window entries not yet
+    "mid_window_anchors",  # the first window entry anchored, the others not yet
+    "after_anchor",  # every entry anchored, no receipt written
+    "before_cursor",  # receipts written, cursor not advanced
+)
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process if `name` is the configured crash point."""
+    if name not in POINTS:
+        raise ValueError(f"unknown kill point {name!r}")
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

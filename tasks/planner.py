@@ -1,0 +1,274 @@
+"""Decide, for one run, which windows close and which messages are late (pure).
+
+Input: the durable cursor of the previous run and the messages read in this run.
+Output: the windows to anchor now (with their messages and close reason), the windows
+that received late messages (they get a new revision), the unattributable messages, and
+the next cursor. See docs/design.md, "When a window closes" and "One run".
+
+The cursor (`streamnotary.cursor/1`) is the only mutable state of the pipeline:
+
+* per partition, ``resume`` (first offset still needed next run: the first offset of a
+  still-open window, else ``read_end``) and ``read_end`` (offsets below it were read);
+* per station, the event-time ``watermark``, ``closed_until`` (every window ending at or
+  before it is closed) and ``progress_at`` (wall-clock time the watermark last advanced,
+  for the idle timeout).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tasks.message import Classified, SourceMessage, classify
+from tasks.window import WindowKey, WindowSpec
+
+CURSOR_SCHEMA = "streamnotary.cursor/1"
+_TS = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class CursorError(ValueError):
+    """A stored cursor cannot be used with the current configuration."""
+
+
+def _ts(t: datetime | None) -> str | None:
+    return None if t is None else t.strftime(_TS)
+
+
+def _parse_ts(s: str | None) -> datetime | None:
+    return None if s is None else datetime.strptime(s, _TS).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCursor:
+    resume: int = 0
+    read_end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StationCursor:
+    watermark: datetime | None = None
+    closed_until: datetime | None = None
+    progress_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    topic: str
+    window_seconds: int
+    partitions: dict[int, PartitionCursor] = field(default_factory=dict)
+    stations: dict[str, StationCursor] = field(default_factory=dict)
+    unattributable: int = 0
+    runs: int = 0
+
+    def partition(self, p: int) -> PartitionCursor:
+        return self.partitions.get(p, PartitionCursor())
+
+    def station(self, s: str) -> StationCursor:
+        return self.stations.get(s, StationCursor())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": CURSOR_SCHEMA,
+            "topic": self.topic,
+            "window_seconds": self.window_seconds,
+            "partitions": {
+                str(p): {"resume": c.resume, "read_end": c.read_end}
+                for p, c in sorted(self.partitions.items())
+            },
+            "stations": {
+                s: {
+                    "watermark": _ts(c.watermark),
+                    "closed_until": _ts(c.closed_until),
+                    "progress_at": _ts(c.progress_at),
+                }
+                for s, c in sorted(self.stations.items())
+            },
+            "unattributable": self.unattributable,
+            "runs": self.runs,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Cursor:
+        if doc.get("schema") != CURSOR_SCHEMA:
+            raise CursorError(f"not a {CURSOR_SCHEMA} document: {doc.get('schema')!r}")
+        return cls(
+            topic=doc["topic"],
+            window_seconds=int(doc["window_seconds"]),
+            partitions={
+                int(p): PartitionCursor(int(v["resume"]), int(v["read_end"]))
+                for p, v in doc["partitions"].items()
+            },
+            stations={
+                s: StationCursor(
+                    _parse_ts(v["watermark"]),
+                    _parse_ts(v["closed_until"]),
+                    _parse_ts(v["progress_at"]),
+                )
+                for s, v in doc["stations"].items()
+            },
+            unattributable=int(doc.get("unattributable", 0)),
+            runs=int(doc.get("runs", 0)),
+        )
+
+    @classmethod
+    def empty(cls, topic: str, window_seconds: int) -> Cursor:
+        return cls(topic=topic, window_seconds=window_seconds)
+
+    def check_compatible(self, topic: str, window_seconds: int) -> None:
+        """Refuse to continue a cursor written for another topic or window size."""
+        if self.topic != topic:
+            raise CursorError(f"cursor belongs to topic {self.topic!r}, not {topic!r}")
+        if self.window_seconds != window_seconds:
+            raise CursorError(
+                f"windows of this topic were cut with size {self.window_seconds}s; "
+                f"changing it to {window_seconds}s would re-window anchored data"
+            )
+
+
+@dataclass(frozen=True)
+class ClosingWindow:
+    """A window whose first revision is anchored in this run."""
+
+    key: WindowKey
+    items: list[Classified]
+    close_reason: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    closing: list[ClosingWindow]
+    late: dict[WindowKey, list[Classified]]
+    unattributable: list[Classified]
+    next_cursor: Cursor
+    messages_read: int
+    messages_new: int
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    spec: WindowSpec
+    allowed_lateness: timedelta = timedelta(hours=1)
+    idle_timeout: timedelta | None = None
+    drain: bool = False
+
+
+def plan_run(
+    cursor: Cursor,
+    messages: Iterable[SourceMessage],
+    read_ends: Mapping[int, int],
+    options: PlanOptions,
+    now: datetime,
+) -> RunPlan:
+    """Classify the messages read in this run and decide what closes.
+
+    `messages` are everything read from `[cursor.resume, read_ends[p])` per partition.
+    Messages below the previous `read_end` were seen by an earlier run: those of windows
+    that were already closed are skipped, those of still-open windows are taken again
+    (they were never anchored).
+    """
+    spec = options.spec
+    open_items: dict[WindowKey, list[Classified]] = defaultdict(list)
+    late: dict[WindowKey, list[Classified]] = defaultdict(list)
+    unattributable: list[Classified] = []
+    watermarks = {s: c.watermark for s, c in cursor.stations.items()}
+    advanced: set[str] = set()
+    read = new = 0
+    for msg in messages:
+        read += 1
+        c = classify(msg, spec)
+        seen_before = msg.offset < cursor.partition(msg.partition).read_end
+        new += not seen_before
+        if c.window is None:
+            if not seen_before:
+                unattributable.append(c)
+            continue
+        station = c.window.station_id
+        if c.record is not None:
+            wm = watermarks.get(station)
+            if wm is None or c.record.observed_at > wm:
+                watermarks[station] = c.record.observed_at
+                advanced.add(station)
+        closed_until = cursor.station(station).closed_until
+        if closed_until is not None and c.window.end <= closed_until:
+            if not seen_before:
+                late[c.window].append(c)
+            continue
+        open_items[c.window].append(c)
+
+    stations = dict(cursor.stations)
+    closing: list[ClosingWindow] = []
+    by_station: dict[str, list[WindowKey]] = defaultdict(list)
+    for key in open_items:
+        by_station[key.station_id].append(key)
+    for station in set(by_station) | set(watermarks) | set(cursor.stations):
+        prev = cursor.station(station)
+        wm = watermarks.get(station)
+        progress_at = now if station in advanced else prev.progress_at
+        candidates = [wm - options.allowed_lateness] if wm is not None else []
+        if prev.closed_until is not None:
+            candidates.append(prev.closed_until)
+        closed_until = max(candidates) if candidates else None
+        keys = sorted(by_station.get(station, []))
+        reason = "watermark"
+        if keys and options.drain:
+            reason = "drain"
+            closed_until = max([k.end for k in keys] + ([closed_until] if closed_until else []))
+        elif (
+            keys
+            and options.idle_timeout is not None
+            and progress_at is not None
+            and now - progress_at >= options.idle_timeout
+        ):
+            reason = "idle_timeout"
+            closed_until = max([k.end for k in keys] + ([closed_until] if closed_until else []))
+        for key in keys:
+            if closed_until is not None and key.end <= closed_until:
+                # a window the watermark alone would close keeps reason "watermark"
+                natural = wm is not None and key.end <= wm - options.allowed_lateness
+                closing.append(
+                    ClosingWindow(key, open_items[key], "watermark" if natural else reason)
+                )
+        stations[station] = StationCursor(wm, closed_until, progress_at)
+
+    still_open = [k for k in open_items if all(k != w.key for w in closing)]
+    resume: dict[int, int] = {}
+    for key in still_open:
+        for c in open_items[key]:
+            p = c.message.partition
+            resume[p] = min(resume.get(p, c.message.offset), c.message.offset)
+    partitions = {
+        p: PartitionCursor(resume.get(p, end), end)
+        for p, end in {**{p: c.read_end for p, c in cursor.partitions.items()}, **read_ends}.items()
+    }
+    next_cursor = Cursor(
+        topic=cursor.topic,
+        window_seconds=cursor.window_seconds,
+        partitions=partitions,
+        stations=stations,
+        unattributable=cursor.unattributable + len(unattributable),
+        runs=cursor.runs + 1,
+    )
+    closing.sort(key=lambda w: w.key)
+    return RunPlan(
+        closing=closing,
+        late=dict(sorted(late.items())),
+        unattributable=unattributable,
+        next_cursor=next_cursor,
+        messages_read=read,
+        messages_new=new,
+    )
+
+
+def merge_ranges(
+    ranges: Mapping[int, tuple[int, int]], items: Iterable[Classified]
+) -> dict[int, tuple[int, int]]:
+    """Extend per-partition offset ranges so that they also cover `items`."""
+    merged = dict(ranges)
+    for c in items:
+        p, o = c.message.partition, c.message.offset
+        lo, hi = merged.get(p, (o, o + 1))
+        merged[p] = (min(lo, o), max(hi, o + 1))
+    return dict(sorted(merged.items()))

@@ -1,0 +1,182 @@
+"""Assemble everything one run writes and anchors (pure): revisions, batch, entries, receipts.
+
+Given window contents, this module produces the exact bytes and documents of a run:
+payload bytes, checkpoint documents, the batch tree, the ledger entries and the receipts.
+Keeping it free of I/O means the write-ahead plan (`streamnotary.pending/1`) fully
+determines every later write, which is what makes a killed run resumable.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage import layout
+from storage.ledger.base import AnchorEntry, AnchorRef
+from tasks.batch import RECEIPT_SCHEMA, Batch, BatchMember, batch_proof
+from tasks.canonical import canonical_json, sha256_hex
+from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
+from tasks.message import Classified
+from tasks.payload import encode_payload
+from tasks.window import WindowKey
+from tasks.window_content import WindowContent
+
+PENDING_SCHEMA = "streamnotary.pending/1"
+QUARANTINE_SCHEMA = "streamnotary.quarantine/1"
+
+
+@dataclass(frozen=True)
+class PlannedRevision:
+    """One window revision, ready to be written and anchored."""
+
+    key: WindowKey
+    revision: int
+    content: WindowContent
+    payload: bytes
+    checkpoint: dict[str, Any]
+    digest: str
+
+    @property
+    def window_id(self) -> str:
+        return self.key.window_id
+
+
+def plan_revision(
+    *,
+    content: WindowContent,
+    topic: str,
+    revision: int,
+    supersedes: Supersedes | None,
+    close_reason: str,
+    uri_of: Callable[[str], str],
+    pipeline_version: str,
+) -> PlannedRevision:
+    """Encode the payload and build the checkpoint of one window revision."""
+    payload = encode_payload(content.records)
+    key = layout.payload_key(topic, content.key, revision)
+    checkpoint = build_checkpoint(
+        content=content,
+        topic=topic,
+        revision=revision,
+        supersedes=supersedes,
+        close_reason=close_reason,
+        payload=PayloadRef(uri=uri_of(key), sha256=sha256_hex(payload), size=len(payload)),
+        pipeline_version=pipeline_version,
+    )
+    return PlannedRevision(
+        content.key, revision, content, payload, checkpoint, checkpoint_digest(checkpoint)
+    )
+
+
+def make_batch(topic: str, revisions: Sequence[PlannedRevision]) -> Batch:
+    return Batch.of(topic, [BatchMember(r.window_id, r.revision, r.digest) for r in revisions])
+
+
+def batch_entry(batch: Batch) -> AnchorEntry:
+    root = batch.root.hex()
+    return AnchorEntry(
+        key=layout.batch_entry_key(batch.topic, root),
+        kind="batch",
+        body={"kind": "batch", "topic": batch.topic, "root": root, "size": len(batch.members)},
+    )
+
+
+def window_entry(
+    topic: str, key: WindowKey, revision: int, checkpoint: dict[str, Any], batch_root: str
+) -> AnchorEntry:
+    return AnchorEntry(
+        key=layout.window_entry_key(topic, key, revision),
+        kind="window",
+        body={
+            "kind": "window",
+            "topic": topic,
+            "window_id": key.window_id,
+            "station_id": key.station_id,
+            "revision": revision,
+            "checkpoint_digest": checkpoint_digest(checkpoint),
+            "merkle_root": checkpoint["merkle"]["root"],
+            "batch_root": batch_root,
+        },
+        index_keys=(key.window_id, key.station_id, topic),
+    )
+
+
+def receipt(
+    topic: str,
+    key: WindowKey,
+    revision: int,
+    digest: str,
+    batch: Batch,
+    batch_ref: AnchorRef,
+    window_ref: AnchorRef | None,
+) -> dict[str, Any]:
+    return {
+        "schema": RECEIPT_SCHEMA,
+        "topic": topic,
+        "window_id": key.window_id,
+        "revision": revision,
+        "checkpoint_key": layout.checkpoint_key(topic, key, revision),
+        "checkpoint_digest": digest,
+        "batch": {
+            "key": layout.batch_key(topic, batch.root.hex()),
+            **batch_proof(batch, key.window_id, revision),
+        },
+        "ledger": {
+            "batch": batch_ref.to_json(),
+            "window": None if window_ref is None else window_ref.to_json(),
+        },
+    }
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def quarantine_doc(c: Classified) -> dict[str, Any]:
+    """The stored form of a rejected message: byte-exact, with position and reason."""
+    m = c.message
+    return {
+        "schema": QUARANTINE_SCHEMA,
+        "topic": m.topic,
+        "partition": m.partition,
+        "offset": m.offset,
+        "timestamp_ms": m.timestamp_ms,
+        "key_b64": _b64(m.key),
+        "value_b64": _b64(m.value),
+        "reason": c.reason or "rejected",
+        "detail": c.detail or "",
+        "window_id": None if c.window is None else c.window.window_id,
+    }
+
+
+def pending_document(
+    topic: str,
+    revisions: Sequence[PlannedRevision],
+    batch: Batch | None,
+    quarantine: Sequence[dict[str, Any]],
+    next_cursor: dict[str, Any],
+) -> dict[str, Any]:
+    """The write-ahead plan: once stored, every later write of the run is determined."""
+    return {
+        "schema": PENDING_SCHEMA,
+        "topic": topic,
+        "batch": None if batch is None else batch.manifest(),
+        "windows": [
+            {
+                "window_id": r.window_id,
+                "revision": r.revision,
+                "checkpoint": r.checkpoint,
+                "checkpoint_digest": r.digest,
+            }
+            for r in revisions
+        ],
+        "quarantine": list(quarantine),
+        "next_cursor": next_cursor,
+    }
+
+
+def document_bytes(doc: dict[str, Any]) -> bytes:
+    """Stored form of every JSON document: RFC 8785 bytes, so sha256(file) == its digest."""
+    return canonical_json(doc)

@@ -1,0 +1,173 @@
+"""Prefect tasks: each does one I/O step of the pipeline and declares its retries.
+
+Every step is idempotent (write-once objects, anchors keyed by window, cursor written
+last), so a retry, or a whole re-run after a crash, repeats nothing that was done.
+Caching is off: the steps are cheap to repeat and their inputs can be large.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from storage import layout
+from storage.kafka import KafkaLog
+from storage.ledger.base import AnchorEntry, AnchorRef
+from storage.ledger.factory import open_ledger
+from storage.objectstore import ObjectNotFound, open_store
+from streamnotary.config import Settings
+from streamnotary.faults import kill_point
+from tasks.message import SourceMessage
+from tasks.planner import Cursor
+from tasks.revision import document_bytes
+from tasks.window import WindowKey
+
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 10, 30],
+    "cache_policy": NO_CACHE,
+}
+
+# In-process progress hook for the CLI: called with (phase, done, total).
+ProgressHook = Callable[[str, int, int], None]
+_progress_hooks: list[ProgressHook] = []
+
+
+def add_progress_hook(hook: ProgressHook) -> None:
+    _progress_hooks.append(hook)
+
+
+def remove_progress_hook(hook: ProgressHook) -> None:
+    if hook in _progress_hooks:
+        _progress_hooks.remove(hook)
+
+
+def report_progress(phase: str, done: int, total: int) -> None:
+    for hook in list(_progress_hooks):
+        hook(phase, done, total)
+
+
+@task(name="load-cursor", **IO_RETRIES)
+def load_cursor(settings: Settings) -> Cursor:
+    """The durable position of the pipeline; an empty cursor on the first run."""
+    store = open_store(settings)
+    try:
+        doc = json.loads(store.get(layout.cursor_key(settings.topic)))
+    except ObjectNotFound:
+        return Cursor.empty(settings.topic, settings.window_seconds)
+    cursor = Cursor.from_json(doc)
+    cursor.check_compatible(settings.topic, settings.window_seconds)
+    return cursor
+
+
+@task(name="load-pending-plan", **IO_RETRIES)
+def load_pending(settings: Settings) -> dict[str, Any] | None:
+    """The write-ahead plan of a run that did not finish, if any."""
+    store = open_store(settings)
+    try:
+        return json.loads(store.get(layout.pending_key(settings.topic)))
+    except ObjectNotFound:
+        return None
+
+
+@task(name="read-end-offsets", **IO_RETRIES)
+def read_end_offsets(settings: Settings) -> dict[int, int]:
+    """Per partition, the high watermark at run start: the exclusive end of this run's read."""
+    with KafkaLog.from_settings(settings) as log:
+        return {p: log.watermarks(p)[1] for p in log.partitions()}
+
+
+@task(name="read-offset-ranges", **IO_RETRIES)
+def read_offset_ranges(
+    settings: Settings, ranges: Mapping[int, tuple[int, int]]
+) -> list[SourceMessage]:
+    """Every message of the closed offset ranges, with bounded waits."""
+    wanted = {p: r for p, r in ranges.items() if r[1] > r[0]}
+    if not wanted:
+        return []
+    with KafkaLog.from_settings(settings) as log:
+        return log.read_ranges(wanted, timeout_s=settings.read_timeout_seconds)
+
+
+@task(name="load-latest-revisions", **IO_RETRIES)
+def load_latest_revisions(
+    settings: Settings, keys: Sequence[WindowKey]
+) -> dict[WindowKey, dict[str, Any]]:
+    """For windows that received late data: the checkpoint of their latest anchored revision."""
+    store = open_store(settings)
+    found: dict[WindowKey, dict[str, Any]] = {}
+    for key in keys:
+        receipts = list(store.list(layout.window_receipts_prefix(settings.topic, key)))
+        if not receipts:
+            continue
+        latest = json.loads(store.get(max(receipts, key=layout.revision_of)))
+        found[key] = json.loads(store.get(latest["checkpoint_key"]))
+    return found
+
+
+@task(name="write-plan", **IO_RETRIES)
+def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
+    """Store the write-ahead plan before any other write of the run."""
+    open_store(settings).put(
+        layout.pending_key(settings.topic), document_bytes(pending), "application/json"
+    )
+
+
+@task(name="write-payloads", **IO_RETRIES)
+def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
+    """Write-once Parquet payloads; returns how many were newly created."""
+    store = open_store(settings)
+    created = 0
+    for i, (key, data) in enumerate(sorted(payloads.items()), 1):
+        created += store.put_once(key, data, "application/vnd.apache.parquet") == "created"
+        report_progress("payloads", i, len(payloads))
+    return created
+
+
+@task(name="write-documents", **IO_RETRIES)
+def write_documents(
+    settings: Settings, docs: Mapping[str, dict[str, Any]], phase: str = "documents"
+) -> int:
+    """Write-once JSON documents (checkpoints, receipts, batch manifests, quarantine)."""
+    store = open_store(settings)
+    created = 0
+    for i, (key, doc) in enumerate(sorted(docs.items()), 1):
+        created += store.put_once(key, document_bytes(doc), "application/json") == "created"
+        report_progress(phase, i, len(docs))
+    return created
+
+
+@task(name="anchor-batch", **IO_RETRIES)
+def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
+    """Anchor the run's batch root (idempotent by key)."""
+    with open_ledger(settings) as ledger:
+        return ledger.anchor(entry)
+
+
+@task(name="anchor-windows", **IO_RETRIES)
+def anchor_window_entries(
+    settings: Settings, entries: Sequence[AnchorEntry]
+) -> list[AnchorRef] | None:
+    """One keyed entry per window revision, on ledgers that have keyed items; else None."""
+    with open_ledger(settings) as ledger:
+        if not ledger.supports_window_items:
+            return None
+        refs = []
+        for i, entry in enumerate(entries, 1):
+            refs.append(ledger.anchor(entry))
+            report_progress("anchors", i, len(entries))
+            if i == 1:
+                kill_point("mid_window_anchors")
+        return refs
+
+
+@task(name="advance-cursor", **IO_RETRIES)
+def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
+    """Persist the next cursor, then drop the finished plan. Always the last write."""
+    store = open_store(settings)
+    store.put(layout.cursor_key(settings.topic), document_bytes(cursor), "application/json")
+    store.delete(layout.pending_key(settings.topic))
