@@ -71,7 +71,8 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
     observations = list(read_observations(path, lenient=lenient, quarantine=quarantine))
     total = len(observations)
     messages = (
-        (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000)) for o in observations
+        (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000))
+        for o in observations
     )
     with KafkaLog.from_settings(settings) as log:
         log.ensure_topic(settings.partitions)
@@ -87,11 +88,15 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
 
 @task(name="write-ingest-manifest", **IO_RETRIES)
 def write_manifest(settings: Settings, sha256: str, manifest: dict[str, Any]) -> None:
-    open_store(settings).put_once(manifest_key(settings.topic, sha256), document_bytes(manifest), "application/json")
+    open_store(settings).put_once(
+        manifest_key(settings.topic, sha256), document_bytes(manifest), "application/json"
+    )
 
 
 @flow(name="ingest-dwd", log_prints=True)
-def ingest_dwd(sources: Sequence[str], topic: str | None = None, lenient: bool = False) -> dict[str, Any]:
+def ingest_dwd(
+    sources: Sequence[str], topic: str | None = None, lenient: bool = False
+) -> dict[str, Any]:
     """Produce DWD observation files into Kafka; returns per-source counts."""
     settings = load_settings(topic=topic)
     results: dict[str, Any] = {}
@@ -125,4 +130,3 @@ def ingest_dwd(sources: Sequence[str], topic: str | None = None, lenient: bool =
 
 def _iso(t: Any) -> str | None:
     return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
