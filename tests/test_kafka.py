@@ -1,0 +1,153 @@
+"""KafkaLog against a real Kafka-protocol broker (noida-db): topics, produce, closed ranges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from storage.kafka import KafkaLog, OffsetRangeUnavailable
+
+BASE_TS = 1_700_000_000_000
+
+
+@pytest.fixture
+def log(kafka_bootstrap: str, kafka_topic: str) -> Iterator[KafkaLog]:
+    with KafkaLog(kafka_bootstrap, kafka_topic) as kl:
+        yield kl
+
+
+def _messages(n: int, stations: int = 5) -> list[tuple[bytes, bytes, int]]:
+    return [(f"{i % stations:05d}".encode(), f"value-{i}".encode(), BASE_TS + i) for i in range(n)]
+
+
+def test_ensure_topic_is_idempotent_and_has_partitions(kafka_bootstrap: str) -> None:
+    with KafkaLog(kafka_bootstrap, "idem.topic") as log:
+        log.ensure_topic(partitions=2)
+        log.ensure_topic(partitions=2)  # TOPIC_ALREADY_EXISTS is not an error
+        assert log.partitions() == [0, 1]
+        assert all(log.watermarks(p) == (0, 0) for p in (0, 1))
+
+
+def test_produce_counts_progress_and_keeps_keys_on_one_partition(log: KafkaLog) -> None:
+    progress: list[int] = []
+    assert log.produce(_messages(300), on_progress=progress.append) == 300
+    assert sum(progress) == 300
+    marks = {p: log.watermarks(p) for p in log.partitions()}
+    assert sum(high - low for low, high in marks.values()) == 300
+    got = log.read_ranges(marks)
+    assert len(got) == 300
+    partition_of_key: dict[bytes | None, set[int]] = {}
+    for m in got:
+        partition_of_key.setdefault(m.key, set()).add(m.partition)
+    assert all(len(parts) == 1 for parts in partition_of_key.values())
+    # Per key, the producer's order is kept (idempotent producer: no reordering).
+    for key in partition_of_key:
+        values = [int(m.value.split(b"-")[1]) for m in got if m.key == key and m.value]
+        assert values == sorted(values)
+    # read_ranges orders by (partition, offset)
+    assert [(m.partition, m.offset) for m in got] == sorted((m.partition, m.offset) for m in got)
+
+
+def test_read_range_exact_bounds_and_fields(log: KafkaLog) -> None:
+    # All on one key -> one partition, so offsets are 0..19 in production order.
+    msgs = [(b"10001", f"v{i}".encode(), BASE_TS + i) for i in range(20)]
+    log.produce(msgs)
+    part = next(p for p in log.partitions() if log.watermarks(p)[1] == 20)
+    got = log.read_range(part, 5, 9)
+    assert [m.offset for m in got] == [5, 6, 7, 8]
+    assert [m.value for m in got] == [b"v5", b"v6", b"v7", b"v8"]
+    assert all(m.key == b"10001" and m.partition == part for m in got)
+    assert [m.timestamp_ms for m in got] == [BASE_TS + i for i in range(5, 9)]
+    assert [m.offset for m in log.read_range(part, 0, 20)] == list(range(20))
+    assert [m.offset for m in log.read_range(part, 19, 20)] == [19]
+
+
+def test_empty_ranges_read_nothing(log: KafkaLog) -> None:
+    log.produce(_messages(10))
+    for p in log.partitions():
+        _, high = log.watermarks(p)
+        assert log.read_range(p, high, high) == []
+        assert log.read_range(p, 0, 0) == []
+    assert log.read_ranges({}) == []
+
+
+def test_range_beyond_high_watermark_fails_fast(log: KafkaLog) -> None:
+    log.produce(_messages(10))
+    p = log.partitions()[0]
+    _, high = log.watermarks(p)
+    started = time.monotonic()
+    with pytest.raises(OffsetRangeUnavailable, match="not closed"):
+        log.read_range(p, 0, high + 5, timeout_s=5.0)
+    assert time.monotonic() - started < 5.0
+
+
+def test_invalid_range_is_rejected(log: KafkaLog) -> None:
+    with pytest.raises(ValueError):
+        log.read_range(0, 5, 2)
+
+
+def test_start_below_low_watermark_after_delete_records(
+    log: KafkaLog, kafka_bootstrap: str
+) -> None:
+    log.produce([(b"10002", f"v{i}".encode(), BASE_TS + i) for i in range(10)])
+    part = next(p for p in log.partitions() if log.watermarks(p)[1] == 10)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.delete_records([TopicPartition(log.topic, part, 4)], request_timeout=10)
+    for f in futures.values():
+        f.result(timeout=10)
+    assert log.watermarks(part) == (4, 10)
+    with pytest.raises(OffsetRangeUnavailable, match="no longer stored"):
+        log.read_range(part, 2, 6)
+    assert [m.offset for m in log.read_range(part, 4, 10)] == list(range(4, 10))
+
+
+def test_tombstone_value_is_none(log: KafkaLog, kafka_bootstrap: str) -> None:
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(log.topic, key=b"10003", value=None, timestamp=BASE_TS, partition=1)
+    assert producer.flush(10) == 0
+    got = log.read_range(1, 0, 1)
+    assert len(got) == 1 and got[0].value is None and got[0].key == b"10003"
+
+
+def test_gaps_from_aborted_transactions_are_skipped(
+    log: KafkaLog, kafka_bootstrap: str
+) -> None:
+    """Offsets of aborted messages and transaction markers are gaps; reads still end."""
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": log.topic})
+    producer.init_transactions(10)
+    for value, commit in ((b"kept-1", True), (b"aborted", False), (b"kept-2", True)):
+        producer.begin_transaction()
+        producer.produce(log.topic, key=b"10004", value=value, partition=0)
+        if commit:
+            producer.commit_transaction(10)
+        else:
+            producer.abort_transaction(10)
+    low, high = log.watermarks(0)
+    assert high > 3  # markers and the aborted message occupy offsets
+    started = time.monotonic()
+    got = log.read_range(0, low, high, timeout_s=5.0)
+    assert [m.value for m in got] == [b"kept-1", b"kept-2"]
+    assert time.monotonic() - started < 2.0
+    # A range ending in a gap (the last commit marker) also ends without waiting it out.
+    last = got[-1].offset
+    assert [m.value for m in log.read_range(0, last, high, timeout_s=5.0)] == [b"kept-2"]
+
+
+def test_open_transaction_keeps_high_watermark_at_last_stable_offset(
+    log: KafkaLog, kafka_bootstrap: str
+) -> None:
+    log.produce([(b"10005", b"before", BASE_TS)])
+    part = next(p for p in log.partitions() if log.watermarks(p)[1] == 1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": log.topic})
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    producer.produce(log.topic, key=b"10005", value=b"undecided", partition=part)
+    assert producer.flush(10) == 0
+    _, high = log.watermarks(part)
+    assert high == 1  # the undecided message is not part of any closed range yet
+    assert [m.value for m in log.read_range(part, 0, high)] == [b"before"]
+    producer.abort_transaction(10)
