@@ -222,7 +222,7 @@ class LitecoindNode:
             f"-port={self.p2p_port}", f"-rpcport={self.port}", "-rpcbind=127.0.0.1",
             "-rpcallowip=127.0.0.1", f"-rpcuser={self.user}", f"-rpcpassword={self.password}",
             "-fallbackfee=0.0002", "-txindex=1", "-printtoconsole=0", "-dnsseed=0",
-            "-discover=0", "-upnp=0",
+            "-discover=0", "-upnp=0", "-rpcservertimeout=2",
         ]
         log = self.datadir / "regtest" / "debug.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
