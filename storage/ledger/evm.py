@@ -272,6 +272,9 @@ class EvmLedger(Ledger):
     def contract_address(self) -> str:
         return self.deployment.address
 
+    def _contract(self) -> Any:
+        return self.w3.eth.contract(address=self.deployment.address, abi=self._abi)
+
     # -- logs -------------------------------------------------------------------------------
 
     def _logs(self, **filters: bytes) -> list[Any]:
