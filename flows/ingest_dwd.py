@@ -74,9 +74,16 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
         (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000))
         for o in observations
     )
+    done = 0
+
+    def progress(increment: int) -> None:
+        nonlocal done
+        done += increment
+        report_progress("produce", done, total)
+
     with KafkaLog.from_settings(settings) as log:
         log.ensure_topic(settings.partitions)
-        produced = log.produce(messages, on_progress=lambda n: report_progress("produce", n, total))
+        produced = log.produce(messages, on_progress=progress)
     return {
         "records": produced,
         "stations": sorted({o.station_id for o in observations}),

@@ -1,0 +1,122 @@
+"""Helpers for end-to-end tests: a pipeline environment on the real session servers.
+
+A `PipelineEnv` is a fresh topic, a fresh S3 bucket and a fresh embedded ledger, exposed
+as the STREAMNOTARY_* environment variables the flows read, so a test exercises the same
+configuration path an operator uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage import layout
+from storage.kafka import KafkaLog
+from storage.objectstore import ObjectStore, open_store
+from streamnotary.config import Settings, load_settings
+from tasks.dwd import demo_files, read_observations
+from tasks.record import Observation, canonical_bytes
+
+
+@dataclass
+class PipelineEnv:
+    home: Path
+    kafka_bootstrap: str
+    topic: str
+    bucket: str
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "STREAMNOTARY_HOME": str(self.home),
+            "STREAMNOTARY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "STREAMNOTARY_TOPIC": self.topic,
+            "STREAMNOTARY_STORE_URI": f"s3://{self.bucket}",
+            "STREAMNOTARY_S3_ENDPOINT_URL": self.endpoint_url,
+            "STREAMNOTARY_S3_ACCESS_KEY_ID": self.access_key_id,
+            "STREAMNOTARY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            "STREAMNOTARY_LEDGER": "local",
+            "STREAMNOTARY_READ_TIMEOUT_SECONDS": "30",
+        }
+
+    @contextmanager
+    def active(self) -> Iterator[Settings]:
+        """Set the environment for in-process flow calls, restoring it afterwards."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield load_settings()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def settings(self) -> Settings:
+        with self.active() as s:
+            return s
+
+    def store(self) -> ObjectStore:
+        return open_store(self.settings())
+
+    def produce(self, messages: Iterable[tuple[bytes | None, bytes, int]]) -> int:
+        with KafkaLog(self.kafka_bootstrap, self.topic) as log:
+            log.ensure_topic(3)
+            return log.produce(messages)  # type: ignore[arg-type]
+
+    def produce_observations(self, observations: Iterable[Observation]) -> int:
+        return self.produce(
+            (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000))
+            for o in observations
+        )
+
+    def checkpoints(self) -> dict[tuple[str, int], dict[str, Any]]:
+        store = self.store()
+        out = {}
+        for key in store.list(f"checkpoints/{self.topic}/"):
+            doc = json.loads(store.get(key))
+            out[(doc["window"]["id"], doc["revision"])] = doc
+        return out
+
+    def roots(self) -> set[tuple[str, int, str]]:
+        """(window id, revision, Merkle root) of every anchored revision (with a receipt)."""
+        store = self.store()
+        out = set()
+        for key in store.list(layout.receipts_prefix(self.topic)):
+            r = json.loads(store.get(key))
+            cp = json.loads(store.get(r["checkpoint_key"]))
+            out.add((r["window_id"], r["revision"], cp["merkle"]["root"]))
+        return out
+
+
+def make_env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
+    env = PipelineEnv(
+        home=tmp_path / "home",
+        kafka_bootstrap=kafka_bootstrap,
+        topic=f"dwd.{uuid.uuid4().hex[:12]}",
+        bucket=s3_server.new_bucket(),
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=s3_server.access_key_id,
+        secret_access_key=s3_server.secret_access_key,
+    )
+    env.home.mkdir(parents=True)
+    return env
+
+
+def demo_observations(days: int | None = None) -> list[Observation]:
+    """The shipped DWD observations of both stations, optionally only the first `days` days."""
+    out: list[Observation] = []
+    for path in demo_files():
+        rows = list(read_observations(path))
+        out += rows if days is None else rows[: 24 * days]
+    return out

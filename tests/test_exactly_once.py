@@ -1,0 +1,94 @@
+"""Killing the anchor process between any two steps, then re-running, anchors exactly once.
+
+Each case runs `streamnotary anchor` as a real subprocess that SIGKILLs itself at a named
+point (streamnotary/faults.py), then runs it again undisturbed, and compares the result
+with an undisturbed run on another topic: the same window roots and checkpoint digests,
+exactly one ledger entry per window and batch, an intact hash chain, no plan left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.anchor_windows import anchor_windows
+from storage import layout
+from storage.ledger.local import LocalLedger
+from streamnotary.faults import POINTS
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+OBSERVATIONS = demo_observations(days=3)
+
+
+def ledger_keys(env: PipelineEnv) -> list[str]:
+    path = env.home / "ledger.sqlite3"
+    LocalLedger(path).verify_integrity()
+    with sqlite3.connect(path) as db:
+        keys = [k for (k,) in db.execute("SELECT key FROM entries ORDER BY seq")]
+    return [k for k in keys if f"/{env.topic}/" in k]
+
+
+def run_cli(
+    env: PipelineEnv, *args: str, kill_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    from prefect.settings import PREFECT_API_URL
+
+    child_env = {**os.environ, **env.env, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    child_env.pop("STREAMNOTARY_KILL_AT", None)
+    if kill_at:
+        child_env["STREAMNOTARY_KILL_AT"] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "streamnotary.cli", *args],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, s3_server: Any
+) -> dict:
+    env = make_env(tmp_path_factory.mktemp("reference"), kafka_bootstrap, s3_server)
+    with env.active():
+        env.produce_observations(OBSERVATIONS)
+        anchor_windows(drain=True)
+    digests = {k: v["merkle"]["root"] for k, v in env.checkpoints().items()}
+    return {"roots": env.roots(), "digests": digests, "ledger": len(ledger_keys(env))}
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_each_point_then_rerun_anchors_exactly_once(
+    point: str, reference: dict, tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    env.produce_observations(OBSERVATIONS)
+
+    killed = run_cli(env, "anchor", "--drain", "--json", kill_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    store = env.store()
+    assert store.head(layout.pending_key(env.topic)) is not None  # the plan survived the kill
+
+    rerun = run_cli(env, "anchor", "--drain", "--json")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["resumed_plan"] is True
+
+    assert env.roots() == reference["roots"]
+    assert {k: v["merkle"]["root"] for k, v in env.checkpoints().items()} == reference["digests"]
+    assert len(ledger_keys(env)) == reference["ledger"]  # no duplicate anchors
+    assert store.head(layout.pending_key(env.topic)) is None
+
+    third = run_cli(env, "anchor", "--drain", "--json")
+    assert json.loads(third.stdout)["new_anchors"] == 0

@@ -1,0 +1,192 @@
+"""anchor-windows and ingest-dwd end to end, on real noida-db, SeaweedFS and the local ledger."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from storage.ledger.local import LocalLedger
+
+from flows.anchor_windows import anchor_windows
+from flows.ingest_dwd import ingest_dwd
+from storage import layout
+from tasks.batch import verify_batch_proof
+from tasks.canonical import sha256_hex
+from tasks.checkpoint import checkpoint_digest, validate_checkpoint
+from tasks.dwd import demo_files
+from tasks.merkle import merkle_root
+from tasks.payload import payload_leaves
+from tasks.record import Observation
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
+    return make_env(tmp_path, kafka_bootstrap, s3_server)
+
+
+def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: PipelineEnv) -> None:
+    with env.active() as settings:
+        sources = [str(p) for p in demo_files()]
+        first_ingest = ingest_dwd(sources=sources)
+        assert [r["records"] for r in first_ingest.values()] == [13_200, 13_200]
+        summary = anchor_windows(drain=True)
+        assert summary["new_anchors"] == 2 * 550  # 13,200 hours = 550 whole UTC days per station
+        assert summary["stations"]["00433"]["records"] == 13_200
+        assert summary["stations"]["00427"]["records"] == 13_200
+        assert summary["stations"]["00433"]["duplicates"] == 0
+        # 433 misses 36 temperatures and 239 humidities in these files (DWD README)
+        assert summary["stations"]["00433"]["missing_values"] == 36 + 239
+        assert summary["ledger_entries"] == 1 + 1100
+
+        again_ingest = ingest_dwd(sources=sources)
+        assert all(r["skipped"] for r in again_ingest.values())
+        again = anchor_windows(drain=True)
+        assert again["new_anchors"] == 0
+
+        store = env.store()
+        ledger = LocalLedger(settings.home_path / "ledger.sqlite3")
+        ledger.verify_integrity()
+        checkpoints = env.checkpoints()
+        assert len(checkpoints) == 1100
+        sample = checkpoints[("00433_20190907T000000Z_86400s", 0)]
+        validate_checkpoint(sample)
+        assert sample["aggregates"]["temperature_c"]["missing"] == 7  # 17:00..23:00 of 2019-09-07
+        payload = store.get(layout.payload_key(settings.topic, _key(sample), 0))
+        assert sha256_hex(payload) == sample["payload"]["sha256"]
+        assert merkle_root(payload_leaves(payload)).hex() == sample["merkle"]["root"]
+        receipt = json.loads(store.get(layout.receipt_key(settings.topic, _key(sample), 0)))
+        assert receipt["checkpoint_digest"] == checkpoint_digest(sample)
+        verify_batch_proof(receipt["checkpoint_digest"], receipt["batch"])
+        batch_ref = ledger.lookup(layout.batch_entry_key(settings.topic, receipt["batch"]["root"]))
+        assert batch_ref is not None
+        window_ref = ledger.lookup(layout.window_entry_key(settings.topic, _key(sample), 0))
+        assert ledger.read(window_ref)["checkpoint_digest"] == receipt["checkpoint_digest"]
+
+
+def _key(checkpoint: dict[str, Any]) -> Any:
+    from tasks.window import WindowKey
+
+    return WindowKey.parse(checkpoint["window"]["id"])
+
+
+def test_malformed_messages_are_quarantined_and_counts_add_up(env: PipelineEnv) -> None:
+    good = demo_observations(days=2)
+    t = int(good[5].observed_at.timestamp() * 1000)
+    bad: list[tuple[bytes | None, bytes, int]] = [
+        (
+            b"00433",
+            b'{"observed_at": "2018-09-24T05:00:00Z", "quality_level": 3,',
+            t,
+        ),  # broken JSON
+        (
+            b"00433",
+            json.dumps({"station_id": "00433", "observed_at": "2018-09-24T05:00:00Z"}).encode(),
+            t,
+        ),
+        (
+            b"00433",
+            json.dumps(
+                {
+                    "observed_at": "2018-09-24T05:00:00Z",
+                    "quality_level": 3,
+                    "relative_humidity_pct_tenths": 870,
+                    "station_id": "00433",
+                    "temperature_c_tenths": 9000,  # 900 °C
+                }
+            ).encode(),
+            t,
+        ),
+        (b"00433", b"\xff\xfe\x00 not utf-8", t),
+    ]
+    with env.active() as settings:
+        produced = env.produce_observations(good) + env.produce(bad)
+        produced += env.produce([(None, b"no key: no station to count it under", t)])
+        summary = anchor_windows(drain=True)
+        assert summary["stations"]["00433"]["quarantined"] == 4
+        assert summary["unattributable"] == 1
+        store = env.store()
+        reasons = sorted(
+            json.loads(store.get(k))["reason"] for k in store.list(f"quarantine/{settings.topic}/")
+        )
+        assert reasons[:4] == sorted(["bad_json", "missing_field", "out_of_range", "not_utf8"])
+        total = sum(cp["counts"]["messages"] for cp in env.checkpoints().values())
+        assert len(reasons) == 5  # the unattributable message is quarantined too
+        assert total + summary["unattributable"] == produced
+
+
+def test_late_record_makes_a_new_revision_that_supersedes_the_old(env: PipelineEnv) -> None:
+    obs = demo_observations(days=3)
+    with env.active():
+        env.produce_observations(obs)
+        first = anchor_windows(drain=False)
+        anchored = env.checkpoints()
+        assert first["new_anchors"] == 2 * 2  # day 3 of each station stays open (no watermark)
+        day1 = sorted(k for k in anchored if k[0].startswith("00433_20180924"))[0]
+        late = obs[3]
+        changed = Observation(
+            late.station_id, late.observed_at, late.temperature_tenths, late.humidity_tenths, 5
+        )
+        env.produce_observations([changed])
+        second = anchor_windows(drain=False)
+        assert second["new_anchors"] == 1
+        assert second["stations"]["00433"]["revisions"] == 1
+        revised = env.checkpoints()[(day1[0], 1)]
+        assert revised["supersedes"] == {
+            "revision": 0,
+            "checkpoint_digest": checkpoint_digest(anchored[day1]),
+        }
+        assert (
+            revised["counts"]["conflicts"] == 1
+        )  # quality 5 beats quality 3, the loser is counted
+        assert revised["counts"]["records"] == 24
+        assert revised["window"]["close_reason"] == "late_data"
+        assert revised["merkle"]["root"] != anchored[day1]["merkle"]["root"]
+
+
+def test_random_cut_points_give_the_same_roots_as_one_undisturbed_run(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    observations = demo_observations(days=8)
+    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
+    with reference.active():
+        reference.produce_observations(observations)
+        anchor_windows(drain=False)
+    expected = reference.roots()
+    assert len(expected) == 2 * 7  # the eighth day of each station is still open
+
+    rng = random.Random(20261121)
+    cuts = sorted(rng.sample(range(1, len(observations)), 9))
+    chunked = make_env(tmp_path / "cut", kafka_bootstrap, s3_server)
+    with chunked.active():
+        for lo, hi in zip([0, *cuts], [*cuts, len(observations)], strict=True):
+            chunked.produce_observations(observations[lo:hi])
+            anchor_windows(drain=False)
+    assert chunked.roots() == expected
+
+
+def test_idle_timeout_closes_windows_of_a_silent_station(env: PipelineEnv) -> None:
+    obs = [o for o in demo_observations(days=1) if o.station_id == "00433"][:5]
+    with env.active():
+        env.produce_observations(obs)
+        assert anchor_windows(idle_timeout_seconds=3600)["new_anchors"] == 0
+        # nothing new arrives: once a second has passed, a run with a 1 s idle timeout closes it
+        deadline = time.monotonic() + 30
+        while anchor_windows(idle_timeout_seconds=1)["new_anchors"] == 0:
+            assert time.monotonic() < deadline, "idle window never closed"
+        (cp,) = env.checkpoints().values()
+        assert cp["window"]["close_reason"] == "idle_timeout"
+
+
+def test_changing_window_size_on_an_anchored_topic_is_refused(env: PipelineEnv) -> None:
+    with env.active():
+        env.produce_observations(demo_observations(days=2))
+        anchor_windows(drain=True)
+        with pytest.raises(Exception, match="window"):
+            anchor_windows(window_seconds=3600)
