@@ -47,7 +47,7 @@ from storage.ledger.multichain import (
     StreamNotFound,
     rpc_error,
 )
-from streamnotary.config import Settings
+from streamnotary.config import Settings, load_settings
 from tests.fixtures.multichain import RecordedExchange, ReplayServer
 from tests.multichain_emulator import MultiChainEmulator
 
@@ -519,3 +519,30 @@ def test_emulator_speaks_http_like_the_node(multichain_emulator: Any) -> None:
         "id": "z",
     }
     assert requests.post(multichain_emulator.url, json=body, timeout=5).status_code == 401
+
+
+def test_environment_variables_select_and_configure_multichain(
+    multichain_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The documented STREAMNOTARY_LEDGER_* variables reach the backend."""
+    monkeypatch.chdir(tmp_path)  # no stray streamnotary.toml
+    monkeypatch.setenv("STREAMNOTARY_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("STREAMNOTARY_CONFIG", raising=False)
+    for name, value in {
+        "LEDGER": "multichain",
+        "LEDGER_URL": multichain_emulator.url,
+        "LEDGER_USER": multichain_emulator.user,
+        "LEDGER_PASSWORD": multichain_emulator.password,
+        "LEDGER_CHAIN_NAME": multichain_emulator.chain_name,
+        "LEDGER_STREAM": "env-stream",
+        "LEDGER_CONFIRMATIONS": "3",
+    }.items():
+        monkeypatch.setenv(f"STREAMNOTARY_{name}", value)
+
+    with open_ledger(load_settings()) as ledger:
+        assert isinstance(ledger, MultiChainLedger)
+        assert (ledger.stream, ledger.required_confirmations) == ("env-stream", 3)
+        assert ledger.rpc.chain_name == multichain_emulator.chain_name
+        entry = AnchorEntry(key="batch/env/" + "34" * 32, kind="batch", body={"n": 2})
+        assert ledger.lookup(entry.key) is None
+        assert ledger.anchor(entry).required_confirmations == 3
