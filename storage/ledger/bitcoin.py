@@ -76,7 +76,8 @@ class TransactionNotFound(BitcoinRpcError):
 
 
 class InsufficientFunds(BitcoinRpcError):
-    """-6 RPC_WALLET_INSUFFICIENT_FUNDS: the wallet cannot pay the anchoring fee."""
+    """-6 RPC_WALLET_INSUFFICIENT_FUNDS (or -4 "Insufficient funds" from
+    fundrawtransaction): the wallet cannot pay the anchoring fee."""
 
 
 class WalletNotFound(BitcoinRpcError):
@@ -100,6 +101,7 @@ _ERRORS: dict[int, type[BitcoinRpcError]] = {
     -26: TransactionRejected,
 }
 _WARMING_UP = -28
+_WALLET_ERROR = -4
 _ALREADY_IN_CHAIN = -27
 
 
@@ -216,7 +218,11 @@ class BitcoinRpc:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                raise _ERRORS.get(code, BitcoinRpcError)(code, str(err.get("message")), method)
+                message = str(err.get("message"))
+                kind = _ERRORS.get(code, BitcoinRpcError)
+                if code == _WALLET_ERROR and "insufficient funds" in message.lower():
+                    kind = InsufficientFunds  # fundrawtransaction reports it as -4
+                raise kind(code, message, method)
             return doc["result"]
         raise AssertionError("unreachable")
 
