@@ -546,3 +546,14 @@ def test_environment_variables_select_and_configure_multichain(
         entry = AnchorEntry(key="batch/env/" + "34" * 32, kind="batch", body={"n": 2})
         assert ledger.lookup(entry.key) is None
         assert ledger.anchor(entry).required_confirmations == 3
+
+
+def test_factory_ledger_on_an_unreachable_node_fails_cleanly(
+    multichain_ledger_factory: Callable[..., MultiChainLedger],
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = multichain_ledger_factory(1, url=f"http://127.0.0.1:{port}")
+    with pytest.raises(LedgerUnavailable):
+        ledger.anchor(window_entry())
