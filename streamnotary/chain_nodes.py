@@ -150,8 +150,12 @@ class AnvilNode:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=self.workdir)
-        _poll(lambda: _jsonrpc(self.url, "eth_chainId", [], timeout=1.0) is not None,
-              self.proc, ready_timeout_s, "anvil", log)
+        try:
+            _poll(lambda: _jsonrpc(self.url, "eth_chainId", [], timeout=1.0) is not None,
+                  self.proc, ready_timeout_s, "anvil", log)
+        except BaseException:
+            _stop_pid(self.proc, 5.0)
+            raise
         return self
 
     def rpc(self, method: str, *params: Any) -> Any:
@@ -226,8 +230,12 @@ class LitecoindNode:
         ]
         log = self.datadir / "regtest" / "debug.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _poll(lambda: self.rpc("getblockchaininfo") is not None, self.proc, ready_timeout_s,
-              "litecoind", log)
+        try:
+            _poll(lambda: self.rpc("getblockchaininfo") is not None, self.proc, ready_timeout_s,
+                  "litecoind", log)
+        except BaseException:
+            _stop_pid(self.proc, 30.0)
+            raise
         return self
 
     def setup_wallet(self, blocks: int = 101) -> None:
