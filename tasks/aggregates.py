@@ -35,7 +35,14 @@ def _hundredths_str(v: int) -> str:
 
 def _summary(present: Sequence[int], missing: int) -> dict[str, Any]:
     if not present:
-        return {"count": 0, "missing": missing, "min": None, "max": None, "mean": None, "sum_tenths": 0}
+        return {
+            "count": 0,
+            "missing": missing,
+            "min": None,
+            "max": None,
+            "mean": None,
+            "sum_tenths": 0,
+        }
     total = sum(present)
     return {
         "count": len(present),

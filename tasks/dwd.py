@@ -131,7 +131,7 @@ class TimeZoneTable:
         return bool(self._by_station)
 
     def zone_of(self, station: int, day: date, parameters: frozenset[str]) -> str:
-        """"UTC" or "MEZ" for the station's local date `day`; raises `LookupError` otherwise.
+        """ "UTC" or "MEZ" for the station's local date `day`; raises `LookupError` otherwise.
 
         A station without any period is UTC (see the module docstring).
         """

@@ -74,7 +74,10 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
     while len(level) > 1:
         odd = level[-1] if len(level) & 1 else None
         pairs = iter(level)
-        level = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(pairs, pairs, strict=False)
+        ]
         if odd is not None:
             level.append(odd)
     return level[0]
@@ -119,7 +122,9 @@ def _path(hashes: Sequence[bytes], m: int, lo: int, hi: int) -> list[bytes]:
     return [*_path(hashes, m - k, lo + k, hi), _subtree_root(hashes, lo, lo + k)]
 
 
-def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+def root_from_inclusion_proof(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]
+) -> bytes:
     """RFC 9162 §2.1.3.2: the root implied by an audit path (no comparison)."""
     if not 0 <= index < size:
         raise IndexOutOfRange(f"leaf index {index} outside tree of size {size}")
@@ -144,7 +149,9 @@ def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Se
     return r
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
     """Check that `leaf` (its own bytes, not its hash) sits at `index` of the tree `root`.
 
     Raises `IndexOutOfRange`, `InvalidProofShape` or `RootMismatch`.
@@ -222,9 +229,13 @@ def verify_consistency(
     if sn != 0:
         raise InvalidProofShape("consistency proof is too short")
     if fr != old_root:
-        raise InconsistentTrees(f"proof gives old root {fr.hex()}, expected {bytes(old_root).hex()}")
+        raise InconsistentTrees(
+            f"proof gives old root {fr.hex()}, expected {bytes(old_root).hex()}"
+        )
     if sr != new_root:
-        raise InconsistentTrees(f"proof gives new root {sr.hex()}, expected {bytes(new_root).hex()}")
+        raise InconsistentTrees(
+            f"proof gives new root {sr.hex()}, expected {bytes(new_root).hex()}"
+        )
 
 
 def _check_hashes(proof: Sequence[bytes]) -> None:

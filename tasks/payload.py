@@ -15,7 +15,7 @@ from datetime import UTC
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.record import RecordRejected, Observation, canonical_bytes, validate
+from tasks.record import Observation, RecordRejected, canonical_bytes, validate
 
 PAYLOAD_FORMAT = "parquet/streamnotary.payload/1"
 
@@ -57,10 +57,13 @@ def encode_payload(records: Sequence[Observation]) -> bytes:
         {
             "station_id": pa.array([r.station_id for r in records], pa.string()),
             "observed_at": pa.array(
-                [int(r.observed_at.timestamp()) * 1000 for r in records], pa.timestamp("ms", tz="UTC")
+                [int(r.observed_at.timestamp()) * 1000 for r in records],
+                pa.timestamp("ms", tz="UTC"),
             ),
             "temperature_c_tenths": pa.array([r.temperature_tenths for r in records], pa.int16()),
-            "relative_humidity_pct_tenths": pa.array([r.humidity_tenths for r in records], pa.int16()),
+            "relative_humidity_pct_tenths": pa.array(
+                [r.humidity_tenths for r in records], pa.int16()
+            ),
             "quality_level": pa.array([r.quality_level for r in records], pa.int8()),
         },
         schema=SCHEMA,

@@ -77,7 +77,9 @@ class Observation:
 def validate(obs: Observation) -> Observation:
     """Return `obs` if it can be canonicalized, else raise `RecordRejected` with a reason."""
     if not isinstance(obs.station_id, str) or not STATION_ID_RE.match(obs.station_id):
-        raise RecordRejected("bad_station_id", f"station id must be 5 digits, got {obs.station_id!r}")
+        raise RecordRejected(
+            "bad_station_id", f"station id must be 5 digits, got {obs.station_id!r}"
+        )
     ts = obs.observed_at
     if not isinstance(ts, datetime):
         raise RecordRejected("bad_timestamp", f"observed_at is not a datetime: {ts!r}")

@@ -27,7 +27,9 @@ class WindowSpec:
 
     def __post_init__(self) -> None:
         if type(self.size_seconds) is not int or self.size_seconds <= 0:
-            raise WindowSpecError(f"window size must be a positive integer, got {self.size_seconds!r}")
+            raise WindowSpecError(
+                f"window size must be a positive integer, got {self.size_seconds!r}"
+            )
 
     def index_of(self, t: datetime) -> int:
         """Window index of event time `t` (aware datetime)."""

@@ -32,8 +32,11 @@ def test_both_shared_files_yield_13200_observations() -> None:
 
 
 def test_values_missing_markers_and_quality_of_433() -> None:
-    obs = list(read_observations(SHARED / "stundenwerte_TU_00433_akt" /
-                                 "produkt_tu_stunde_20180924_20200326_00433.txt"))
+    obs = list(
+        read_observations(
+            SHARED / "stundenwerte_TU_00433_akt" / "produkt_tu_stunde_20180924_20200326_00433.txt"
+        )
+    )
     first = obs[0]
     assert (first.temperature_tenths, first.humidity_tenths, first.quality_level) == (87, 890, 3)
     assert str(first.temperature_c) == "8.7" and str(first.relative_humidity_pct) == "89"
@@ -51,8 +54,10 @@ def test_demo_files_are_identical_copies() -> None:
     assert [p.name for p in demo] == [p.name for p in PRODUCTS]
     for ours, shared in zip(demo, PRODUCTS, strict=True):
         assert ours.read_bytes() == shared.read_bytes()
-        assert (ours.parent / shared.parent.joinpath(
-            f"Metadaten_Parameter_tu_stunde_{shared.stem[-5:]}.txt").name).is_file()
+        assert (
+            ours.parent
+            / shared.parent.joinpath(f"Metadaten_Parameter_tu_stunde_{shared.stem[-5:]}.txt").name
+        ).is_file()
 
 
 def _zip(tmp: Path, source_dir: Path, name: str, *, metadata: dict[str, str] | None = None) -> Path:
@@ -78,17 +83,18 @@ MEZ_METADATA = (
     "Stations_ID;Von_Datum;Bis_Datum;Stationsname;Parameter;Parameterbeschreibung;Einheit;"
     "Datenquelle (Strukturversion=SV);Zusatz-Info;Besonderheiten;Literaturhinweis;eor;\n"
     "427;18000101;20190101;Berlin-Schönefeld;TT_TU;Lufttemperatur;°C;x;Stundenwerte in MEZ;;;eor;\n"
-    "427;18000101;20190101;Berlin-Schönefeld;RF_TU;relative Feuchte;%;x;Stundenwerte in MEZ;;;eor;\n"
+    "427;18000101;20190101;Berlin-Schönefeld;RF_TU;relative Feuchte;%;;Stundenwerte in MEZ;;;eor;\n"
     "427;20190102;20200326;Berlin-Schönefeld;TT_TU;Lufttemperatur;°C;x;Stundenwerte in UTC;;;eor;\n"
-    "427;20190102;20200326;Berlin-Schönefeld;RF_TU;relative Feuchte;%;x;Stundenwerte in UTC;;;eor;\n"
+    "427;20190102;20200326;Berlin-Schönefeld;RF_TU;relative Feuchte;%;;Stundenwerte in UTC;;;eor;\n"
     "Legende: FT  = Folgetag; GZ = Gesetzliche Zeit\n"
 )
 
 
 def test_mez_periods_are_converted_to_utc(tmp_path: Path) -> None:
     src = SHARED / "stundenwerte_TU_00427_akt"
-    archive = _zip(tmp_path, src, "mez.zip",
-                   metadata={"Metadaten_Parameter_tu_stunde_00427.txt": MEZ_METADATA})
+    archive = _zip(
+        tmp_path, src, "mez.zip", metadata={"Metadaten_Parameter_tu_stunde_00427.txt": MEZ_METADATA}
+    )
     plain = list(read_observations(next(src.glob("produkt_*.txt"))))
     shifted = list(read_observations(archive))
     assert len(shifted) == len(plain)
@@ -96,7 +102,10 @@ def test_mez_periods_are_converted_to_utc(tmp_path: Path) -> None:
     for a, b in zip(plain, shifted, strict=True):
         expected = a.observed_at if a.observed_at >= cut else a.observed_at - timedelta(hours=1)
         assert b.observed_at == expected
-        assert (b.temperature_tenths, b.humidity_tenths) == (a.temperature_tenths, a.humidity_tenths)
+        assert (b.temperature_tenths, b.humidity_tenths) == (
+            a.temperature_tenths,
+            a.humidity_tenths,
+        )
     # the MEZ hour 2019-01-01 00 is UTC 2018-12-31 23, and 2019-01-01 23 UTC is a gap
     stamps = {o.observed_at for o in shifted}
     assert datetime(2018, 12, 31, 23, tzinfo=UTC) in stamps
@@ -106,8 +115,9 @@ def test_mez_periods_are_converted_to_utc(tmp_path: Path) -> None:
 def test_period_without_zone_statement_is_rejected(tmp_path: Path) -> None:
     meta = MEZ_METADATA.replace("20190102;20200326", "20190110;20200326")
     src = SHARED / "stundenwerte_TU_00427_akt"
-    archive = _zip(tmp_path, src, "gap.zip",
-                   metadata={"Metadaten_Parameter_tu_stunde_00427.txt": meta})
+    archive = _zip(
+        tmp_path, src, "gap.zip", metadata={"Metadaten_Parameter_tu_stunde_00427.txt": meta}
+    )
     with pytest.raises(DwdFormatError) as info:
         list(read_observations(archive))
     assert info.value.reason == "time_zone_unknown"
@@ -158,11 +168,14 @@ def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, reason: s
 
 
 def test_padding_decimals_and_missing_variants(tmp_path: Path) -> None:
-    path = _copy_with(tmp_path, {
-        2: "433;2018092400;3;8.7;89;eor\n",
-        3: "  433 ; 2018092401 ; 3 ; -999 ; -999.0 ; eor\r\n",
-        4: "433;2018092402;3;-0.5;100.0;eor;\n",
-    })
+    path = _copy_with(
+        tmp_path,
+        {
+            2: "433;2018092400;3;8.7;89;eor\n",
+            3: "  433 ; 2018092401 ; 3 ; -999 ; -999.0 ; eor\r\n",
+            4: "433;2018092402;3;-0.5;100.0;eor;\n",
+        },
+    )
     obs = list(read_observations(path))
     assert len(obs) == 13_200
     assert (obs[0].temperature_tenths, obs[0].humidity_tenths) == (87, 890)
@@ -184,8 +197,9 @@ def _ten_minute_text() -> str:
     for line in src.read_text("latin-1").splitlines()[1:49]:
         sid, stamp, qn, tt, rf, _ = (f.strip() for f in line.split(";"))
         for minute in range(0, 60, 10):
-            rows.append(f"{sid:>11};{stamp}{minute:02d};{qn:>4};  -999;{tt:>5};  -999;"
-                        f"{rf:>5};   1.0;eor")
+            rows.append(
+                f"{sid:>11};{stamp}{minute:02d};{qn:>4};  -999;{tt:>5};  -999;{rf:>5};   1.0;eor"
+            )
     return "\n".join(rows) + "\n"
 
 

@@ -62,8 +62,11 @@ def test_fast_encoder_is_byte_identical_to_rfc8785(obs: Observation) -> None:
         EXAMPLE,
         Observation("00000", OBSERVED_AT_RANGE[0], TEMPERATURE_TENTHS_RANGE[0], 0, 1),
         Observation(
-            "99999", OBSERVED_AT_RANGE[1] - timedelta(seconds=1), TEMPERATURE_TENTHS_RANGE[1],
-            HUMIDITY_TENTHS_RANGE[1], 10,
+            "99999",
+            OBSERVED_AT_RANGE[1] - timedelta(seconds=1),
+            TEMPERATURE_TENTHS_RANGE[1],
+            HUMIDITY_TENTHS_RANGE[1],
+            10,
         ),
         Observation("01234", datetime(2000, 2, 29, 23, 59, 59, tzinfo=UTC), 0, None, 5),
     ],
@@ -116,7 +119,7 @@ def _doc(**changes: object) -> bytes:
         (b"[1, 2]", "not_an_object"),
         (b'{"observed_at": ', "bad_json"),
         (b"", "bad_json"),
-        ("{\"station_id\": \"0043\u00e9\"}".encode("latin-1"), "not_utf8"),
+        ('{"station_id": "0043\u00e9"}'.encode("latin-1"), "not_utf8"),
         (b"\xff\xfe{}", "not_utf8"),
     ],
 )
