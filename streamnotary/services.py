@@ -81,7 +81,10 @@ def weed_binary() -> Path:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR, as the servers use it:
+    connections of a stopped server lingering in TIME_WAIT do not make the port busy."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -251,8 +254,8 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
     """True if `pid` runs (not a zombie) and, when given, its command names `marker`."""
     if pid <= 0:
         return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own exited children
+    # No waitpid() here: that would steal the exit status from the caller's Popen. An
+    # exited child not yet reaped is a zombie, which counts as dead.
     state = _proc_state(pid)
     if state is None:
         try:

@@ -1,0 +1,95 @@
+"""Sub-commands `up`, `down` and `status`: the embedded Kafka broker and S3 server.
+
+The home directory is ``--home``, else ``$STREAMNOTARY_HOME``, else ``~/.streamnotary``.
+Output never contains the S3 secret key (it is in ``<home>/services.json``, mode 0600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamnotary.config import default_home
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    help_home = "project data directory (default: $STREAMNOTARY_HOME or ~/.streamnotary)"
+    up = sub.add_parser("up", help="start the embedded Kafka broker and S3 server")
+    up.add_argument("--home", type=Path, help=help_home)
+    up.add_argument("--json", action="store_true", help="print the status as JSON")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the embedded services (data is kept)")
+    down.add_argument("--home", type=Path, help=help_home)
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="show the embedded services' URLs, PIDs and health")
+    status.add_argument("--home", type=Path, help=help_home)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home).expanduser().resolve() if args.home else default_home()
+
+
+def _print_status(info: object, as_json: bool) -> None:
+    from streamnotary.services import ServicesInfo
+
+    assert isinstance(info, ServicesInfo)
+    doc = info.public_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    print(f"home      {doc['home']}")
+    for name in ("kafka", "s3"):
+        s = doc[name]
+        state = "alive" if s["alive"] else "dead"
+        print(f"{name:<9} {state:<6} pid {s['pid'] or '-':<8} {s['url']}   log {s['log']}")
+    print(f"store     {doc['store_uri']}  (access key {doc['s3_access_key_id']})")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streamnotary.services import ServiceError, start_services
+
+    home = _home(args)
+    try:
+        info = start_services(home)
+    except ServiceError as exc:
+        print(f"streamnotary up: {exc}", file=sys.stderr)
+        return 1
+    if not args.json:
+        if info.started:
+            print(f"started {', '.join(info.started)}")
+        else:
+            print("already running, nothing to do")
+    _print_status(info, args.json)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from streamnotary.services import ServiceError, stop_services
+
+    try:
+        stopped = stop_services(_home(args))
+    except ServiceError as exc:
+        print(f"streamnotary down: {exc}", file=sys.stderr)
+        return 1
+    print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from streamnotary.services import services_status
+
+    info = services_status(_home(args))
+    if info is None:
+        if args.json:
+            print(json.dumps({"home": str(_home(args)), "configured": False}))
+        else:
+            print(f"no services under {_home(args)}; run `streamnotary up`")
+        return 1
+    _print_status(info, args.json)
+    return 0 if info.running else 1
