@@ -1,0 +1,154 @@
+"""`streamnotary audit`, `streamnotary prove` and `streamnotary verify-proof`.
+
+Exit codes of `audit`: 0 every selected window passed; 1 at least one check failed;
+2 nothing failed but something is `pending` or `not_checkable` (an auditor must not read
+that as a pass). `verify-proof` needs no configuration and no running service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_PASS, EXIT_FAIL, EXIT_UNSETTLED = 0, 1, 2
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "audit",
+        help="verify anchored windows (anchor, payload, canonical form, analytics, completeness)",
+        description="Audit anchored window revisions. Exit 0 = pass, 1 = a check failed, "
+        "2 = pending or not checkable.",
+    )
+    p.add_argument(
+        "window_ids", nargs="*", metavar="WINDOW_ID", help="e.g. 00433_20190907T000000Z_86400s"
+    )
+    p.add_argument("--all", action="store_true", help="every anchored window of the topic")
+    p.add_argument("--station", help="only this station's windows")
+    p.add_argument("--since", help="windows ending after this time (ISO 8601, UTC if no offset)")
+    p.add_argument("--until", help="windows starting before this time")
+    p.add_argument("--latest", type=int, metavar="N", help="the N windows that end last")
+    p.add_argument("--topic", help="Kafka topic (default: configured topic)")
+    p.add_argument(
+        "--json", action="store_true", help="print the JSON report (streamnotary.audit-report/1)"
+    )
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--html", metavar="FILE", help="write the self-contained HTML report to FILE")
+    p.set_defaults(func=cmd_audit)
+
+    p = subparsers.add_parser(
+        "prove",
+        help="write a proof bundle for one record",
+        description="Proof that one record is in an anchored window (streamnotary.proof-bundle/1).",
+    )
+    p.add_argument("--station", required=True, help="station id, e.g. 00433")
+    p.add_argument("--at", required=True, help="observation time, e.g. 2019-09-07T17:00Z")
+    p.add_argument("--topic", help="Kafka topic (default: configured topic)")
+    p.add_argument("--out", metavar="FILE", help="write the bundle here (default: stdout)")
+    p.set_defaults(func=cmd_prove)
+
+    p = subparsers.add_parser(
+        "verify-proof",
+        help="check a proof bundle offline",
+        description="Verify a proof bundle without any service (see also docs/verify_bundle.py).",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `streamnotary prove`")
+    p.set_defaults(func=cmd_verify_proof)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from flows.audit import AuditFailed, SelectionError, audit
+
+    try:
+        report = audit(
+            window_ids=list(args.window_ids),
+            station=args.station,
+            since=args.since,
+            until=args.until,
+            latest=args.latest,
+            all_windows=args.all,
+            topic=args.topic,
+            json_path=args.json_out,
+            html_path=args.html,
+        )
+    except AuditFailed as exc:
+        report = exc.report
+    except SelectionError as exc:
+        print(f"streamnotary audit: {exc}", file=sys.stderr)
+        return 64
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_summary(report)
+    return exit_code(report)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(report["verdict"], EXIT_UNSETTLED)
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from streamnotary.report import failures
+
+    s = report["summary"]
+    counts = ", ".join(f"{v} {k}" for k, v in s["by_verdict"].items() if v)
+    print(
+        f"audit of {report['topic']}: {report['verdict'].upper()} "
+        f"({s['windows']} windows: {counts or 'none'})"
+    )
+    for f in failures(report):
+        where = f" p{f['partition']}@{f.get('offset', '?')}" if "partition" in f else ""
+        print(
+            f"  {f['window_id']} r{f['revision']} {f['check']}: {f['severity']}{where}: "
+            f"{f['message']}"
+        )
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from flows.audit import ProofError, parse_time, prove_record
+    from storage.ledger.factory import open_ledger
+    from storage.objectstore import open_store
+    from streamnotary.config import load_settings
+
+    settings = load_settings(topic=args.topic)
+    try:
+        with open_ledger(settings) as ledger:
+            bundle = prove_record(
+                store=open_store(settings),
+                ledger=ledger,
+                topic=settings.topic,
+                station=args.station,
+                at=parse_time(args.at),
+                window_seconds=settings.window_seconds,
+            )
+    except ProofError as exc:
+        print(f"streamnotary prove: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    text = json.dumps(bundle, indent=2, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(
+            f"wrote {args.out}: leaf {bundle['leaf_index']} of {bundle['tree_size']} in "
+            f"{bundle['checkpoint']['window']['id']} r{bundle['checkpoint']['revision']}"
+        )
+    else:
+        sys.stdout.write(text)
+    return EXIT_PASS
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    from tasks.proof_bundle import ProofBundleError, verify_bundle
+
+    try:
+        bundle = json.loads(Path(args.bundle).read_bytes())
+        steps = verify_bundle(bundle)
+    except (OSError, ValueError, ProofBundleError) as exc:
+        print(f"NOT VERIFIED: {exc}")
+        return EXIT_FAIL
+    for step in steps:
+        print(f"ok  {step}")
+    print("VERIFIED (offline part); finish with the ledger lookup above")
+    return EXIT_PASS

@@ -1,0 +1,203 @@
+"""Proof bundles (`streamnotary.proof-bundle/1`): one record, provable without the others.
+
+A bundle carries everything needed to check, offline, that one observation is part of an
+anchored window: the record's canonical JSON, its RFC 6962 audit path to the window's
+Merkle root, the checkpoint (whose digest the batch tree commits to), the receipt's
+batch inclusion proof, and the ledger entries with their references. Verification
+recomputes every hash; the only step left for the verifier to do online is to look the
+named ledger entry up and compare its digest (the bundle says which key and digest).
+
+`docs/verify_bundle.py` re-implements `verify_bundle` with the standard library only, so an
+outsider needs nothing from us to check a bundle. JSON Schema:
+docs/schemas/proof_bundle.schema.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage import layout
+from tasks.batch import verify_batch_proof
+from tasks.canonical import CanonicalizationError, canonical_digest, canonical_json
+from tasks.checkpoint import CheckpointError, checkpoint_digest, load_schema, validate_checkpoint
+from tasks.merkle import MerkleError, inclusion_proof, verify_inclusion
+from tasks.record import RecordRejected, canonical_bytes, from_json_value
+from tasks.window import WindowKey, WindowSpecError
+
+BUNDLE_SCHEMA = "streamnotary.proof-bundle/1"
+
+
+class ProofBundleError(ValueError):
+    """The bundle does not prove what it claims; the message names the failing step."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvidence:
+    """A ledger entry as read when the bundle was made: reference (JSON) and body."""
+
+    ref: dict[str, Any]
+    body: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "body": self.body}
+
+
+def make_bundle(
+    *,
+    leaves: Sequence[bytes],
+    index: int,
+    checkpoint: dict[str, Any],
+    receipt: dict[str, Any],
+    batch_entry: LedgerEvidence,
+    window_entry: LedgerEvidence | None,
+) -> dict[str, Any]:
+    """Assemble the bundle of the record at `index` of a window's canonical leaves.
+
+    The caller has already checked that `leaves` hash to the checkpoint's root (the
+    audit's canonical check); this is re-verified here before the bundle is returned, so
+    a bundle that leaves this function always verifies.
+    """
+    bundle = {
+        "schema": BUNDLE_SCHEMA,
+        "record": leaves[index].decode("utf-8"),
+        "leaf_index": index,
+        "tree_size": len(leaves),
+        "audit_path": [h.hex() for h in inclusion_proof(leaves, index)],
+        "checkpoint": checkpoint,
+        "checkpoint_digest": checkpoint_digest(checkpoint),
+        "batch": {k: receipt["batch"][k] for k in ("key", "root", "size", "index", "proof")},
+        "ledger": {
+            "batch": batch_entry.to_json(),
+            "window": window_entry.to_json() if window_entry is not None else None,
+        },
+    }
+    verify_bundle(bundle)
+    return bundle
+
+
+def validate_bundle_schema(bundle: Any) -> None:
+    """Raise `ProofBundleError` unless `bundle` conforms to proof_bundle.schema.json."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(bundle, load_schema("proof_bundle.schema.json"))
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path)
+        raise ProofBundleError(f"bundle invalid at /{path}: {exc.message}") from exc
+
+
+def verify_bundle(bundle: dict[str, Any]) -> list[str]:
+    """Check every hash in the bundle; return the steps that passed, in order.
+
+    The last step names the ledger lookup that remains to be done online (the bundle can
+    prove that *this* entry commits to the record, not that the ledger holds it).
+    """
+    steps: list[str] = []
+    validate_bundle_schema(bundle)
+    cp = bundle["checkpoint"]
+    try:
+        validate_checkpoint(cp)
+    except CheckpointError as exc:
+        raise ProofBundleError(str(exc)) from exc
+
+    # 1. the record is canonical and belongs to the window
+    record_bytes = bundle["record"].encode("utf-8")
+    try:
+        value = json.loads(record_bytes)
+        if canonical_json(value) != record_bytes:
+            raise ProofBundleError("record is not in canonical (RFC 8785) form")
+        obs = from_json_value(value)
+    except (ValueError, CanonicalizationError) as exc:
+        if isinstance(exc, ProofBundleError):
+            raise
+        what = exc.reason if isinstance(exc, RecordRejected) else "bad_json"
+        raise ProofBundleError(f"record is not a valid observation ({what}): {exc}") from exc
+    if canonical_bytes(obs) != record_bytes:
+        raise ProofBundleError("record bytes differ from its canonical encoding")
+    try:
+        key = WindowKey.parse(cp["window"]["id"])
+    except WindowSpecError as exc:
+        raise ProofBundleError(str(exc)) from exc
+    if obs.station_id != key.station_id or not key.contains(obs.observed_at):
+        raise ProofBundleError(f"record {bundle['record']} is outside window {key.window_id}")
+    steps.append(f"record is canonical and falls in window {key.window_id}")
+
+    # 2. record -> window Merkle root
+    if bundle["tree_size"] != cp["merkle"]["size"]:
+        raise ProofBundleError(
+            f"tree size {bundle['tree_size']} differs from the checkpoint's {cp['merkle']['size']}"
+        )
+    try:
+        verify_inclusion(
+            record_bytes,
+            bundle["leaf_index"],
+            bundle["tree_size"],
+            [bytes.fromhex(h) for h in bundle["audit_path"]],
+            bytes.fromhex(cp["merkle"]["root"]),
+        )
+    except (MerkleError, ValueError) as exc:
+        raise ProofBundleError(f"record is not in the window's Merkle tree: {exc}") from exc
+    steps.append(
+        f"leaf {bundle['leaf_index']} of {bundle['tree_size']} hashes to window root "
+        f"{cp['merkle']['root']}"
+    )
+
+    # 3. checkpoint digest -> batch root
+    digest = checkpoint_digest(cp)
+    if digest != bundle["checkpoint_digest"]:
+        raise ProofBundleError(
+            f"checkpoint digests to {digest}, bundle says {bundle['checkpoint_digest']}"
+        )
+    batch = bundle["batch"]
+    try:
+        verify_batch_proof(digest, batch)
+    except (MerkleError, ValueError) as exc:
+        raise ProofBundleError(f"checkpoint is not in batch {batch['root']}: {exc}") from exc
+    steps.append(f"checkpoint {digest} is leaf {batch['index']} of batch root {batch['root']}")
+
+    # 4. ledger entries commit to the batch root (and to the window revision)
+    topic = cp["source"]["topic"]
+    _verify_entry(
+        bundle["ledger"]["batch"],
+        layout.batch_entry_key(topic, batch["root"]),
+        {"kind": "batch", "topic": topic, "root": batch["root"], "size": batch["size"]},
+    )
+    pending = [bundle["ledger"]["batch"]["ref"]]
+    window = bundle["ledger"]["window"]
+    if window is not None:
+        _verify_entry(
+            window,
+            layout.window_entry_key(topic, key, cp["revision"]),
+            {
+                "kind": "window",
+                "topic": topic,
+                "window_id": key.window_id,
+                "station_id": key.station_id,
+                "revision": cp["revision"],
+                "checkpoint_digest": digest,
+                "merkle_root": cp["merkle"]["root"],
+                "batch_root": batch["root"],
+            },
+        )
+        pending.append(window["ref"])
+    steps.append("ledger entry bodies match their digests and commit to the batch root")
+    for ref in pending:
+        steps.append(
+            f"to finish online: on the {ref['backend']} ledger, entry {ref['key']} "
+            f"must have digest {ref['digest']} "
+            f"(locator {json.dumps(ref['locator'], sort_keys=True)})"
+        )
+    return steps
+
+
+def _verify_entry(evidence: dict[str, Any], key: str, expected: dict[str, Any]) -> None:
+    ref, body = evidence["ref"], evidence["body"]
+    if ref["key"] != key:
+        raise ProofBundleError(f"ledger reference names key {ref['key']}, expected {key}")
+    if body != expected:
+        raise ProofBundleError(f"ledger entry {key} does not commit to this checkpoint/batch")
+    if canonical_digest(body) != ref["digest"]:
+        raise ProofBundleError(f"ledger entry {key}: body does not hash to the referenced digest")
