@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 SERVICES_FILE = "services.json"
-SERVICES_VERSION = 1
+SERVICES_SCHEMA = "streamnotary.services/1"  # docs/schemas/services.schema.json
 DEFAULT_BUCKET = "streamnotary"
 HOST = "127.0.0.1"
 GRPC_OFFSET = 10_000  # SeaweedFS's gRPC port = HTTP port + 10000
@@ -224,10 +224,33 @@ class ManagedProcess:
 
 
 def spawn(
-    name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None = None
+    name: str,
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    detach: bool = False,
 ) -> ManagedProcess:
-    """Start `cmd` in its own session (it outlives the CLI), output appended to `log_path`."""
+    """Start `cmd` in its own session, output appended to `log_path`.
+
+    `detach=True` (``streamnotary up``, the demo) launches it through ``sh -c 'cmd &'`` so
+    that the server is not our child: it outlives the CLI, and a long-lived caller never
+    accumulates zombies after `down`. Otherwise (test fixtures) it is our child and
+    `stop_process` reaps it.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if detach:
+        launcher = 'log=$1; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!'
+        out = subprocess.run(
+            ["/bin/sh", "-c", launcher, "sh", str(log_path), *cmd],
+            capture_output=True,
+            text=True,
+            env=env,
+            start_new_session=True,
+            check=True,
+            timeout=30,
+        )
+        return ManagedProcess(name, int(out.stdout.strip()), log_path, Path(cmd[0]).name)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             cmd,
@@ -370,12 +393,17 @@ def _kafka_ready(bootstrap: str) -> bool:
 
 
 def start_kafka_server(
-    data_dir: Path, log_path: Path, port: int | None = None, timeout_s: float = READY_TIMEOUT_S
+    data_dir: Path,
+    log_path: Path,
+    port: int | None = None,
+    timeout_s: float = READY_TIMEOUT_S,
+    *,
+    detach: bool = False,
 ) -> KafkaServer:
     """Start noida-db (Kafka only) and wait until it answers a metadata request."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = spawn("kafka", kafka_command(data_dir, port), log_path)
+    proc = spawn("kafka", kafka_command(data_dir, port), log_path, detach=detach)
     bootstrap = f"{HOST}:{port}"
     try:
         wait_until(lambda: port_open(port) and _kafka_ready(bootstrap), proc, "noida-db", timeout_s)
@@ -392,6 +420,8 @@ def start_s3_server(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     timeout_s: float = READY_TIMEOUT_S,
+    *,
+    detach: bool = False,
 ) -> S3Server:
     """Start `weed mini` with the given credentials and wait until S3 answers a signed call."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -403,6 +433,7 @@ def start_s3_server(
         seaweed_command(data_dir, ports),
         log_path,
         env=seaweed_env(access_key_id, secret_access_key),
+        detach=detach,
     )
     server = S3Server(
         f"http://{HOST}:{ports.s3}", ports, access_key_id, secret_access_key, proc
@@ -556,7 +587,7 @@ def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesIn
         if not kafka_port or not port_is_free(kafka_port):
             kafka_port = free_port()
         server = start_kafka_server(
-            paths.data("kafka"), paths.log("kafka"), kafka_port, timeout_s=timeout_s
+            paths.data("kafka"), paths.log("kafka"), kafka_port, timeout_s=timeout_s, detach=True
         )
         _write_private(paths.pid("kafka"), f"{server.process.pid}\n")
         started.append("kafka")
@@ -567,7 +598,13 @@ def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesIn
         if ports is None or not all(port_is_free(p) for p in ports.all_ports()):
             ports = SeaweedPorts.pick()
         s3 = start_s3_server(
-            paths.data("s3"), paths.log("s3"), ports, access_key_id, secret, timeout_s=timeout_s
+            paths.data("s3"),
+            paths.log("s3"),
+            ports,
+            access_key_id,
+            secret,
+            timeout_s=timeout_s,
+            detach=True,
         )
         assert s3.process is not None
         _write_private(paths.pid("s3"), f"{s3.process.pid}\n")
@@ -582,7 +619,7 @@ def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesIn
     ).ensure_bucket()
 
     new_doc = {
-        "version": SERVICES_VERSION,
+        "schema": SERVICES_SCHEMA,
         "kafka": {"port": kafka_port, "bootstrap": f"{HOST}:{kafka_port}"},
         "s3": {
             "ports": ports.to_json(),

@@ -7,14 +7,18 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from storage.kafka import KafkaLog
 from storage.objectstore import S3ObjectStore, open_store
 from streamnotary.config import load_settings
-from streamnotary.services import pid_alive, services_status, stop_pid
+from streamnotary.services import pid_alive, services_status, start_services, stop_pid
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,6 +40,8 @@ def test_up_status_down_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert "started kafka, s3" in first.stdout
 
         doc = json.loads((home / "services.json").read_text())
+        schema = json.loads((SCHEMAS / "services.schema.json").read_text())
+        jsonschema.validate(doc, schema)
         secret = doc["settings"]["s3_secret_access_key"]
         assert secret and secret not in first.stdout and secret not in first.stderr
         assert stat.S_IMODE((home / "services.json").stat().st_mode) == 0o600
@@ -71,8 +77,13 @@ def test_up_status_down_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert not json.loads(dead.stdout)["kafka"]["alive"]
         assert "nothing was running" in _cli(home, "down").stdout
 
-        # Up again: same ports and credentials (remembered), data kept.
-        assert _cli(home, "up").returncode == 0
+        # Up again, in-process this time: same ports and credentials (remembered), data
+        # kept, and the servers are detached (not children of this long-lived process).
+        info = start_services(home)
+        assert info.started == ("kafka", "s3") and info.running
+        for pid in (info.kafka.pid, info.s3.pid):
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            assert ppid != os.getpid()
         assert json.loads((home / "services.json").read_text())["settings"] == doc["settings"]
         assert store.get("state/svc/marker") == b"kept"
         with KafkaLog.from_settings(settings) as log:
@@ -92,6 +103,10 @@ def test_stop_pid_checks_the_executable_and_escalates(tmp_path: Path) -> None:
     """A recycled PID running something else is never signalled; SIGTERM is not the end."""
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
+        # Popen returns when exec() begins; /proc shows the new command line a moment later.
+        deadline = time.monotonic() + 5
+        while not pid_alive(sleeper.pid, "sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert stop_pid(sleeper.pid, "weed") is False  # not the expected binary
         assert sleeper.poll() is None
         assert stop_pid(sleeper.pid, "sleep") is True
