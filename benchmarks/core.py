@@ -31,11 +31,11 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import rfc8785  # noqa: E402
+import rfc8785
 
-from tasks.dedup import deduplicate  # noqa: E402
-from tasks.merkle import merkle_root  # noqa: E402
-from tasks.record import Observation, to_json_value  # noqa: E402
+from tasks.dedup import deduplicate
+from tasks.merkle import merkle_root
+from tasks.record import Observation, to_json_value
 
 T = TypeVar("T")
 STATIONS = 100
@@ -116,26 +116,40 @@ def main() -> None:
     sample = observations[: min(n, 100_000)]
     t_generic, _ = timed(lambda: [rfc8785.dumps(to_json_value(o)) for o in sample])
 
-    print(f"# streamnotary core benchmark: n = {n:,}, Python {platform.python_version()}, "
-          f"{platform.machine()}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"# streamnotary core benchmark: n = {n:,}, Python {platform.python_version()}, "
+        f"{platform.machine()}, load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"# times are CPU seconds; wall seconds were {', '.join(f'{w:.3f}' for w in WALL)}")
-    print(f"distinct records {len(leaves):,}, duplicates {result.duplicates:,}, "
-          f"conflicts {result.conflicts:,}, root {root.hex()}")
+    print(
+        f"distinct records {len(leaves):,}, duplicates {result.duplicates:,}, "
+        f"conflicts {result.conflicts:,}, root {root.hex()}"
+    )
     print()
     print("| measurement | seconds | rate |")
     print("|---|---:|---:|")
     print(f"| canonicalize + dedup ({n:,} messages) | {t_dedup:.3f} | {n / t_dedup:,.0f} rec/s |")
-    print(f"| Merkle root, tasks.merkle ({len(leaves):,} leaves) | {t_root:.3f} | "
-          f"{len(leaves) / t_root:,.0f} leaves/s |")
-    print(f"| **end to end** (canonicalize + dedup + Merkle) | {total:.3f} | "
-          f"**{n / total:,.0f} rec/s** |")
-    print(f"| bare hashlib floor (2n-1 hashes) | {t_floor:.3f} | "
-          f"{len(leaves) / t_floor:,.0f} leaves/s |")
+    print(
+        f"| Merkle root, tasks.merkle ({len(leaves):,} leaves) | {t_root:.3f} | "
+        f"{len(leaves) / t_root:,.0f} leaves/s |"
+    )
+    print(
+        f"| **end to end** (canonicalize + dedup + Merkle) | {total:.3f} | "
+        f"**{n / total:,.0f} rec/s** |"
+    )
+    print(
+        f"| bare hashlib floor (2n-1 hashes) | {t_floor:.3f} | "
+        f"{len(leaves) / t_floor:,.0f} leaves/s |"
+    )
     if t_pym is not None:
-        print(f"| pymerkle 7.0.0 InmemoryTree root | {t_pym:.3f} | "
-              f"{len(leaves) / t_pym:,.0f} leaves/s |")
-    print(f"| generic rfc8785.dumps ({len(sample):,} records) | {t_generic:.3f} | "
-          f"{len(sample) / t_generic:,.0f} rec/s |")
+        print(
+            f"| pymerkle 7.0.0 InmemoryTree root | {t_pym:.3f} | "
+            f"{len(leaves) / t_pym:,.0f} leaves/s |"
+        )
+    print(
+        f"| generic rfc8785.dumps ({len(sample):,} records) | {t_generic:.3f} | "
+        f"{len(sample) / t_generic:,.0f} rec/s |"
+    )
     print()
     print(f"Merkle root / bare-hash floor: {t_root / t_floor:.2f}x (target <= 1.25x)")
     if t_pym is not None:

@@ -81,7 +81,9 @@ def test_shuffle_duplicate_split_never_change_windows(
     for key, members in merged.items():
         d = deduplicate(members)
         merged_outcome[key] = (
-            encode_payload(d.records), merkle_root(d.leaves), window_aggregates(d.records)
+            encode_payload(d.records),
+            merkle_root(d.leaves),
+            window_aggregates(d.records),
         )
     assert merged_outcome == reference
 
@@ -140,8 +142,9 @@ def test_real_files_daily_windows_match_independent_recomputation(station: str) 
         assert all(key.contains(o.observed_at) for o in members)
         before = WindowKey(key.station_id, key.index - 1, key.size_seconds)
         after = WindowKey(key.station_id, key.index + 1, key.size_seconds)
-        assert not any(before.contains(o.observed_at) or after.contains(o.observed_at)
-                       for o in members)
+        assert not any(
+            before.contains(o.observed_at) or after.contains(o.observed_at) for o in members
+        )
     raw = _raw_daily(path)
     assert len(windows) == len(raw) == 550
     for key, members in windows.items():

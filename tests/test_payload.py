@@ -1,0 +1,79 @@
+"""Deterministic Parquet payloads (tasks/payload.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.dedup import deduplicate
+from tasks.dwd import read_observations
+from tasks.merkle import merkle_root
+from tasks.payload import PayloadError, decode_payload, encode_payload, payload_leaves
+from tasks.record import canonical_bytes
+
+PRODUCT = next(
+    Path("/work/shared/data/dwd/hourly_recent/stundenwerte_TU_00433_akt").glob("produkt_*.txt")
+)
+REPO = Path(__file__).resolve().parent.parent
+
+_SCRIPT = """
+import hashlib, sys
+from tasks.dedup import deduplicate
+from tasks.dwd import read_observations
+from tasks.payload import encode_payload
+obs = list(read_observations(sys.argv[1]))[:2000]
+print(hashlib.sha256(encode_payload(deduplicate(obs[::-1]).records)).hexdigest())
+"""
+
+
+@pytest.fixture(scope="module")
+def records() -> list:
+    return list(read_observations(PRODUCT))[:2000]
+
+
+def test_same_bytes_for_any_input_order_and_across_processes(records: list) -> None:
+    reference = encode_payload(deduplicate(records).records)
+    shuffled = records + records[:100]
+    random.Random(7).shuffle(shuffled)
+    assert encode_payload(deduplicate(shuffled).records) == reference
+    other_process = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(PRODUCT)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert other_process == hashlib.sha256(reference).hexdigest()
+
+
+def test_decode_reproduces_records_leaves_and_root(records: list) -> None:
+    d = deduplicate(records)
+    data = encode_payload(d.records)
+    assert decode_payload(data) == d.records
+    leaves = payload_leaves(data)
+    assert leaves == d.leaves == [canonical_bytes(r) for r in d.records]
+    assert merkle_root(leaves) == merkle_root(d.leaves)
+    assert sum(r.temperature_tenths is None for r in decode_payload(data)) == sum(
+        r.temperature_tenths is None for r in d.records
+    )
+
+
+def test_empty_payload_round_trips() -> None:
+    assert decode_payload(encode_payload([])) == []
+
+
+def test_garbage_and_tampered_payloads_are_rejected(records: list) -> None:
+    with pytest.raises(PayloadError):
+        decode_payload(b"not parquet")
+    data = bytearray(encode_payload(deduplicate(records).records))
+    data[len(data) // 2] ^= 0xFF
+    try:
+        tampered = payload_leaves(bytes(data))
+    except PayloadError:
+        return
+    assert merkle_root(tampered) != merkle_root(deduplicate(records).leaves)
