@@ -58,7 +58,7 @@ def _content() -> tuple:
 
 
 def _doc(revision: int = 0, supersedes: Supersedes | None = None) -> tuple[dict, bytes]:
-    obs, content = _content()
+    _, content = _content()
     payload = encode_payload(content.records)
     doc = build_checkpoint(
         content=content,
@@ -77,7 +77,7 @@ def _doc(revision: int = 0, supersedes: Supersedes | None = None) -> tuple[dict,
 def test_checkpoint_binds_the_window_and_validates() -> None:
     doc, payload = _doc()
     jsonschema.validate(doc, SCHEMA)
-    obs, content = _content()
+    obs, _ = _content()
     assert doc["window"]["id"] == "00433_20190907T000000Z_86400s"
     assert doc["source"]["ranges"] == [
         {"partition": 0, "start": 100, "end": 201},
