@@ -190,17 +190,23 @@ class KafkaLog:
         high: the last stable offset under ``read_committed`` (see module docstring):
         every offset below it is final, so ``[x, high)`` is a closed range.
         """
+        return self._watermarks(partition, _METADATA_TIMEOUT_S)
+
+    def _watermarks(self, partition: int, timeout_s: float) -> tuple[int, int]:
         consumer = self._consumer_client()
         tp = TopicPartition(self.topic, partition)
         with self._read_lock:
             try:
-                low, high = consumer.get_watermark_offsets(
-                    tp, timeout=_METADATA_TIMEOUT_S, cached=False
+                result = consumer.get_watermark_offsets(
+                    tp, timeout=max(0.1, timeout_s), cached=False
                 )
             except KafkaException as exc:
                 raise KafkaLogError(
                     f"cannot query offsets of {self.topic}[{partition}]: {exc}"
                 ) from exc
+        if result is None:
+            raise KafkaLogError(f"offsets of {self.topic}[{partition}]: no answer in time")
+        low, high = result
         return int(low), int(high)
 
     # -- producing -------------------------------------------------------------------
@@ -311,7 +317,8 @@ class KafkaLog:
             raise ValueError(f"invalid offset range {where}")
         if start == end:
             return []
-        low, high = self.watermarks(partition)
+        budget = min(_METADATA_TIMEOUT_S, deadline - time.monotonic())
+        low, high = self._watermarks(partition, budget)
         if start < low:
             raise OffsetRangeUnavailable(
                 f"{where}: offsets below {low} are no longer stored (retention or deletion)"

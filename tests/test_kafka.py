@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from storage.kafka import KafkaLog, OffsetRangeUnavailable
+from storage.kafka import KafkaLog, KafkaLogError, OffsetRangeUnavailable
+from streamnotary.services import start_kafka_server, stop_process
 
 BASE_TS = 1_700_000_000_000
 
@@ -151,3 +153,20 @@ def test_open_transaction_keeps_high_watermark_at_last_stable_offset(
     assert high == 1  # the undecided message is not part of any closed range yet
     assert [m.value for m in log.read_range(part, 0, high)] == [b"before"]
     producer.abort_transaction(10)
+
+
+def test_reads_are_bounded_when_the_broker_goes_away(tmp_path: Path) -> None:
+    """A dead broker turns into an error within the read's deadline, never a hang."""
+    server = start_kafka_server(tmp_path / "data", tmp_path / "kafka.log")
+    try:
+        log = KafkaLog(server.bootstrap, "doomed")
+        log.ensure_topic(partitions=1)
+        log.produce([(b"10006", b"v", BASE_TS)])
+        assert log.watermarks(0) == (0, 1)
+    finally:
+        stop_process(server.process)
+    started = time.monotonic()
+    with pytest.raises(KafkaLogError):
+        log.read_range(0, 0, 1, timeout_s=2.0)
+    assert time.monotonic() - started < 4.0
+    log.close()
