@@ -5,8 +5,8 @@ real node on a free port in a private directory, ready before the first request 
 by the PID it was started with (never by name: other people's nodes may share the machine).
 Keeping that logic here means all three start nodes the same way.
 
-Binaries: anvil comes from the npm package ``@foundry-rs/anvil`` (``npm ci`` at the repo
-root puts it in ``node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil``), or from
+Binaries: anvil comes from the npm package ``@foundry-rs/anvil-linux-amd64`` (``npm ci`` at
+the repo root puts it in ``node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil``), or from
 ``$STREAMNOTARY_ANVIL`` / ``PATH``; litecoind from Debian (``/usr/bin/litecoind``), or from
 ``$STREAMNOTARY_LITECOIND`` / ``PATH``.
 """
@@ -56,8 +56,8 @@ def find_anvil() -> Path:
         if c.is_file() and os.access(c, os.X_OK):
             return c
     raise NodeStartError(
-        "anvil not found: run `npm ci` at the repository root (it installs @foundry-rs/anvil "
-        f"into {ANVIL_NPM_PATH}) or set STREAMNOTARY_ANVIL to the binary"
+        "anvil not found: run `npm ci` at the repository root (it installs "
+        f"@foundry-rs/anvil-linux-amd64 into {ANVIL_NPM_PATH}) or set STREAMNOTARY_ANVIL"
     )
 
 
