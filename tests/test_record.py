@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import jsonschema
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -148,3 +150,36 @@ def test_validate_rejects_bad_timestamps(observed_at: object, reason: str) -> No
 
 def test_from_json_value_round_trip() -> None:
     assert from_json_value(to_json_value(EXAMPLE)) == EXAMPLE
+
+
+@settings(max_examples=50, deadline=None)
+@given(observations)
+def test_documented_schema_accepts_every_canonical_record(obs: Observation) -> None:
+    assert _VALIDATOR.is_valid(json.loads(canonical_bytes(obs)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature_c_tenths": 651},
+        {"relative_humidity_pct_tenths": 8.5},
+        {"station_id": "433"},
+        {"observed_at": "2019-09-07T17:00:00+00:00"},
+        {"quality_level": 0},
+        {"extra": 1},
+    ],
+)
+def test_documented_schema_rejects_what_decode_rejects(change: dict) -> None:
+    value = {**to_json_value(EXAMPLE), **change}
+    assert not _VALIDATOR.is_valid(value)
+    with pytest.raises(RecordRejected):
+        from_json_value(value)
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(
+    json.loads(
+        (
+            Path(__file__).resolve().parent.parent / "docs/schemas/observation.schema.json"
+        ).read_text()
+    )
+)
