@@ -1,0 +1,189 @@
+"""Pure audit checks on hand-built evidence: the verdicts a real run rarely reaches.
+
+Retention that removed offsets (not_checkable), unconfirmed anchors (pending), and broken
+revision chains are produced here directly with the same pure functions the pipeline
+uses (`build_window`, `encode_payload`, `build_checkpoint`, `Batch`), so each verdict is
+pinned to a precise cause.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage import layout
+from storage.ledger.base import AnchorRef
+from tasks.audit import (
+    KafkaView,
+    LedgerIntegrity,
+    LedgerObservation,
+    PartitionScan,
+    RevisionInputs,
+    audit_window,
+    integrity_from_error,
+)
+from tasks.batch import Batch, BatchMember, batch_proof
+from tasks.canonical import canonical_digest
+from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
+from tasks.message import SourceMessage, classify
+from tasks.payload import encode_payload
+from tasks.record import Observation, canonical_bytes
+from tasks.window import WindowSpec
+from tasks.window_content import build_window
+
+TOPIC = "t"
+SPEC = WindowSpec(86_400)
+DAY = datetime(2019, 9, 7, tzinfo=UTC)
+KEY = SPEC.key_of("00433", DAY)
+
+
+def _messages(n: int, first_offset: int = 0) -> list[SourceMessage]:
+    out = []
+    for i in range(n):
+        o = Observation("00433", DAY + timedelta(hours=i), 100 + i, 800, 3)
+        out.append(SourceMessage(TOPIC, 0, first_offset + i, b"00433", canonical_bytes(o), None))
+    return out
+
+
+def _revision(
+    msgs: list[SourceMessage], revision: int, prev: dict[str, Any] | None, *, confirmations: int = 1
+) -> tuple[RevisionInputs, dict[str, Any]]:
+    content = build_window(KEY, [classify(m, SPEC) for m in msgs])
+    payload = encode_payload(content.records)
+    pkey = layout.payload_key(TOPIC, KEY, revision)
+    cp = build_checkpoint(
+        content=content,
+        topic=TOPIC,
+        revision=revision,
+        supersedes=None if prev is None else Supersedes(revision - 1, checkpoint_digest(prev)),
+        close_reason="drain",
+        payload=PayloadRef(f"file:///{pkey}", hashlib.sha256(payload).hexdigest(), len(payload)),
+        pipeline_version="test",
+    )
+    digest = checkpoint_digest(cp)
+    batch = Batch.of(TOPIC, [BatchMember(KEY.window_id, revision, digest)])
+    root = batch.root.hex()
+    body = {"kind": "batch", "topic": TOPIC, "root": root, "size": 1}
+    ref = AnchorRef(
+        "local",
+        layout.batch_entry_key(TOPIC, root),
+        canonical_digest(body),
+        {"seq": 1},
+        confirmations,
+        1,
+    )
+    receipt = {
+        "topic": TOPIC,
+        "window_id": KEY.window_id,
+        "revision": revision,
+        "checkpoint_digest": digest,
+        "batch": {
+            "key": layout.batch_key(TOPIC, root),
+            **batch_proof(batch, KEY.window_id, revision),
+        },
+        "ledger": {"batch": ref.to_json(), "window": None},
+    }
+    inp = RevisionInputs(
+        revision=revision,
+        receipt_key=layout.receipt_key(TOPIC, KEY, revision),
+        checkpoint_key=layout.checkpoint_key(TOPIC, KEY, revision),
+        payload_key=pkey,
+        receipt=receipt,
+        checkpoint=cp,
+        payload=payload,
+        payload_uri=f"file:///{pkey}",
+        batch_entry=LedgerObservation(ref.key, ref=ref, body=body),
+    )
+    return inp, cp
+
+
+def _view(msgs: list[SourceMessage], start: int = 0, low: int = 0) -> KafkaView:
+    end = max(m.offset for m in msgs) + 1 if msgs else start
+    kept = [m for m in msgs if m.offset >= start]
+    return KafkaView.of(
+        [PartitionScan(0, start, end, low, messages=len(kept))], [classify(m, SPEC) for m in kept]
+    )
+
+
+def _verdicts(audit: Any, revision: int = 0) -> dict[str, str]:
+    r = next(r for r in audit.revisions if r.revision == revision)
+    return {name: c.verdict for name, c in r.checks.items()}
+
+
+def test_intact_window_passes_all_checks() -> None:
+    msgs = _messages(24)
+    inp, _ = _revision(msgs, 0, None)
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    assert set(_verdicts(audit).values()) == {"pass"}
+
+
+def test_retention_removed_offsets_make_completeness_not_checkable_never_pass() -> None:
+    msgs = _messages(24, first_offset=10)
+    inp, _ = _revision(msgs, 0, None)
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs, start=20, low=20), LedgerIntegrity("local"))
+    assert _verdicts(audit)["completeness"] == "not_checkable"
+    finding = audit.revisions[0].checks["completeness"].findings[0]
+    assert (finding.code, finding.partition, finding.offset) == ("retention_removed", 0, 10)
+    assert audit.verdict == "not_checkable"
+
+
+def test_unconfirmed_anchor_is_pending_not_pass() -> None:
+    msgs = _messages(24)
+    inp, _ = _revision(msgs, 0, None, confirmations=0)
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    assert _verdicts(audit)["anchored"] == "pending"
+    assert audit.verdict == "pending"
+
+
+def test_changed_kafka_record_is_named_by_offset() -> None:
+    msgs = _messages(24)
+    inp, _ = _revision(msgs, 0, None)
+    other = Observation("00433", DAY + timedelta(hours=3), -50, 800, 3)
+    changed = [
+        *msgs[:3],
+        SourceMessage(TOPIC, 0, 3, b"00433", canonical_bytes(other), None),
+        *msgs[4:],
+    ]
+    audit = audit_window(KEY, TOPIC, [inp], _view(changed), LedgerIntegrity("local"))
+    findings = audit.revisions[0].checks["completeness"].findings
+    assert [(f.code, f.partition, f.offset) for f in findings if f.code == "record_changed"] == [
+        ("record_changed", 0, 3)
+    ]
+
+
+def test_revision_chain_resolves_and_only_latest_scans_late_data() -> None:
+    msgs = _messages(24)
+    r0, cp0 = _revision(msgs[:20], 0, None)
+    r1, _ = _revision(msgs, 1, cp0)
+    audit = audit_window(KEY, TOPIC, [r0, r1], _view(msgs), LedgerIntegrity("local"))
+    assert audit.verdict == "pass", [r.to_json() for r in audit.revisions]
+    assert [r.latest for r in audit.revisions] == [False, True]
+    assert {f.code for f in audit.revisions[0].checks["revisions"].findings} == {"superseded"}
+
+
+def test_dangling_supersedes_link_and_gap_fail() -> None:
+    msgs = _messages(24)
+    r0, cp0 = _revision(msgs[:20], 0, None)
+    r1, _ = _revision(msgs, 1, cp0)
+    wrong = copy.deepcopy(cp0)
+    wrong["counts"]["records"] += 1  # r1 links to a digest no stored r0 has
+    r1_dangling, _ = _revision(msgs, 1, wrong)
+    audit = audit_window(KEY, TOPIC, [r0, r1_dangling], _view(msgs), LedgerIntegrity("local"))
+    assert {f.code for f in audit.revisions[1].checks["revisions"].findings} == {"dangling_link"}
+    gap = audit_window(KEY, TOPIC, [r1], _view(msgs), LedgerIntegrity("local"))
+    assert "revision_gap" in {f.code for f in gap.revisions[0].checks["revisions"].findings}
+    assert gap.verdict == "fail"
+
+
+def test_broken_hash_chain_is_attributed_to_the_entry_at_that_seq() -> None:
+    msgs = _messages(24)
+    inp, _ = _revision(msgs, 0, None)
+    from storage.ledger.base import LedgerCorrupted
+
+    elsewhere = integrity_from_error("local", LedgerCorrupted("entry seq 7: body does not match"))
+    here = integrity_from_error("local", LedgerCorrupted("entry seq 1: body does not match"))
+    assert (elsewhere.seq, here.seq) == (7, 1)
+    assert audit_window(KEY, TOPIC, [inp], _view(msgs), elsewhere).verdict == "pass"
+    assert audit_window(KEY, TOPIC, [inp], _view(msgs), here).verdict == "fail"
