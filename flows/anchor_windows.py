@@ -132,7 +132,7 @@ def anchor_windows(
     plan = plan_run(cursor, messages, ends, plan_options(settings, drain), datetime.now(UTC))
     summary.messages_read += plan.messages_read
 
-    store_uri = open_store(settings).uri
+    uri_of = open_store(settings).uri
     revisions = [
         plan_revision(
             content=build_window(w.key, w.items),
@@ -140,7 +140,7 @@ def anchor_windows(
             revision=0,
             supersedes=None,
             close_reason=w.close_reason,
-            uri_of=store_uri,
+            uri_of=uri_of,
             pipeline_version=streamnotary.__version__,
         )
         for w in plan.closing

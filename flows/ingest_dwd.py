@@ -79,7 +79,7 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
     def progress(increment: int) -> None:
         nonlocal done
         done += increment
-        report_progress("produce", done, total)
+        report_progress(f"produce:{path.name}", done, total)
 
     with KafkaLog.from_settings(settings) as log:
         log.ensure_topic(settings.partitions)

@@ -22,7 +22,7 @@ from streamnotary.config import default_home
 
 DEMO_TOPICS = {"local": "dwd.observations", "evm": "dwd.observations.evm"}
 _PHASES = {
-    "produce": "replaying DWD observations into Kafka",
+    "produce": "replaying into Kafka",
     "payloads": "writing Parquet payloads",
     "checkpoints": "writing checkpoints",
     "anchors": "anchoring window entries",
@@ -58,7 +58,9 @@ def progress_bars(console: Console) -> Iterator[None]:
 
     def hook(phase: str, done: int, total: int) -> None:
         if phase not in bars:
-            bars[phase] = progress.add_task(_PHASES.get(phase, phase), total=total)
+            kind, _, detail = phase.partition(":")
+            label = _PHASES.get(kind, kind) + (f" ({detail[:24]})" if detail else "")
+            bars[phase] = progress.add_task(label, total=total)
         progress.update(bars[phase], completed=done, total=total)
 
     add_progress_hook(hook)

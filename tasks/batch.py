@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from tasks.merkle import ALGORITHM, inclusion_proof, merkle_root, verify_inclusion
@@ -26,7 +27,7 @@ class BatchMember:
     checkpoint_digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Batch:
     topic: str
     members: tuple[BatchMember, ...]
@@ -35,11 +36,11 @@ class Batch:
     def of(cls, topic: str, members: Sequence[BatchMember]) -> Batch:
         return cls(topic, tuple(sorted(members, key=lambda m: (m.window_id, m.revision))))
 
-    @property
+    @cached_property
     def leaves(self) -> list[bytes]:
         return [bytes.fromhex(m.checkpoint_digest) for m in self.members]
 
-    @property
+    @cached_property
     def root(self) -> bytes:
         return merkle_root(self.leaves)
 

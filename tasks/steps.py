@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from prefect import task
@@ -18,7 +19,7 @@ from storage import layout
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
-from storage.objectstore import ObjectNotFound, open_store
+from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.message import SourceMessage
@@ -31,6 +32,8 @@ IO_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": [2, 10, 30],
     "cache_policy": NO_CACHE,
 }
+
+WRITE_CONCURRENCY = 8
 
 # In-process progress hook for the CLI: called with (phase, done, total).
 ProgressHook = Callable[[str, int, int], None]
@@ -117,15 +120,34 @@ def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
     )
 
 
+def _put_all(
+    store: ObjectStore, objects: Sequence[tuple[str, bytes]], content_type: str, phase: str
+) -> int:
+    """Write-once puts of many objects, `WRITE_CONCURRENCY` at a time; returns how many were new.
+
+    Object stores serve independent keys in parallel, and one window's documents are small,
+    so the round trip dominates: a few threads cut a backfill's write time several-fold.
+    The first put runs alone so that lazily created clients are built before the threads start.
+    """
+    if not objects:
+        return 0
+    first, *rest = objects
+    created = store.put_once(first[0], first[1], content_type) == "created"
+    report_progress(phase, 1, len(objects))
+    with ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY) as pool:
+        futures = [pool.submit(store.put_once, key, data, content_type) for key, data in rest]
+        for done, future in enumerate(as_completed(futures), 2):
+            created += future.result() == "created"
+            report_progress(phase, done, len(objects))
+    return created
+
+
 @task(name="write-payloads", **IO_RETRIES)
 def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
     """Write-once Parquet payloads; returns how many were newly created."""
-    store = open_store(settings)
-    created = 0
-    for i, (key, data) in enumerate(sorted(payloads.items()), 1):
-        created += store.put_once(key, data, "application/vnd.apache.parquet") == "created"
-        report_progress("payloads", i, len(payloads))
-    return created
+    return _put_all(
+        open_store(settings), sorted(payloads.items()), "application/vnd.apache.parquet", "payloads"
+    )
 
 
 @task(name="write-documents", **IO_RETRIES)
@@ -133,12 +155,8 @@ def write_documents(
     settings: Settings, docs: Mapping[str, dict[str, Any]], phase: str = "documents"
 ) -> int:
     """Write-once JSON documents (checkpoints, receipts, batch manifests, quarantine)."""
-    store = open_store(settings)
-    created = 0
-    for i, (key, doc) in enumerate(sorted(docs.items()), 1):
-        created += store.put_once(key, document_bytes(doc), "application/json") == "created"
-        report_progress(phase, i, len(docs))
-    return created
+    objects = [(key, document_bytes(doc)) for key, doc in sorted(docs.items())]
+    return _put_all(open_store(settings), objects, "application/json", phase)
 
 
 @task(name="anchor-batch", **IO_RETRIES)
