@@ -43,9 +43,11 @@ def ledger_path(env: PipelineEnv) -> Path:
 
 def audit_report(env: PipelineEnv, selection: Selection | None = None) -> dict[str, Any]:
     """Run the audit steps (without Prefect) against the env's real services."""
-    with env.active() as settings, LocalLedger(ledger_path(env)) as ledger, KafkaLog(
-        env.kafka_bootstrap, env.topic
-    ) as kafka:
+    with (
+        env.active() as settings,
+        LocalLedger(ledger_path(env)) as ledger,
+        KafkaLog(env.kafka_bootstrap, env.topic) as kafka,
+    ):
         return run_audit(
             store=env.store(),
             ledger=ledger,
@@ -70,7 +72,10 @@ def codes(result: dict[str, Any]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def anchored_env(
-    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, s3_server: Any, prefect_harness: None
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_bootstrap: str,
+    s3_server: Any,
+    prefect_harness: None,
 ) -> Iterator[PipelineEnv]:
     env = make_env(tmp_path_factory.mktemp("audit"), kafka_bootstrap, s3_server)
     anchor_demo_days(env)

@@ -61,7 +61,9 @@ def test_untouched_anchored_windows_pass_every_check(anchored_env: PipelineEnv) 
     assert report["summary"]["windows"] == 6
     for w in report["windows"]:
         for r in w["revisions"]:
-            assert {c: v["verdict"] for c, v in r["checks"].items()} == dict.fromkeys(r["checks"], "pass")
+            assert {c: v["verdict"] for c, v in r["checks"].items()} == dict.fromkeys(
+                r["checks"], "pass"
+            )
     assert all(p["error"] is None for p in report["kafka"]["partitions"])
 
 
@@ -134,7 +136,11 @@ def test_edited_ledger_row_fails_the_anchor_of_its_window(env: PipelineEnv) -> N
     assert report["ledger"]["integrity"]["ok"] is False
     anchored = check(report, TARGET, "anchored")
     assert anchored["verdict"] == "fail"
-    assert codes(anchored) & {"window_entry_unreadable", "window_entry_body_altered", "ledger_integrity"}
+    assert codes(anchored) & {
+        "window_entry_unreadable",
+        "window_entry_body_altered",
+        "ledger_integrity",
+    }
     assert check(report, TARGET, "completeness")["verdict"] == "pass"
     _others_pass(report, TARGET)
 
@@ -145,7 +151,11 @@ def test_late_record_is_named_by_partition_and_offset_and_duplicates_are_only_no
     env = make_env(tmp_path, kafka_bootstrap, s3_server)
     anchor_demo_days(env)
     assert audit_report(env)["verdict"] == "pass"
-    anchored = [o for o in audit_observations() if TARGET_KEY.contains(o.observed_at) and o.station_id == "00433"]
+    anchored = [
+        o
+        for o in audit_observations()
+        if TARGET_KEY.contains(o.observed_at) and o.station_id == "00433"
+    ]
     late = Observation("00433", anchored[5].observed_at + timedelta(minutes=30), 123, 456, 3)
     dup_window = "00427_20190906T000000Z_86400s"
     duplicate = next(o for o in audit_observations() if o.station_id == "00427")

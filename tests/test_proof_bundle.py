@@ -107,14 +107,18 @@ def test_standalone_verifier_runs_in_a_clean_python_without_packages(
     python = venv / "bin" / "python"
     good = tmp_path / "bundle.json"
     good.write_text(json.dumps(bundle, indent=1))
-    ok = subprocess.run([python, "-I", "-S", VERIFIER, good], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [python, "-I", "-S", VERIFIER, good], capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "VERIFIED" in ok.stdout
     bad_doc = copy.deepcopy(bundle)
     bad_doc["record"] = bad_doc["record"].replace('"quality_level":', '"quality_level":1')
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(bad_doc))
-    no = subprocess.run([python, "-I", "-S", VERIFIER, bad], capture_output=True, text=True, timeout=60)
+    no = subprocess.run(
+        [python, "-I", "-S", VERIFIER, bad], capture_output=True, text=True, timeout=60
+    )
     assert no.returncode == 1 and "NOT VERIFIED" in no.stdout
 
 
@@ -137,7 +141,9 @@ def test_standalone_jcs_matches_rfc8785_on_the_checkpoint(bundle: dict[str, Any]
 def test_cli_prove_and_verify_proof(anchored_env: PipelineEnv, tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "proof.json"
     with anchored_env.active():
-        rc = cli_main(["prove", "--station", "00433", "--at", "2019-09-07T17:00Z", "--out", str(out)])
+        rc = cli_main(
+            ["prove", "--station", "00433", "--at", "2019-09-07T17:00Z", "--out", str(out)]
+        )
     assert rc == 0
     assert cli_main(["verify-proof", str(out)]) == 0
     assert "VERIFIED" in capsys.readouterr().out
