@@ -71,13 +71,16 @@ class Started:
         )
 
     def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it after a deadline; reap the child.
+        """SIGINT (Ctrl+C) the process group, then SIGTERM, then SIGKILL; reap the child.
 
-        The group (= our child's PID, as it leads its own session) holds exactly what this
-        test started: the server's uvicorn child, the worker's flow-run subprocesses.
+        Prefect 3.8's worker shuts down promptly on SIGINT but was seen ignoring SIGTERM
+        for over a minute. The group (= our child's PID, as it leads its own session)
+        holds exactly what this test started: the server's uvicorn child, the worker's
+        flow-run subprocesses.
         """
         pgid = self.popen.pid
-        for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+        signals = ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+        for sig, wait_s in signals:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, sig)
             if _group_gone(pgid, wait_s):
