@@ -13,6 +13,8 @@ the repo root puts it in ``node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -275,3 +277,38 @@ def start_litecoind(*, datadir: Path | None = None, port: int | None = None,
         node.stop()
         raise
     return node
+
+
+def ensure_anvil(home: Path) -> dict[str, str]:
+    """A persistent anvil for `streamnotary demo --ledger evm`, started once per home.
+
+    The node keeps its chain in ``<home>/anvil/state.json`` (written when it is stopped by
+    ``streamnotary down``), runs on after the demo so that ``streamnotary audit`` can
+    verify against it, and is reused by the next demo. Returns the ledger settings.
+    """
+    from streamnotary.services import pid_alive
+
+    workdir = home / "anvil"
+    info_path = workdir / "anvil.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if pid_alive(int(info["pid"]), "anvil"):
+            with contextlib.suppress(Exception):
+                if _jsonrpc(info["url"], "eth_chainId", [], timeout=2.0) is not None:
+                    return {"ledger_url": info["url"]}
+        port = int(info["port"])
+    else:
+        port = free_port()
+    node = start_anvil(port=port, workdir=workdir, state_file=workdir / "state.json")
+    info_path.write_text(json.dumps({"pid": node.pid, "port": node.port, "url": node.url}))
+    return {"ledger_url": node.url}
+
+
+def stop_anvil(home: Path, timeout_s: float = 10.0) -> bool:
+    """Stop the demo's anvil by its recorded PID (SIGTERM lets it write its state file)."""
+    from streamnotary.services import stop_pid
+
+    info_path = home / "anvil" / "anvil.json"
+    if not info_path.is_file():
+        return False
+    return stop_pid(int(json.loads(info_path.read_text())["pid"]), "anvil", timeout_s)

@@ -687,4 +687,8 @@ def stop_services(home: Path, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
             stopped.append(name)
         with contextlib.suppress(FileNotFoundError):
             paths.pid(name).unlink()
+    from streamnotary.chain_nodes import stop_anvil  # the demo's EVM node, if it started one
+
+    if stop_anvil(home, timeout_s):
+        stopped.append("anvil")
     return stopped

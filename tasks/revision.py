@@ -124,10 +124,21 @@ def receipt(
             **batch_proof(batch, key.window_id, revision),
         },
         "ledger": {
-            "batch": batch_ref.to_json(),
-            "window": None if window_ref is None else window_ref.to_json(),
+            "batch": _stable(batch_ref),
+            "window": None if window_ref is None else _stable(window_ref),
         },
     }
+
+
+def _stable(ref: AnchorRef) -> dict[str, Any]:
+    """An anchor reference without its confirmation count, which changes as the ledger grows.
+
+    Receipts are written once and must be byte-identical when a resumed run writes them
+    again; auditors ask the ledger for the current confirmations anyway.
+    """
+    doc = ref.to_json()
+    del doc["confirmations"]
+    return doc
 
 
 def _b64(data: bytes | None) -> str | None:
