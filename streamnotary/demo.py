@@ -59,7 +59,7 @@ def progress_bars(console: Console) -> Iterator[None]:
     def hook(phase: str, done: int, total: int) -> None:
         if phase not in bars:
             kind, _, detail = phase.partition(":")
-            label = _PHASES.get(kind, kind) + (f" ({detail[:24]})" if detail else "")
+            label = _PHASES.get(kind, kind) + (f" (…{detail[-12:]})" if detail else "")
             bars[phase] = progress.add_task(label, total=total)
         progress.update(bars[phase], completed=done, total=total)
 

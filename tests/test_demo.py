@@ -1,0 +1,106 @@
+"""`streamnotary demo` as a user runs it: real CLI processes, embedded services, then audit.
+
+Each test uses its own STREAMNOTARY_HOME, so `demo` starts its own noida-db and SeaweedFS
+(and, with `--ledger evm`, its own anvil) exactly as on a fresh machine, and stops them
+with `streamnotary down` at the end. Flow runs report to the session's Prefect test server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamnotary.report import validate_report
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMNOTARY_")}
+    env.update({"STREAMNOTARY_HOME": str(home), "PREFECT_API_URL": str(PREFECT_API_URL.value())})
+    done = subprocess.run(
+        [sys.executable, "-m", "streamnotary.cli", *args],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"streamnotary {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    return done
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "home"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        cli(path, "down", check=False)
+
+
+def test_demo_anchors_everything_once_and_the_audit_passes(home: Path) -> None:
+    first = json.loads(cli(home, "demo", "--json").stdout)
+    assert first["new_anchors"] == 1100
+    assert isinstance(first["new_anchors"], int)
+    assert {s: r["records"] for s, r in first["stations"].items()} == {
+        "00427": 13_200,
+        "00433": 13_200,
+    }
+    assert first["stations"]["00433"]["missing_values"] == 36 + 239
+
+    second = cli(home, "demo")
+    assert "Nothing new to anchor" in second.stdout
+    assert json.loads(cli(home, "demo", "--json").stdout)["new_anchors"] == 0
+
+    report = json.loads(cli(home, "audit", "--all", "--json").stdout)
+    validate_report(report)
+    assert report["verdict"] == "pass"
+    assert report["summary"]["windows"] == 1100
+    assert report["summary"]["by_verdict"]["pass"] == 1100
+    assert report["ledger"] == {"backend": "local", "integrity": report["ledger"]["integrity"]}
+    assert report["ledger"]["integrity"]["ok"] is True
+
+    bundle = home / "bundle.json"
+    cli(home, "prove", "--station", "00433", "--at", "2019-09-07T17:00Z", "--out", str(bundle))
+    doc = json.loads(bundle.read_text())
+    assert (
+        json.loads(doc["record"])["temperature_c_tenths"] is None
+    )  # 2019-09-07 17:00 is a -999 gap
+    cli(home, "verify-proof", str(bundle))
+    standalone = subprocess.run(
+        [sys.executable, "-I", "-S", str(REPO / "docs" / "verify_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert standalone.returncode == 0, standalone.stdout + standalone.stderr
+
+
+def test_demo_on_an_evm_chain_and_audit_against_the_chain(home: Path) -> None:
+    summary = json.loads(cli(home, "demo", "--ledger", "evm", "--json").stdout)
+    assert summary["ledger"] == "evm"
+    assert summary["new_anchors"] == 1100
+    assert summary["ledger_entries"] == 1  # one batch root on chain; windows are proven by receipts
+    anvil = json.loads((home / "anvil" / "anvil.json").read_text())
+    assert anvil["url"].startswith("http://127.0.0.1:")
+
+    report = json.loads(cli(home, "audit", "--all", "--json").stdout)
+    validate_report(report)
+    assert report["verdict"] == "pass"
+    assert report["ledger"]["backend"] == "evm"
+    assert report["summary"]["checks"]["anchored"]["pass"] == 1100
