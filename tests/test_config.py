@@ -38,7 +38,8 @@ def test_each_layer_overrides_the_one_below(
     assert load_settings().topic == "from-services"
 
     Path("streamnotary.toml").write_text(
-        'topic = "from-file"\n[kafka]\nbootstrap = "broker:9092"\nclient = { "security.protocol" = "SSL" }\n'
+        'topic = "from-file"\n'
+        '[kafka]\nbootstrap = "broker:9092"\nclient = { "security.protocol" = "SSL" }\n'
         '[s3]\nendpoint_url = "https://minio:9000"\n'
     )
     s = load_settings()
@@ -59,7 +60,7 @@ def test_each_layer_overrides_the_one_below(
 
 def test_explicit_config_file_must_exist(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMNOTARY_CONFIG", str(clean_env / "missing.toml"))
-    with pytest.raises(FileNotFoundError, match="missing.toml"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml"):
         load_settings()
 
 
