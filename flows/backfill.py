@@ -17,7 +17,9 @@ from flows.ingest_dwd import ingest_dwd
 
 
 @flow(name="backfill", log_prints=True)
-def backfill(sources: Sequence[str], topic: str | None = None, lenient: bool = False) -> dict[str, Any]:
+def backfill(
+    sources: Sequence[str], topic: str | None = None, lenient: bool = False
+) -> dict[str, Any]:
     """Ingest `sources` and anchor everything they contain."""
     ingested = ingest_dwd(sources=sources, topic=topic, lenient=lenient)
     anchored = anchor_windows(topic=topic, drain=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storage.ledger.local import LocalLedger
 
 from flows.anchor_windows import anchor_windows
 from flows.ingest_dwd import ingest_dwd
 from storage import layout
+from storage.ledger.local import LocalLedger
 from tasks.batch import verify_batch_proof
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import checkpoint_digest, validate_checkpoint

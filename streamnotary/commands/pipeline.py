@@ -76,9 +76,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     result = ingest_dwd(sources=args.sources, topic=args.topic, lenient=args.lenient)
     for source, r in result.items():
-        print(
-            f"{source}: {'skipped (already ingested)' if r['skipped'] else str(r['records']) + ' produced'}"
-        )
+        outcome = "skipped (already ingested)" if r["skipped"] else f"{r['records']} produced"
+        print(f"{source}: {outcome}")
     return 0
 
 
