@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -57,13 +58,20 @@ def _home_env(home: Path | None) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamnotary.demo import render_summary, run_demo
+    from streamnotary.demo import run_demo
 
     _home_env(args.home)
     summary = run_demo(
         ledger=args.ledger, home=args.home.resolve() if args.home else None, quiet=args.json
     )
-    if args.json:
+    return _emit(summary, as_json=args.json)
+
+
+def _emit(summary: dict[str, Any], *, as_json: bool) -> int:
+    """Print a run summary: JSON on stdout for machines, else the table."""
+    from streamnotary.demo import render_summary
+
+    if as_json:
         json.dump(summary, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
@@ -83,12 +91,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_anchor(args: argparse.Namespace) -> int:
     from flows.anchor_windows import anchor_windows
-    from streamnotary.demo import render_summary
 
     summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        render_summary(summary, Console())
-    return 0
+    return _emit(summary, as_json=args.json)
