@@ -322,6 +322,7 @@ def test_scheduled_anchor_windows_run_completes_on_a_process_worker(
         )
     finally:
         worker.stop()
+        stop_flow_run_processes(api, api_url)
 
     assert run["auto_scheduled"] is True
     assert run["created_by"]["type"] == "SCHEDULE"
@@ -387,6 +388,26 @@ def wait_for_scheduled_run(
         SCHEDULED_RUN_TIMEOUT_S,
         diagnostics,
     )
+
+
+def stop_flow_run_processes(api: httpx.Client, api_url: str) -> None:
+    """Kill flow-run processes our worker left behind (they run in sessions of their own).
+
+    Only PIDs the server recorded as a run's infrastructure, and only if that process still
+    talks to this test's server (PID reuse), are signalled.
+    """
+    runs = api.post("/flow_runs/filter", json={}).json()
+    for run in runs:
+        pid = str(run.get("infrastructure_pid") or "").rsplit(":", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"PREFECT_API_URL={api_url}".encode() in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def run_log_messages(api: httpx.Client, flow_run_id: str) -> list[str]:
