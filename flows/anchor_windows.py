@@ -156,6 +156,8 @@ def anchor_windows(
             cursor.stations,
         ):
             steps.advance_cursor(settings, plan.next_cursor.to_json())
+        if summary.resumed_plan:
+            print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
         print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
         return summary.to_json()
 

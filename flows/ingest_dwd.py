@@ -16,39 +16,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
 
 from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, open_store
+from storage.sources import fetch_url
 from streamnotary.config import Settings, load_settings
-from tasks.dwd import read_observations
+from tasks.dwd import DwdFormatError, read_observations
 from tasks.record import canonical_bytes
 from tasks.revision import document_bytes
 from tasks.steps import IO_RETRIES, report_progress
 
 INGEST_SCHEMA = "streamnotary.ingest/1"
-HTTP_TIMEOUT = (10, 120)
 
 
 def manifest_key(topic: str, sha256: str) -> str:
     return f"ingest/{topic}/{sha256}.json"
 
 
-@task(name="fetch-source", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(name="fetch-source", **{**IO_RETRIES, "retries": 2, "retry_delay_seconds": [10, 60]})
 def fetch_source(source: str, workdir: str) -> Path:
-    """A local path for `source`; URLs are downloaded (DWD open data serves zip archives)."""
+    """A local path for `source`; URLs (DWD open data serves zip archives) are downloaded.
+
+    The HTTP session itself retries connection errors and 429/5xx answers with backoff
+    (storage.sources); the task-level retries cover longer outages.
+    """
     if not source.startswith(("http://", "https://")):
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"no such DWD file: {source}")
         return path
-    response = requests.get(source, timeout=HTTP_TIMEOUT)
-    response.raise_for_status()
-    name = source.rstrip("/").rsplit("/", 1)[-1] or "download"
+    name = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     target = Path(workdir) / name
-    target.write_bytes(response.content)
+    target.write_bytes(fetch_url(source))
     return target
 
 
@@ -65,8 +65,16 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
     """Read the file and produce every observation; returns counts for the manifest."""
     rejected: list[dict[str, Any]] = []
 
-    def quarantine(**info: Any) -> None:
-        rejected.append({k: str(v) for k, v in info.items()})
+    def quarantine(error: DwdFormatError) -> None:
+        rejected.append(
+            {
+                "file": str(error.file),
+                "line_number": str(error.line_number),
+                "reason": error.reason,
+                "detail": error.detail,
+                "raw": error.raw,
+            }
+        )
 
     observations = list(read_observations(path, lenient=lenient, quarantine=quarantine))
     total = len(observations)

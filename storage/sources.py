@@ -93,6 +93,11 @@ def _get(session: requests.Session | None, url: str, **kwargs: Any) -> requests.
     return response
 
 
+def fetch_url(url: str, *, session: requests.Session | None = None) -> bytes:
+    """GET `url` with timeouts and retries (connection errors, 429/5xx); raise `SourceError`."""
+    return _get(session, url).content
+
+
 def dwd_archive_url(
     station_id: str,
     *,
@@ -122,7 +127,7 @@ def fetch_dwd_archive(
 ) -> bytes:
     """Download the station's DWD zip archive and return its bytes (checked to be a zip)."""
     url = dwd_archive_url(station_id, resolution=resolution, period=period, base_url=base_url)
-    data = _get(session, url).content
+    data = fetch_url(url, session=session)
     if not zipfile.is_zipfile(BytesIO(data)):
         raise SourceError(f"{url} did not return a zip archive ({len(data)} bytes)")
     return data

@@ -17,19 +17,48 @@ from prefect.cache_policies import NO_CACHE
 
 from storage import layout
 from storage.kafka import KafkaLog
-from storage.ledger.base import AnchorEntry, AnchorRef
+from storage.ledger.base import AnchorConflict, AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
-from storage.objectstore import ObjectNotFound, ObjectStore, open_store
+from storage.objectstore import ObjectConflict, ObjectNotFound, ObjectStore, open_store
+from storage.sources import SourceError
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
+from tasks.checkpoint import CheckpointError
+from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
-from tasks.planner import Cursor
+from tasks.planner import Cursor, CursorError
 from tasks.revision import document_bytes
 from tasks.window import WindowKey
+
+# Errors that a retry cannot fix: bad input, a write-once key holding other bytes, an
+# anchor key committed with another digest, a cursor for another configuration. Retrying
+# them would only delay the loud failure the operator needs to see.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    DwdFormatError,
+    FileNotFoundError,
+    ObjectConflict,
+    AnchorConflict,
+    CursorError,
+    CheckpointError,
+    SourceError,
+)
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry transient failures (network, broker, node) only."""
+    try:
+        state.result()
+    except PERMANENT_ERRORS:
+        return False
+    except Exception:
+        return True
+    return True
+
 
 IO_RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": [2, 10, 30],
+    "retry_condition_fn": retry_unless_permanent,
     "cache_policy": NO_CACHE,
 }
 
@@ -114,8 +143,13 @@ def load_latest_revisions(
 
 @task(name="write-plan", **IO_RETRIES)
 def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
-    """Store the write-ahead plan before any other write of the run."""
-    open_store(settings).put(
+    """Store the write-ahead plan before any other write of the run.
+
+    Write-once: if another run of the same topic stored a different plan meanwhile (runs
+    overlapping despite the deployment's concurrency limit, e.g. a backfill), this fails
+    loudly with `ObjectConflict` instead of letting two plans interleave.
+    """
+    open_store(settings).put_once(
         layout.pending_key(settings.topic), document_bytes(pending), "application/json"
     )
 

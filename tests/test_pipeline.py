@@ -192,3 +192,43 @@ def test_changing_window_size_on_an_anchored_topic_is_refused(env: PipelineEnv) 
         anchor_windows(drain=True)
         with pytest.raises(Exception, match="window"):
             anchor_windows(window_seconds=3600)
+
+
+def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(env: PipelineEnv, tmp_path: Path) -> None:
+    import http.server
+    import threading
+    import zipfile
+
+    product = next(p for p in demo_files() if "00433" in p.name)
+    served = tmp_path / "www"
+    served.mkdir()
+    with zipfile.ZipFile(served / "stundenwerte_TU_00433_akt.zip", "w") as z:
+        for f in product.parent.iterdir():
+            z.write(f, f.name)
+    broken = served / "produkt_tu_stunde_20180924_20200326_00433.txt"
+    lines = product.read_text(encoding="latin-1").splitlines(keepends=True)
+    broken.write_text(
+        "".join([*lines[:10], "        433;2018092410;    3;  not-a-number;  89.0;eor\n"]),
+        encoding="latin-1",
+    )
+
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with env.active():
+            url = f"{base}/stundenwerte_TU_00433_akt.zip"
+            assert ingest_dwd(sources=[url])[url]["records"] == 13_200
+            assert ingest_dwd(sources=[url])[url]["skipped"] is True
+            bad = f"{base}/{broken.name}"
+            with pytest.raises(Exception, match=r"00433\.txt:11: bad_number"):
+                ingest_dwd(sources=[bad])
+            assert ingest_dwd(sources=[bad], lenient=True)[bad]["records"] == 9
+            manifest = json.loads(
+                env.store().get(f"ingest/{env.topic}/{sha256_hex(broken.read_bytes())}.json")
+            )
+            (rejected,) = manifest["rejected_lines"]
+            assert "11" in json.dumps(rejected)
+    finally:
+        server.shutdown()
