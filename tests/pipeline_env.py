@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,6 +63,23 @@ class PipelineEnv:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+    def run_cli(self, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`streamnotary <args>` as a real process on this environment, reporting to the
+        session's Prefect test server; with `kill_at` it SIGKILLs itself at that point."""
+        from prefect.settings import PREFECT_API_URL
+
+        child_env = {**os.environ, **self.env, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+        child_env.pop("STREAMNOTARY_KILL_AT", None)
+        if kill_at:
+            child_env["STREAMNOTARY_KILL_AT"] = kill_at
+        return subprocess.run(
+            [sys.executable, "-m", "streamnotary.cli", *args],
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def settings(self) -> Settings:
         with self.active() as s:

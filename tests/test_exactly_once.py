@@ -9,11 +9,8 @@ exactly one ledger entry per window and batch, an intact hash chain, no plan lef
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +35,6 @@ def ledger_keys(env: PipelineEnv) -> list[str]:
     return [k for k in keys if f"/{env.topic}/" in k]
 
 
-def run_cli(
-    env: PipelineEnv, *args: str, kill_at: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    from prefect.settings import PREFECT_API_URL
-
-    child_env = {**os.environ, **env.env, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    child_env.pop("STREAMNOTARY_KILL_AT", None)
-    if kill_at:
-        child_env["STREAMNOTARY_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "streamnotary.cli", *args],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def reference(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, s3_server: Any
@@ -75,12 +54,12 @@ def test_kill_at_each_point_then_rerun_anchors_exactly_once(
     env = make_env(tmp_path, kafka_bootstrap, s3_server)
     env.produce_observations(OBSERVATIONS)
 
-    killed = run_cli(env, "anchor", "--drain", "--json", kill_at=point)
+    killed = env.run_cli("anchor", "--drain", "--json", kill_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     store = env.store()
     assert store.head(layout.pending_key(env.topic)) is not None  # the plan survived the kill
 
-    rerun = run_cli(env, "anchor", "--drain", "--json")
+    rerun = env.run_cli("anchor", "--drain", "--json")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout)
     assert summary["resumed_plan"] is True
@@ -90,5 +69,5 @@ def test_kill_at_each_point_then_rerun_anchors_exactly_once(
     assert len(ledger_keys(env)) == reference["ledger"]  # no duplicate anchors
     assert store.head(layout.pending_key(env.topic)) is None
 
-    third = run_cli(env, "anchor", "--drain", "--json")
+    third = env.run_cli("anchor", "--drain", "--json")
     assert json.loads(third.stdout)["new_anchors"] == 0

@@ -16,7 +16,7 @@ from storage import layout
 from storage.ledger.local import LocalLedger
 from tasks.batch import verify_batch_proof
 from tasks.canonical import sha256_hex
-from tasks.checkpoint import checkpoint_digest, validate_checkpoint
+from tasks.checkpoint import checkpoint_digest, schema_validator, validate_checkpoint
 from tasks.dwd import demo_files
 from tasks.merkle import merkle_root
 from tasks.payload import payload_leaves
@@ -228,7 +228,8 @@ def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(env: PipelineEnv, tmp_
             manifest = json.loads(
                 env.store().get(f"ingest/{env.topic}/{sha256_hex(broken.read_bytes())}.json")
             )
+            schema_validator("ingest.schema.json").validate(manifest)
             (rejected,) = manifest["rejected_lines"]
-            assert "11" in json.dumps(rejected)
+            assert (rejected["line_number"], rejected["reason"]) == ("11", "bad_number")
     finally:
         server.shutdown()

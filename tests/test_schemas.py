@@ -11,11 +11,8 @@ document cannot appear without its schema.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
@@ -34,7 +31,7 @@ from storage.ledger.local import LocalLedger
 from tasks.canonical import canonical_digest
 from tasks.dwd import demo_files
 from tasks.record import Observation
-from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+from tests.pipeline_env import demo_observations, make_env
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 FORMATS = SCHEMAS.parent / "formats.md"
@@ -121,25 +118,6 @@ def schema_of(key: str) -> str | None:
     raise AssertionError(f"stored object {key!r} has no schema (add one to docs/schemas/)")
 
 
-def run_cli(env: PipelineEnv, *args: str, kill_at: str) -> subprocess.CompletedProcess[str]:
-    """`streamnotary <args>` as a real process that SIGKILLs itself at `kill_at`."""
-    from prefect.settings import PREFECT_API_URL
-
-    child_env = {
-        **os.environ,
-        **env.env,
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "STREAMNOTARY_KILL_AT": kill_at,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "streamnotary.cli", *args],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def small_dwd_file(directory: Path, station: str, days: int) -> Path:
     """The first `days` days of a shipped DWD product file, as a bare product file."""
     (source,) = [p for p in demo_files() if p.name.endswith(f"_{station}.txt")]
@@ -184,7 +162,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
     t427 = int(s427[2].observed_at.timestamp() * 1000)
     env.produce_observations([late(s427[2])])
     env.produce([(b"00427", b"\xff not utf-8", t427), (None, b"no key, no window", t427)])
-    killed = run_cli(env, "anchor", "--json", kill_at="after_plan")
+    killed = env.run_cli("anchor", "--json", kill_at="after_plan")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     store = env.store()
