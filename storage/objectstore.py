@@ -454,6 +454,7 @@ def open_store(settings: Settings) -> ObjectStore:
             access_key_id=settings.s3_access_key_id or None,
             secret_access_key=settings.s3_secret_access_key or None,
             object_lock_days=settings.object_lock_days,
+            object_lock_mode=settings.object_lock_mode,
         )
     if parsed.scheme == "file":
         return LocalObjectStore(Path(url2pathname(parsed.path)))

@@ -44,7 +44,8 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
-    object_lock_days: int = 0
+    object_lock_days: int = 0  # > 0: every write-once object gets an Object Lock retention
+    object_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE
     # Ledger
     ledger: str = "local"  # local | multichain | evm | bitcoin
     ledger_url: str = ""
