@@ -174,3 +174,43 @@ def test_late_record_is_named_by_partition_and_offset_and_duplicates_are_only_no
     assert dup["verdict"] == "pass"
     assert codes(dup) == {"late_duplicate"}
     _others_pass(report, TARGET)
+
+
+def test_retention_removed_data_is_not_checkable_never_a_silent_pass(
+    tmp_path: Any, kafka_bootstrap: str, s3_server: Any, prefect_harness: None
+) -> None:
+    """Kafka's retention (here: DeleteRecords, the same low-watermark move) removes the
+    first window's messages; its completeness becomes not_checkable, the others still pass."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    anchor_demo_days(env)
+    first = "00433_20190906T000000Z_86400s"
+    cp = env.checkpoints()[(first, 0)]
+    ((partition, start),) = [(r["partition"], r["start"]) for r in cp["source"]["ranges"]]
+    admin = AdminClient({"bootstrap.servers": env.kafka_bootstrap})
+    cut = start + 5  # drop the window's first five messages, as retention would
+    for f in admin.delete_records(
+        [TopicPartition(env.topic, partition, cut)], request_timeout=10
+    ).values():
+        f.result(timeout=10)
+    with KafkaLog(env.kafka_bootstrap, env.topic) as log:
+        assert log.watermarks(partition)[0] == cut
+
+    report = audit_report(env)
+
+    completeness = check(report, first, "completeness")
+    assert completeness["verdict"] == "not_checkable"
+    assert window(report, first)["verdict"] == "not_checkable"
+    assert report["verdict"] != "pass"
+    for name in ("anchored", "payload", "canonical", "analytics"):
+        assert (
+            check(report, first, name)["verdict"] == "pass"
+        )  # what does not need Kafka still holds
+    untouched = [
+        w
+        for w in report["windows"]
+        if w["window_id"] != first and w["window_id"].startswith("00433")
+    ]
+    assert untouched and all(w["verdict"] == "pass" for w in untouched)
