@@ -16,12 +16,13 @@ The result depends only on the multiset of input records, never on their order.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import compress, islice
+from operator import ne
 
-from tasks.record import Observation, canonical_bytes
+from tasks.record import Observation, canonical_leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +41,29 @@ def deduplicate(observations: Iterable[Observation]) -> DedupResult:
     Canonical order is ascending canonical bytes, which (because `observed_at` is the first
     key and has a fixed width) is ascending time first.
 
-    The common case (no conflicts) runs at C speed: one dict keyed by canonical bytes
-    collapses duplicates, one set of identities detects whether any conflict exists, and
+    The common case (no conflicts) runs at C speed: `canonical_leaves` gives each message
+    its canonical bytes and an integer identity standing for `(station_id, observed_at)`.
+    A stable sort of the positions by leaf puts byte-identical copies side by side, so the
+    last copy of each run survives (as in a dict keyed by leaves) and the others are
+    duplicates; one set of the integer identities tells whether any conflict exists, and
     only then are the conflicting identities resolved one by one.
     """
     records = observations if isinstance(observations, list) else list(observations)
     with _cyclic_gc_paused():
-        leaves = list(map(canonical_bytes, records))
-        by_bytes = dict(zip(leaves, records, strict=True))
-        duplicates = len(records) - len(by_bytes)
-        distinct = len(set(map(_identity, by_bytes.values())))
-        conflicts = len(by_bytes) - distinct
+        leaves, identities = canonical_leaves(records)
+        order = sorted(range(len(leaves)), key=leaves.__getitem__)
+        ordered = list(map(leaves.__getitem__, order))
+        # keep a position unless the next one in canonical order has the same leaf
+        unique = list(map(ne, ordered, islice(ordered, 1, None)))
+        unique.append(True)
+        order = list(compress(order, unique))
+        ordered = list(compress(ordered, unique))
+        duplicates = len(leaves) - len(order)
+        conflicts = len(order) - len(set(identities))
         if conflicts:
-            _drop_losers(by_bytes)
-        ordered = sorted(by_bytes)
-        winners = [by_bytes[b] for b in ordered]
+            order = _drop_losers(order, records, leaves, identities)
+            ordered = list(map(leaves.__getitem__, order))
+        winners = list(map(records.__getitem__, order))
     return DedupResult(
         records=winners,
         leaves=ordered,
@@ -63,11 +72,26 @@ def deduplicate(observations: Iterable[Observation]) -> DedupResult:
     )
 
 
+def _drop_losers(
+    order: list[int], records: list[Observation], leaves: list[bytes], identities: list[Hashable]
+) -> list[int]:
+    """`order` (positions of distinct leaves) without the losing versions of any identity."""
+    versions: dict[Hashable, list[int]] = {}
+    for position in order:
+        versions.setdefault(identities[position], []).append(position)
+    losers: set[int] = set()
+    for group in versions.values():
+        if len(group) > 1:
+            winner = max(group, key=lambda p: (records[p].quality_level, leaves[p]))
+            losers.update(p for p in group if p != winner)
+    return [p for p in order if p not in losers]
+
+
 @contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building large acyclic structures.
 
-    A million identity tuples would otherwise trigger repeated full collections that walk
+    A million leaves and identities would otherwise trigger repeated full collections that walk
     the whole heap (about 20 % of dedup time at 10^6 records); nothing built here can form
     a reference cycle, so pausing changes no result. Reference counting still frees memory.
     """
@@ -78,24 +102,3 @@ def _cyclic_gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-_identity = attrgetter("station_id", "observed_at")
-
-
-def _winner_key(item: tuple[bytes, Observation]) -> tuple[int, bytes]:
-    """Conflict rule: highest quality level, then greatest canonical bytes."""
-    return (item[1].quality_level, item[0])
-
-
-def _drop_losers(by_bytes: dict[bytes, Observation]) -> None:
-    """Remove every losing version of each conflicting identity from `by_bytes`."""
-    versions: dict[tuple, list[tuple[bytes, Observation]]] = {}
-    for leaf, obs in by_bytes.items():
-        versions.setdefault(_identity(obs), []).append((leaf, obs))
-    for group in versions.values():
-        if len(group) > 1:
-            winner = max(group, key=_winner_key)[0]
-            for leaf, _ in group:
-                if leaf != winner:
-                    del by_bytes[leaf]
