@@ -15,6 +15,7 @@ from storage.objectstore import (
     ObjectConflict,
     ObjectNotFound,
     ObjectStore,
+    ObjectStoreError,
     S3ObjectStore,
     open_store,
 )
@@ -157,7 +158,7 @@ def test_s3_wrong_credentials_fail_without_leaking_them(s3_server: S3TestServer)
         secret_access_key=secret,
         max_attempts=1,
     )
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ObjectStoreError) as err:
         store.put_once("a/b", b"x")
     assert secret not in str(err.value) and secret not in repr(store)
 

@@ -17,9 +17,10 @@ from storage.ledger.local import LocalLedger
 from tasks.batch import verify_batch_proof
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import checkpoint_digest, schema_validator, validate_checkpoint
-from tasks.dwd import demo_files
+from tasks.dwd import DwdFormatError, demo_files
 from tasks.merkle import merkle_root
 from tasks.payload import payload_leaves
+from tasks.planner import CursorError
 from tasks.record import Observation
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
@@ -190,7 +191,7 @@ def test_changing_window_size_on_an_anchored_topic_is_refused(env: PipelineEnv) 
     with env.active():
         env.produce_observations(demo_observations(days=2))
         anchor_windows(drain=True)
-        with pytest.raises(Exception, match="window"):
+        with pytest.raises(CursorError, match="would re-window anchored data"):
             anchor_windows(window_seconds=3600)
 
 
@@ -222,7 +223,7 @@ def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(env: PipelineEnv, tmp_
             assert ingest_dwd(sources=[url])[url]["records"] == 13_200
             assert ingest_dwd(sources=[url])[url]["skipped"] is True
             bad = f"{base}/{broken.name}"
-            with pytest.raises(Exception, match=r"00433\.txt:11: bad_number"):
+            with pytest.raises(DwdFormatError, match=r"00433\.txt:11: bad_number"):
                 ingest_dwd(sources=[bad])
             assert ingest_dwd(sources=[bad], lenient=True)[bad]["records"] == 9
             manifest = json.loads(
