@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine, idempotently:
 # the package itself with its dev extras (PyPI), anvil and solc (npm, pinned in
-# package-lock.json), litecoind and chromium (Debian).
+# package-lock.json), litecoind, chromium and strace (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -9,6 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 missing=()
 command -v litecoind >/dev/null 2>&1 || missing+=(litecoind)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v strace >/dev/null 2>&1 || missing+=(strace)  # tests/test_durability.py watches fsync
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -12,11 +12,13 @@ from botocore.exceptions import ClientError
 
 from storage.objectstore import (
     LocalObjectStore,
+    ObjectChanged,
     ObjectConflict,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
     S3ObjectStore,
+    Tagged,
     open_store,
 )
 from streamnotary.config import Settings
@@ -195,3 +197,65 @@ def test_open_store_falls_back_to_aws_environment(
     assert isinstance(store, S3ObjectStore)
     store.ensure_bucket()
     assert store.put_once("k", b"v") == "created"
+
+
+# -- compare-and-swap state (the cursor and the lease) ----------------------------------
+
+
+def test_put_if_creates_only_when_absent(store: ObjectStore) -> None:
+    key = "state/dwd/lease.json"
+    etag = store.put_if(key, b"first", None)
+    with pytest.raises(ObjectChanged):
+        store.put_if(key, b"second", None)
+    assert store.get_tagged(key) == Tagged(b"first", etag)
+
+
+def test_put_if_replaces_only_the_version_that_was_read(store: ObjectStore) -> None:
+    key = "state/dwd/cursor.json"
+    first = store.put_if(key, b"gen-1", None)
+    second = store.put_if(key, b"gen-2", first)
+    # A writer still holding the first tag loses instead of rolling the state back.
+    with pytest.raises(ObjectChanged, match="changed since it was read"):
+        store.put_if(key, b"gen-1-stale", first)
+    assert store.get_tagged(key) == Tagged(b"gen-2", second)
+    with pytest.raises(ObjectChanged):
+        store.put_if("state/dwd/absent.json", b"x", first)  # If-Match on a missing object
+
+
+def test_put_if_repeated_with_the_same_bytes_is_success(store: ObjectStore) -> None:
+    """A retried request whose first attempt landed fails its precondition: still success."""
+    key = "state/dwd/cursor.json"
+    first = store.put_if(key, b"gen-1", None)
+    second = store.put_if(key, b"gen-2", first)
+    assert store.put_if(key, b"gen-2", first) == second
+
+
+def test_delete_if_only_deletes_what_was_read(store: ObjectStore) -> None:
+    key = "state/dwd/lease.json"
+    first = store.put_if(key, b"mine", None)
+    second = store.put_if(key, b"someone else's", first)
+    with pytest.raises(ObjectChanged):
+        store.delete_if(key, first)
+    assert store.get(key) == b"someone else's"
+    store.delete_if(key, second)
+    assert store.head(key) is None
+
+
+def test_concurrent_compare_and_swap_has_exactly_one_winner(store: ObjectStore) -> None:
+    key = "state/dwd/cursor.json"
+    base = store.put_if(key, b"gen-0", None)
+    outcomes: list[str] = []
+
+    def writer(i: int) -> None:
+        try:
+            store.put_if(key, f"gen-1 by {i}".encode(), base)
+            outcomes.append("won")
+        except ObjectChanged:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
