@@ -17,7 +17,7 @@ Every verification failure raises a subclass of `MerkleError`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 HASH_SIZE = 32
 ALGORITHM = "rfc6962-sha256"
@@ -109,17 +109,32 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     if not 0 <= index < n:
         raise IndexOutOfRange(f"leaf index {index} outside tree of size {n}")
     hashes = leaf_hashes(leaves)
-    return _path(hashes, index, 0, n)
+    return inclusion_path(lambda lo, hi: _subtree_root(hashes, lo, hi), index, n)
 
 
-def _path(hashes: Sequence[bytes], m: int, lo: int, hi: int) -> list[bytes]:
+SubtreeRoot = Callable[[int, int], bytes]
+"""MTH(D[lo:hi]) for the ranges a proof needs; lets proofs come from stored tiles."""
+
+
+def inclusion_path(subtree_root: SubtreeRoot, index: int, size: int) -> list[bytes]:
+    """RFC 6962 §2.1.1 PATH(index, D[size]), asking `subtree_root` for each sibling hash.
+
+    Only O(log size) subtree roots are requested, so a log stored as tiles
+    (`tasks.tlog.tiles`) can prove inclusion without holding every leaf.
+    """
+    if not 0 <= index < size:
+        raise IndexOutOfRange(f"leaf index {index} outside tree of size {size}")
+    return _path(subtree_root, index, 0, size)
+
+
+def _path(subtree_root: SubtreeRoot, m: int, lo: int, hi: int) -> list[bytes]:
     n = hi - lo
     if n == 1:
         return []
     k = _split(n)
     if m < k:
-        return [*_path(hashes, m, lo, lo + k), _subtree_root(hashes, lo + k, hi)]
-    return [*_path(hashes, m - k, lo + k, hi), _subtree_root(hashes, lo, lo + k)]
+        return [*_path(subtree_root, m, lo, lo + k), subtree_root(lo + k, hi)]
+    return [*_path(subtree_root, m - k, lo + k, hi), subtree_root(lo, lo + k)]
 
 
 def root_from_inclusion_proof(
@@ -163,23 +178,27 @@ def verify_inclusion(
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     """RFC 6962 §2.1.2 consistency proof PROOF(old_size, D[n])."""
-    n = len(leaves)
-    if not 0 <= old_size <= n:
-        raise IndexOutOfRange(f"old size {old_size} outside tree of size {n}")
-    if old_size == 0 or old_size == n:
-        return []
     hashes = leaf_hashes(leaves)
-    return _subproof(hashes, old_size, 0, n, True)
+    return consistency_path(lambda lo, hi: _subtree_root(hashes, lo, hi), old_size, len(leaves))
 
 
-def _subproof(hashes: Sequence[bytes], m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+def consistency_path(subtree_root: SubtreeRoot, old_size: int, new_size: int) -> list[bytes]:
+    """RFC 6962 §2.1.2 PROOF(old_size, D[new_size]) from `subtree_root` (see `inclusion_path`)."""
+    if not 0 <= old_size <= new_size:
+        raise IndexOutOfRange(f"old size {old_size} outside tree of size {new_size}")
+    if old_size == 0 or old_size == new_size:
+        return []
+    return _subproof(subtree_root, old_size, 0, new_size, True)
+
+
+def _subproof(subtree_root: SubtreeRoot, m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
     n = hi - lo
     if m == n:
-        return [] if complete else [_subtree_root(hashes, lo, hi)]
+        return [] if complete else [subtree_root(lo, hi)]
     k = _split(n)
     if m <= k:
-        return [*_subproof(hashes, m, lo, lo + k, complete), _subtree_root(hashes, lo + k, hi)]
-    return [*_subproof(hashes, m - k, lo + k, hi, False), _subtree_root(hashes, lo, lo + k)]
+        return [*_subproof(subtree_root, m, lo, lo + k, complete), subtree_root(lo + k, hi)]
+    return [*_subproof(subtree_root, m - k, lo + k, hi, False), subtree_root(lo, lo + k)]
 
 
 def verify_consistency(
