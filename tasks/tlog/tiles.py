@@ -313,3 +313,75 @@ def append_entries(edge: TileEdge, entries: Iterable[bytes]) -> Append:
     new_edge = TileEdge(new_size, levels, tuple(bundle))
     root = TreeView(MemoryTiles({**edge.tiles(), **objects}), new_size).root()
     return Append(new_edge, objects, root)
+
+
+class TileMismatch(TileError):
+    """A stored tile does not hash to what its parent tile (or the checkpoint root) says."""
+
+
+class VerifiedTiles:
+    """A `TileSource` that only returns tiles authenticated against a checkpoint's root.
+
+    The partial tiles of the tree are checked together against the root (every one of their
+    hashes enters it); a full tile is checked against its hash in the tile one level up,
+    itself checked the same way. A bucket writer who edits any tile is therefore caught,
+    as golang.org/x/mod/sumdb/tlog's TileHashReader does.
+    """
+
+    def __init__(self, source: TileSource, size: int, root: bytes) -> None:
+        self.source = source
+        self.size = size
+        self.root = root
+        self._verified: dict[tuple[int, int, int], list[bytes]] = {}
+        self._edge_checked = False
+
+    def _check_edge(self) -> None:
+        if self._edge_checked:
+            return
+        levels = {lvl: self.source.tile(lvl, idx, w) for lvl, idx, w in partial_tiles(self.size)}
+        computed = TreeView(_Fixed(levels, self.size), self.size).root()
+        if computed != self.root:
+            raise TileMismatch(
+                f"partial tiles give root {computed.hex()}, the checkpoint says {self.root.hex()}"
+            )
+        for (lvl, idx, w), hashes in zip(partial_tiles(self.size), levels.values(), strict=True):
+            self._verified[(lvl, idx, w)] = hashes
+        self._edge_checked = True
+
+    def tile(self, level: int, index: int, width: int) -> list[bytes]:
+        """The tile as a tree of `width` hashes sees it: a prefix of the head's tile."""
+        full_width = tile_width(self.size, level, index)
+        if not 0 < width <= full_width:
+            raise MissingTile(f"tile {level}/{index} of width {width} is not in this tree")
+        return self._head_tile(level, index, full_width)[:width]
+
+    def _head_tile(self, level: int, index: int, width: int) -> list[bytes]:
+        key = (level, index, width)
+        if key in self._verified:
+            return self._verified[key]
+        if width < TILE_WIDTH:
+            self._check_edge()
+            if key not in self._verified:
+                raise MissingTile(f"tile {tile_path(level, index, width)} is not in this tree")
+            return self._verified[key]
+        hashes = self.source.tile(level, index, width)
+        parent_index, slot = divmod(index, TILE_WIDTH)
+        parent_width = tile_width(self.size, level + 1, parent_index)
+        parent = self._head_tile(level + 1, parent_index, parent_width)
+        if root_from_leaf_hashes(hashes) != parent[slot]:
+            raise TileMismatch(f"tile {tile_path(level, index)} does not match its parent tile")
+        self._verified[key] = hashes
+        return hashes
+
+
+class _Fixed:
+    """The partial tiles of one tree, as a `TileSource` (used to check them against a root)."""
+
+    def __init__(self, levels: Mapping[int, list[bytes]], size: int) -> None:
+        self.levels = levels
+        self.size = size
+
+    def tile(self, level: int, index: int, width: int) -> list[bytes]:
+        if level not in self.levels or len(self.levels[level]) != width:
+            raise MissingTile(f"tile {level}/{index} is not a partial tile of size {self.size}")
+        return self.levels[level]

@@ -1,0 +1,333 @@
+"""The anchor log in the object store: C2SP tlog-tiles under ``log/<topic>/``.
+
+    log/<topic>/checkpoint                  signed C2SP checkpoint (the only mutable object)
+    log/<topic>/tile/<L>/<N>[.p/<W>]         hash tiles (write-once)
+    log/<topic>/tile/entries/<N>[.p/<W>]     entry bundles (write-once)
+    log/<topic>/consistency/<old>-<new>      RFC 6962 consistency proof between two heads
+
+`LogWriter.append` is idempotent for a given (base size, entries): tiles are write-once
+with identical bytes, Ed25519 signatures are deterministic, and the checkpoint only ever
+moves forward from the head it was asked to extend. `LogReader` answers everything from
+tiles it authenticates against the signed checkpoint, so proofs never need every leaf.
+Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.objectstore import ObjectNotFound, ObjectStore
+from tasks.canonical import canonical_json
+from tasks.merkle import hash_leaf, verify_consistency
+from tasks.tlog.checkpoint import LogCheckpoint, open_checkpoint, sign_checkpoint
+from tasks.tlog.entries import parse_entry
+from tasks.tlog.note import Signer, Verifier
+from tasks.tlog.tiles import (
+    TILE_WIDTH,
+    MemoryTiles,
+    MissingTile,
+    TileEdge,
+    TreeView,
+    VerifiedTiles,
+    append_entries,
+    decode_bundle,
+    decode_tile,
+    entries_path,
+    partial_tiles,
+    tile_path,
+    tile_width,
+)
+
+CONSISTENCY_SCHEMA = "streamnotary.log_consistency/v1"
+DEFAULT_ORIGIN = "streamnotary/{topic}"
+
+
+class LogError(RuntimeError):
+    """Base class of anchor-log storage failures."""
+
+
+class LogForked(LogError):
+    """The stored log is not the one this writer extends (another head, another history)."""
+
+
+class LogCorrupted(LogError):
+    """Stored tiles or bundles do not match the signed checkpoint."""
+
+
+def log_prefix(topic: str) -> str:
+    return f"log/{topic}"
+
+
+def checkpoint_key(topic: str) -> str:
+    return f"{log_prefix(topic)}/checkpoint"
+
+
+def consistency_key(topic: str, old_size: int, new_size: int) -> str:
+    return f"{log_prefix(topic)}/consistency/{old_size}-{new_size}"
+
+
+def log_origin(template: str, topic: str) -> str:
+    """The log's origin line (and key name): the configured template with ``{topic}``."""
+    return (template or DEFAULT_ORIGIN).replace("{topic}", topic)
+
+
+class StoreTiles:
+    """Tiles read from the object store (a `TileSource`), falling back from a partial tile to
+    the full one as tlog-tiles allows (a full tile's prefix is the partial tile)."""
+
+    def __init__(self, store: ObjectStore, topic: str) -> None:
+        self.store = store
+        self.prefix = log_prefix(topic)
+
+    def tile(self, level: int, index: int, width: int) -> list[bytes]:
+        try:
+            data = self.store.get(f"{self.prefix}/{tile_path(level, index, width)}")
+            return decode_tile(data, width)
+        except ObjectNotFound:
+            if width == TILE_WIDTH:
+                raise MissingTile(f"no tile {tile_path(level, index)} in the log") from None
+        try:
+            full = self.store.get(f"{self.prefix}/{tile_path(level, index)}")
+        except ObjectNotFound:
+            raise MissingTile(f"no tile {tile_path(level, index, width)} in the log") from None
+        return decode_tile(full, TILE_WIDTH)[:width]
+
+    def bundle(self, index: int, width: int) -> list[bytes]:
+        try:
+            data = self.store.get(f"{self.prefix}/{entries_path(index, width)}")
+            return decode_bundle(data, width)
+        except ObjectNotFound:
+            if width == TILE_WIDTH:
+                raise MissingTile(f"no entry bundle {entries_path(index)}") from None
+        try:
+            full = self.store.get(f"{self.prefix}/{entries_path(index)}")
+        except ObjectNotFound:
+            raise MissingTile(f"no entry bundle {entries_path(index, width)}") from None
+        return decode_bundle(full, TILE_WIDTH)[:width]
+
+
+class _Layered:
+    """New tiles in memory first, then the store (the writer's view while appending)."""
+
+    def __init__(self, memory: MemoryTiles, store: StoreTiles) -> None:
+        self.memory, self.store = memory, store
+
+    def tile(self, level: int, index: int, width: int) -> list[bytes]:
+        try:
+            return self.memory.tile(level, index, width)
+        except MissingTile:
+            return self.store.tile(level, index, width)
+
+
+def consistency_document(
+    origin: str, old: LogCheckpoint | None, new: LogCheckpoint, proof: Sequence[bytes]
+) -> dict[str, Any]:
+    """`streamnotary.log_consistency/v1`: RFC 6962 §2.1.2 proof from `old` to `new`."""
+    return {
+        "schema": CONSISTENCY_SCHEMA,
+        "origin": origin,
+        "old": None if old is None else {"size": old.size, "root": old.root.hex()},
+        "new": {"size": new.size, "root": new.root.hex()},
+        "proof": [h.hex() for h in proof],
+    }
+
+
+class LogReader:
+    """Read one topic's anchor log, authenticated against its signed checkpoint.
+
+    With a `verifier` (the pinned log key) the checkpoint's signature and origin are
+    checked; without one the checkpoint is only parsed (for tools that verify elsewhere).
+    Tiles and entries are always checked against the checkpoint's root.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        topic: str,
+        verifier: Verifier | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.store = store
+        self.topic = topic
+        self.verifier = verifier
+        self.origin = origin
+        self.tiles = StoreTiles(store, topic)
+        self._head: LogCheckpoint | None = None
+        self._views: dict[int, VerifiedTiles] = {}
+
+    # -- checkpoint ---------------------------------------------------------------------
+
+    def checkpoint_note(self) -> bytes | None:
+        """The signed checkpoint bytes as stored, or None for a log that does not exist yet."""
+        try:
+            return self.store.get(checkpoint_key(self.topic))
+        except ObjectNotFound:
+            return None
+
+    def checkpoint(self) -> LogCheckpoint | None:
+        """The latest head (signature-checked when a verifier is pinned), None if no log."""
+        data = self.checkpoint_note()
+        if data is None:
+            return None
+        if self.verifier is not None:
+            head, _ = open_checkpoint(data, self.verifier, self.origin)
+        else:
+            from tasks.tlog.note import parse_note
+
+            head = LogCheckpoint.parse(parse_note(data).text)
+        self._head = head
+        return head
+
+    def _latest(self) -> LogCheckpoint:
+        head = self._head or self.checkpoint()
+        if head is None:
+            raise MissingTile(f"topic {self.topic!r} has no anchor log")
+        return head
+
+    def _source(self, size: int) -> VerifiedTiles:
+        head = self._latest()
+        if size > head.size:
+            raise MissingTile(f"tree size {size} is beyond the log's head {head.size}")
+        if head.size not in self._views:
+            self._views[head.size] = VerifiedTiles(self.tiles, head.size, head.root)
+        return self._views[head.size]
+
+    def _view(self, size: int) -> TreeView:
+        return TreeView(self._source(size), size)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def root(self, size: int) -> bytes:
+        """RFC 6962 root of the first `size` entries (any size up to the head)."""
+        return self._view(size).root()
+
+    def leaf_bytes(self, start: int, end: int) -> Iterator[bytes]:
+        """Raw entries [start, end), each checked against its authenticated leaf hash."""
+        head = self._latest()
+        if not 0 <= start <= end <= head.size:
+            raise MissingTile(f"entries [{start}, {end}) outside the log of size {head.size}")
+        source = self._source(head.size)
+        index = start
+        while index < end:
+            bundle_index = index // TILE_WIDTH
+            width = tile_width(head.size, 0, bundle_index)
+            bundle = self.tiles.bundle(bundle_index, width)
+            hashes = source.tile(0, bundle_index, width)
+            stop = min(end, (bundle_index + 1) * TILE_WIDTH)
+            for i in range(index, stop):
+                entry = bundle[i % TILE_WIDTH]
+                if hash_leaf(entry) != hashes[i % TILE_WIDTH]:
+                    raise LogCorrupted(f"entry {i} does not match its leaf hash")
+                yield entry
+            index = stop
+
+    def entries(self, start: int, end: int) -> Iterator[dict[str, Any]]:
+        """Parsed `streamnotary.log_entry/v1` documents [start, end), authenticated."""
+        for data in self.leaf_bytes(start, end):
+            yield parse_entry(data)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self._view(size).inclusion_proof(index)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self._view(new_size).consistency_proof(old_size)
+
+    def stored_consistency(self, old_size: int, new_size: int) -> dict[str, Any] | None:
+        """The consistency document the writer stored between two heads, if any."""
+        try:
+            return dict(json.loads(self.store.get(consistency_key(self.topic, old_size, new_size))))
+        except ObjectNotFound:
+            return None
+
+    def last_entry(self) -> dict[str, Any] | None:
+        head = self._latest()
+        if head.size == 0:
+            return None
+        return next(self.entries(head.size - 1, head.size))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    old: LogCheckpoint | None
+    new: LogCheckpoint
+    note: bytes
+    created: bool  # False when a resumed run found this append already done
+
+
+class LogWriter:
+    """Append to one topic's anchor log and publish the signed checkpoint."""
+
+    def __init__(self, store: ObjectStore, topic: str, signer: Signer, origin: str) -> None:
+        self.store = store
+        self.topic = topic
+        self.origin = origin
+        self.signer = signer.named(origin)
+        self.reader = LogReader(store, topic, self.signer.verifier(), origin)
+
+    def head(self) -> LogCheckpoint | None:
+        return LogReader(self.store, self.topic, self.signer.verifier(), self.origin).checkpoint()
+
+    def _edge(self, size: int) -> TileEdge:
+        """The partial tiles and bundle of the tree of `size`, read from the store."""
+        if size == 0:
+            return TileEdge.empty()
+        tiles = StoreTiles(self.store, self.topic)
+        levels = {lvl: tiles.tile(lvl, idx, w) for lvl, idx, w in partial_tiles(size)}
+        width = size % TILE_WIDTH
+        bundle = tiles.bundle(size // TILE_WIDTH, width) if width else []
+        return TileEdge(size, levels, tuple(bundle))
+
+    def append(self, base_size: int, entries: Sequence[bytes]) -> AppendResult:
+        """Append `entries` to the log of exactly `base_size` entries (see module docstring).
+
+        Resuming: if the stored head already is `base_size + len(entries)` and has the root
+        these entries give, the append was done before a crash and nothing is rewritten.
+        `LogForked` if the stored head is anything else.
+        """
+        current = self.head()
+        current_size = 0 if current is None else current.size
+        new_size = base_size + len(entries)
+        if current_size not in (base_size, new_size):
+            raise LogForked(
+                f"log {self.origin} is at size {current_size}; this run appends at {base_size}"
+            )
+        edge = self._edge(base_size)
+        if current is not None and current_size == base_size:
+            try:
+                edge.check(current.root)
+            except ValueError as exc:
+                raise LogCorrupted(f"log {self.origin}: {exc}") from exc
+        result = append_entries(edge, entries)
+        new = LogCheckpoint(self.origin, new_size, result.root)
+        note = sign_checkpoint(new, self.signer)
+        if current_size == new_size and current_size != base_size:
+            if current is None or current.root != result.root:
+                raise LogForked(f"log {self.origin} has another tree at size {new_size}")
+            before = None
+            if base_size:
+                root = TreeView(MemoryTiles(edge.tiles()), base_size).root()
+                before = LogCheckpoint(self.origin, base_size, root)
+            return AppendResult(before, new, note, created=False)
+        old = current
+        for path, data in sorted(result.objects.items()):
+            self.store.put_once(f"{log_prefix(self.topic)}/{path}", data)
+        layered = _Layered(MemoryTiles(result.objects), StoreTiles(self.store, self.topic))
+        view = TreeView(layered, new_size)
+        proof = view.consistency_proof(base_size)
+        if old is not None:
+            verify_consistency(old.size, new.size, old.root, new.root, proof)
+        doc = consistency_document(self.origin, old, new, proof)
+        key = consistency_key(self.topic, base_size, new_size)
+        self.store.put_once(key, canonical_json(doc), "application/json")
+        self._publish(old, note)
+        return AppendResult(old, new, note, created=True)
+
+    def _publish(self, old: LogCheckpoint | None, note: bytes) -> None:
+        """Overwrite the checkpoint only if it is still the head we extended (forward only)."""
+        now = self.head()
+        if now != old:
+            raise LogForked(f"log {self.origin} moved while this run appended")
+        self.store.put(checkpoint_key(self.topic), note, "text/plain; charset=utf-8")
