@@ -37,6 +37,7 @@ from storage.kafka import KafkaLog, OffsetRangeUnavailable
 from storage.ledger.base import EntryNotFound, Ledger, LedgerError, LedgerUnavailable
 from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError, open_store
 from streamnotary.config import Settings, load_settings
+from streamnotary.paths import resolve_output
 from streamnotary.report import (
     build_report,
     render_html,
@@ -459,6 +460,10 @@ def audit(
     """Audit the selected windows; raise `AuditFailed` after all of them if any check failed."""
     t0 = time.perf_counter()
     settings = load_settings(topic=topic)
+    # Parameters come from whoever may start a run: confine file outputs to report_dir.
+    json_path, html_path = (
+        str(resolve_output(settings.report_path, p)) if p else None for p in (json_path, html_path)
+    )
     selection = Selection(
         window_ids=tuple(window_ids or ()),
         station=station,

@@ -22,6 +22,7 @@ from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, open_store
 from storage.sources import fetch_url
 from streamnotary.config import Settings, load_settings
+from streamnotary.paths import check_source
 from tasks.dwd import DwdFormatError, read_observations
 from tasks.record import canonical_bytes
 from tasks.revision import document_bytes
@@ -114,6 +115,10 @@ def ingest_dwd(
 ) -> dict[str, Any]:
     """Produce DWD observation files into Kafka; returns per-source counts."""
     settings = load_settings(topic=topic)
+    # Sources come from whoever may start a run: only configured roots and URL prefixes.
+    roots = [str(r) for r in settings.ingest_root_paths]
+    for source in sources:
+        check_source(source, roots, settings.ingest_url_prefixes)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir:
         for source in sources:

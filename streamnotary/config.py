@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "STREAMNOTARY_"
+DWD_OPEN_DATA = ("https://opendata.dwd.de/climate_environment/CDC/",)
 _SECRET_MARKERS = ("secret", "password", "token", "private_key")
 
 
@@ -60,6 +61,10 @@ class Settings:
     window_seconds: int = 86_400
     allowed_lateness_seconds: int = 3_600
     idle_timeout_seconds: int = 0  # 0 = never close windows on idleness
+    # issue 9 (i9sec): what flow parameters may name, EVM transaction handling
+    report_dir: str = ""  # audit flow json_path/html_path resolve in here (default <home>/reports)
+    ingest_roots: list[str] = field(default_factory=list)  # local ingest sources must lie below
+    ingest_url_prefixes: list[str] = field(default_factory=lambda: list(DWD_OPEN_DATA))
 
     def __repr__(self) -> str:
         parts = []
@@ -73,6 +78,21 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self.home) if self.home else default_home()
+
+    @property
+    def report_path(self) -> Path:
+        """Directory the audit flow's report files are confined to."""
+        return Path(self.report_dir) if self.report_dir else self.home_path / "reports"
+
+    @property
+    def ingest_root_paths(self) -> list[Path]:
+        """Where local ingest sources may lie: configured roots, else ``<home>/incoming``;
+        the packaged demo data is always allowed."""
+        from importlib import resources
+
+        demo = Path(str(resources.files("streamnotary").joinpath("demo_data")))
+        roots = [Path(r) for r in self.ingest_roots] or [self.home_path / "incoming"]
+        return [*roots, demo]
 
     def with_overrides(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
@@ -106,6 +126,11 @@ def _coerce(name: str, value: Any) -> Any:
         return int(value)
     if kind == "float":
         return float(value)
+    if kind.startswith("list"):
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        return [str(v).strip() for v in value if str(v).strip()]
     if kind.startswith("dict"):
         if isinstance(value, str):
             value = json.loads(value)

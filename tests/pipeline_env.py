@@ -48,6 +48,8 @@ class PipelineEnv:
             "STREAMNOTARY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
             "STREAMNOTARY_LEDGER": "local",
             "STREAMNOTARY_READ_TIMEOUT_SECONDS": "30",
+            # the test's own temporary directory is where its DWD files are written
+            "STREAMNOTARY_INGEST_ROOTS": str(self.home.parent),
         }
 
     @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +24,10 @@ def _slug(topic: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in topic.lower()).strip("-")
 
 
-def test_flow_passes_publishes_artifacts_and_writes_reports(
-    anchored_env: PipelineEnv, tmp_path: Path
-) -> None:
-    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
-    with anchored_env.active():
-        report = audit(all_windows=True, json_path=str(out_json), html_path=str(out_html))
+def test_flow_passes_publishes_artifacts_and_writes_reports(anchored_env: PipelineEnv) -> None:
+    with anchored_env.active() as settings:
+        report = audit(all_windows=True, json_path="r.json", html_path="out/r.html")
+    out_json, out_html = settings.report_path / "r.json", settings.report_path / "out/r.html"
     assert report["verdict"] == "pass" and report["summary"]["windows"] == 6
     validate_report(json.loads(out_json.read_text()))
     assert "<svg" in out_html.read_text()

@@ -195,7 +195,9 @@ def test_changing_window_size_on_an_anchored_topic_is_refused(env: PipelineEnv) 
             anchor_windows(window_seconds=3600)
 
 
-def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(env: PipelineEnv, tmp_path: Path) -> None:
+def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(
+    env: PipelineEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import http.server
     import threading
     import zipfile
@@ -217,6 +219,7 @@ def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(env: PipelineEnv, tmp_
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("STREAMNOTARY_INGEST_URL_PREFIXES", f"{base}/")
     try:
         with env.active():
             url = f"{base}/stundenwerte_TU_00433_akt.zip"

@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from flows.audit import AuditFailed, SelectionError, audit
+    from flows.audit import AuditFailed, SelectionError, audit, write_outputs
 
     try:
         report = audit(
@@ -71,14 +71,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             latest=args.latest,
             all_windows=args.all,
             topic=args.topic,
-            json_path=args.json_out,
-            html_path=args.html,
         )
     except AuditFailed as exc:
         report = exc.report
     except SelectionError as exc:
         print(f"streamnotary audit: {exc}", file=sys.stderr)
         return 64
+    # The operator's own paths: written here, not passed as (confined) flow parameters.
+    write_outputs(report, args.json_out, args.html)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -82,6 +82,7 @@ def _emit(summary: dict[str, Any], *, as_json: bool) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.ingest_dwd import ingest_dwd
 
+    allow_cli_sources(args.sources)
     result = ingest_dwd(sources=args.sources, topic=args.topic, lenient=args.lenient)
     for source, r in result.items():
         outcome = "skipped (already ingested)" if r["skipped"] else f"{r['records']} produced"
@@ -94,3 +95,22 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
     summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
     return _emit(summary, as_json=args.json)
+
+
+def allow_cli_sources(sources: list[str]) -> None:
+    """The operator named these sources on the command line: extend the ingest allow-lists
+    (in this process only) so that the flow's confinement, meant for parameters that
+    arrive through the Prefect API, accepts them."""
+    from streamnotary.config import ENV_PREFIX, load_settings
+    from streamnotary.paths import is_url
+
+    settings = load_settings()
+    roots = list(settings.ingest_roots)
+    prefixes = list(settings.ingest_url_prefixes)
+    for source in sources:
+        if is_url(source):
+            prefixes.append(source)
+        else:
+            roots.append(str(Path(source).expanduser().resolve().parent))
+    os.environ[f"{ENV_PREFIX}INGEST_ROOTS"] = json.dumps(roots)
+    os.environ[f"{ENV_PREFIX}INGEST_URL_PREFIXES"] = json.dumps(prefixes)
