@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage.objectstore import ObjectNotFound, ObjectStore
+from storage.objectstore import ObjectChanged, ObjectNotFound, ObjectStore
 from tasks.canonical import canonical_json
 from tasks.merkle import hash_leaf, verify_consistency
 from tasks.tlog.checkpoint import LogCheckpoint, open_checkpoint, sign_checkpoint
@@ -268,7 +268,16 @@ class LogWriter:
         self.reader = LogReader(store, topic, self.signer.verifier(), origin)
 
     def head(self) -> LogCheckpoint | None:
-        return LogReader(self.store, self.topic, self.signer.verifier(), self.origin).checkpoint()
+        return self._tagged_head()[0]
+
+    def _tagged_head(self) -> tuple[LogCheckpoint | None, str | None]:
+        """The verified head and the entity tag a compare-and-swap publish must present."""
+        try:
+            tagged = self.store.get_tagged(checkpoint_key(self.topic))
+        except ObjectNotFound:
+            return None, None
+        head, _ = open_checkpoint(tagged.data, self.signer.verifier(), self.origin)
+        return head, tagged.etag
 
     def _edge(self, size: int) -> TileEdge:
         """The partial tiles and bundle of the tree of `size`, read from the store."""
@@ -287,7 +296,7 @@ class LogWriter:
         these entries give, the append was done before a crash and nothing is rewritten.
         `LogForked` if the stored head is anything else.
         """
-        current = self.head()
+        current, etag = self._tagged_head()
         current_size = 0 if current is None else current.size
         new_size = base_size + len(entries)
         if current_size not in (base_size, new_size):
@@ -322,12 +331,12 @@ class LogWriter:
         doc = consistency_document(self.origin, old, new, proof)
         key = consistency_key(self.topic, base_size, new_size)
         self.store.put_once(key, canonical_json(doc), "application/json")
-        self._publish(old, note)
+        self._publish(etag, note)
         return AppendResult(old, new, note, created=True)
 
-    def _publish(self, old: LogCheckpoint | None, note: bytes) -> None:
-        """Overwrite the checkpoint only if it is still the head we extended (forward only)."""
-        now = self.head()
-        if now != old:
-            raise LogForked(f"log {self.origin} moved while this run appended")
-        self.store.put(checkpoint_key(self.topic), note, "text/plain; charset=utf-8")
+    def _publish(self, etag: str | None, note: bytes) -> None:
+        """Compare-and-swap the checkpoint: only over the head we extended (forward only)."""
+        try:
+            self.store.put_if(checkpoint_key(self.topic), note, etag, "text/plain; charset=utf-8")
+        except ObjectChanged as exc:
+            raise LogForked(f"log {self.origin} moved while this run appended") from exc
