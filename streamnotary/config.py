@@ -65,6 +65,9 @@ class Settings:
     report_dir: str = ""  # audit flow json_path/html_path resolve in here (default <home>/reports)
     ingest_roots: list[str] = field(default_factory=list)  # local ingest sources must lie below
     ingest_url_prefixes: list[str] = field(default_factory=lambda: list(DWD_OPEN_DATA))
+    # issue 8: the signed anchor log
+    log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
+    log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
 
     def __repr__(self) -> str:
         parts = []

@@ -8,6 +8,7 @@ from storage.ledger.base import (
     Ledger,
     LedgerCorrupted,
     LedgerError,
+    LedgerIdentityMismatch,
     LedgerUnavailable,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "Ledger",
     "LedgerCorrupted",
     "LedgerError",
+    "LedgerIdentityMismatch",
     "LedgerUnavailable",
 ]

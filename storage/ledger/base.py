@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from tasks.canonical import canonical_digest
 
-EntryKind = Literal["batch", "window"]
+EntryKind = Literal["batch", "window", "head"]
 
 
 class LedgerError(RuntimeError):
@@ -43,6 +43,10 @@ class EntryNotFound(LedgerError):
 
 class LedgerCorrupted(LedgerError):
     """The ledger's own integrity check failed (e.g. a broken hash chain)."""
+
+
+class LedgerIdentityMismatch(LedgerError):
+    """The ledger is not the one the trust policy pins (another chain, file, or writer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,32 @@ class Ledger(ABC):
     backend: str = "abstract"
     supports_window_items: bool = False
     required_confirmations: int = 0
+    # What the auditor pinned (`streamnotary trust export`); backends that can tell writers
+    # apart ignore entries not written by it (docs/audit.md, "threat model").
+    trusted_identity: dict[str, Any] | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What an auditor pins to recognise this ledger and its writer (JSON-serialisable).
+
+        Always has ``backend``; each backend adds what identifies it (docs/formats.md,
+        "Trust policy"). The default names only the backend.
+        """
+        return {"backend": self.backend}
+
+    def pin(self, trusted_identity: dict[str, Any] | None) -> None:
+        """Accept only the pinned ledger/writer from now on.
+
+        The default checks the backend name and remembers the identity; backends compare
+        the rest where they can (`LedgerIdentityMismatch`) and filter foreign entries.
+        """
+        if trusted_identity is None:
+            return
+        if trusted_identity.get("backend") != self.backend:
+            raise LedgerIdentityMismatch(
+                f"trust policy pins a {trusted_identity.get('backend')!r} ledger, "
+                f"this is {self.backend!r}"
+            )
+        self.trusted_identity = dict(trusted_identity)
 
     @abstractmethod
     def anchor(self, entry: AnchorEntry) -> AnchorRef:

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage.ledger.base import Ledger, LedgerError
 from streamnotary.config import Settings
 
 BACKENDS = ("local", "multichain", "evm", "bitcoin")
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    """Construct the configured backend; imports are lazy so optional extras stay optional."""
+def open_ledger(settings: Settings, trusted_identity: dict[str, Any] | None = None) -> Ledger:
+    """Construct the configured backend, pinned to `trusted_identity` when given.
+
+    Imports are lazy so optional extras stay optional.
+    """
+    ledger = _construct(settings)
+    try:
+        ledger.pin(trusted_identity)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
+def _construct(settings: Settings) -> Ledger:
     kind = settings.ledger
     if kind == "local":
         from storage.ledger.local import LocalLedger

@@ -49,6 +49,7 @@ from storage.ledger.base import (
     Ledger,
     LedgerCorrupted,
     LedgerError,
+    LedgerIdentityMismatch,
 )
 from tasks.canonical import canonical_digest, canonical_json, sha256_hex
 
@@ -209,10 +210,38 @@ class LocalLedger(Ledger):
             )
         return dict(body)
 
+    def genesis(self) -> str | None:
+        """entry_hash of seq 1: names this chain (a rebuilt file has another), None if empty."""
+        with self._lock:
+            row = self._db.execute("SELECT entry_hash FROM entries WHERE seq = 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.backend, "path_hint": self.path.name, "genesis": self.genesis()}
+
+    def pin(self, trusted_identity: dict[str, Any] | None) -> None:
+        """Refuse a ledger file whose first entry is not the pinned genesis."""
+        super().pin(trusted_identity)
+        if trusted_identity is None or trusted_identity.get("genesis") is None:
+            return
+        if self.genesis() != trusted_identity["genesis"]:
+            raise LedgerIdentityMismatch(
+                f"{self.path} starts with {self.genesis()}, the trust policy pins "
+                f"{trusted_identity['genesis']}: not the same ledger"
+            )
+
     def head(self) -> tuple[int, str]:
         """(seq, entry_hash) of the newest entry: what to publish elsewhere to pin the chain."""
         with self._lock:
             return self._tip()
+
+    def extends(self, seq: int, entry_hash_hex: str) -> bool:
+        """Whether this chain still holds `entry_hash_hex` at `seq`: a head an auditor
+        remembered (`audit --state`) must stay in the chain, or the file was rewritten."""
+        with self._lock:
+            query = "SELECT entry_hash FROM entries WHERE seq = ?"
+            row = self._db.execute(query, (seq,)).fetchone()
+        return row is not None and str(row[0]) == entry_hash_hex
 
     def verify_integrity(self) -> None:
         """Walk the chain from genesis; raise `LedgerCorrupted` at the first bad seq."""
