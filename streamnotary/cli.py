@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "streamnotary.commands.services",  # up, down, status
     "streamnotary.commands.pipeline",  # ingest, anchor, demo
     "streamnotary.commands.audit",  # audit, prove, verify-proof
+    "streamnotary.commands.trust",  # keygen, trust export
 )
 
 
