@@ -47,6 +47,7 @@ from streamnotary.report import (
 )
 from tasks.audit import (
     FAIL,
+    Finding,
     KafkaView,
     LedgerIntegrity,
     LedgerObservation,
@@ -55,6 +56,14 @@ from tasks.audit import (
     WindowAudit,
     audit_window,
     integrity_from_error,
+)
+from tasks.audit.documents import (
+    CHECKPOINT_SCHEMA_FILE,
+    KINDS,
+    RECEIPT_SCHEMA_FILE,
+    parse_object_name,
+    parse_window_id,
+    schema_problem,
 )
 from tasks.checkpoint import checkpoint_digest, ranges_of
 from tasks.merkle import merkle_root
@@ -131,7 +140,7 @@ class Selection:
             raise SelectionError("--latest must be at least 1")
         for wid in self.window_ids:
             try:
-                WindowKey.parse(wid)
+                parse_window_id(wid)
             except WindowSpecError as exc:
                 raise SelectionError(str(exc)) from exc
 
@@ -155,44 +164,56 @@ class Selection:
         }
 
 
-def _window_of(object_key: str) -> WindowKey | None:
-    """``receipts/<topic>/<station>/<start>_<size>s/r0001.json`` -> its window."""
-    parts = object_key.split("/")
-    if len(parts) < 5:
-        return None
-    try:
-        return WindowKey.parse(f"{parts[-3]}_{parts[-2]}")
-    except WindowSpecError:
-        return None
+@dataclass
+class Discovery:
+    """Selected windows and their revisions, plus what the listing could not attribute.
 
-
-def discover_windows(
-    store: ObjectStore, topic: str, selection: Selection
-) -> dict[WindowKey, list[int]]:
-    """Selected windows and their revisions, from receipts *and* checkpoints.
-
-    Both are listed so that a checkpoint without a receipt (never anchored) and a receipt
-    whose checkpoint is gone are both audited, and both fail.
+    `window_findings` hold stray objects under a window's prefix (reported on that
+    window); `run_findings` hold objects that name no window at all (reported on the run).
     """
-    prefixes: list[str] = []
+
+    windows: dict[WindowKey, list[int]] = field(default_factory=dict)
+    window_findings: dict[WindowKey, list[Finding]] = field(default_factory=dict)
+    run_findings: list[Finding] = field(default_factory=list)
+
+
+def discover_windows(store: ObjectStore, topic: str, selection: Selection) -> Discovery:
+    """Selected windows and their revisions, from receipts, checkpoints *and* payloads.
+
+    All three are listed so that a checkpoint without a receipt (never anchored), a
+    receipt whose checkpoint is gone and a lone payload are all audited, and all fail.
+    Object names are hostile input: anything that does not follow `storage.layout` is a
+    finding (`tasks.audit.documents.parse_object_name`), never an exception.
+    """
     if selection.window_ids and not selection.all:
-        prefixes = [
-            layout.window_receipts_prefix(topic, WindowKey.parse(w)) for w in selection.window_ids
+        suffixes = [
+            layout.window_receipts_prefix(topic, parse_window_id(w)).removeprefix("receipts/")
+            for w in selection.window_ids
         ]
     else:
-        prefixes = [layout.receipts_prefix(topic, selection.station)]
+        suffixes = [layout.receipts_prefix(topic, selection.station).removeprefix("receipts/")]
     found: dict[WindowKey, set[int]] = defaultdict(set)
-    for prefix in prefixes:
-        for doc_prefix in (prefix, "checkpoints/" + prefix.removeprefix("receipts/")):
-            for k in store.list(doc_prefix):
-                key = _window_of(k)
-                if key is not None and selection.matches(key):
-                    found[key].add(layout.revision_of(k))
+    out = Discovery()
+    for suffix in suffixes:
+        for kind in KINDS:
+            for k in store.list(f"{kind}/{suffix}"):
+                name = parse_object_name(topic, k)
+                if name.window is None:
+                    out.run_findings.append(name.finding())
+                    continue
+                if not selection.matches(name.window):
+                    continue
+                found[name.window]  # a window named only by stray objects is still reported
+                if name.revision is None:
+                    out.window_findings.setdefault(name.window, []).append(name.finding())
+                else:
+                    found[name.window].add(name.revision)
     keys = sorted(found, key=lambda k: (k.start, k.station_id, k.size_seconds))
     if selection.latest is not None:
         keys = sorted(keys, key=lambda k: (k.end, k.station_id))[-selection.latest :]
         keys.sort(key=lambda k: (k.start, k.station_id, k.size_seconds))
-    return {k: sorted(found[k]) for k in keys}
+    out.windows = {k: sorted(found[k]) for k in keys}
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,19 +226,26 @@ def _load_json(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str
         doc = json.loads(store.get(key))
     except ObjectNotFound:
         return None, "missing from the object store"
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"not JSON: {exc}"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return None, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}"
     if not isinstance(doc, dict):
         return None, "not a JSON object"
     return doc, None
 
 
-def load_documents(
-    store: ObjectStore, topic: str, windows: dict[WindowKey, list[int]]
-) -> dict[WindowKey, list[RevisionInputs]]:
+@dataclass
+class Documents:
+    """The small documents of every selected revision, and the findings of discovery."""
+
+    revisions: dict[WindowKey, list[RevisionInputs]]
+    window_findings: dict[WindowKey, list[Finding]] = field(default_factory=dict)
+    run_findings: list[Finding] = field(default_factory=list)
+
+
+def load_documents(store: ObjectStore, topic: str, discovery: Discovery) -> Documents:
     """Receipts and checkpoints of every selected revision (payloads come later)."""
     out: dict[WindowKey, list[RevisionInputs]] = {}
-    for key, revisions in windows.items():
+    for key, revisions in discovery.windows.items():
         items = []
         for rev in revisions:
             inp = RevisionInputs(
@@ -230,7 +258,7 @@ def load_documents(
             inp.checkpoint, inp.checkpoint_problem = _load_json(store, inp.checkpoint_key)
             items.append(inp)
         out[key] = items
-    return out
+    return Documents(out, discovery.window_findings, discovery.run_findings)
 
 
 def read_partitions(
@@ -246,12 +274,9 @@ def read_partitions(
     starts: dict[int, int] = {}
     for revisions in documents.values():
         for inp in revisions:
-            if inp.checkpoint is None:
-                continue
-            try:
-                ranges = ranges_of(inp.checkpoint)
-            except (KeyError, TypeError):
-                continue
+            if inp.checkpoint is None or schema_problem(inp.checkpoint, CHECKPOINT_SCHEMA_FILE):
+                continue  # a hostile checkpoint must not steer the read
+            ranges = ranges_of(inp.checkpoint)
             for p, (lo, _hi) in ranges.items():
                 starts[p] = min(lo, starts.get(p, lo))
     sizes = sorted({k.size_seconds for k in documents})
@@ -345,15 +370,16 @@ def audit_windows(
     store: ObjectStore,
     reader: LedgerReader,
     topic: str,
-    documents: dict[WindowKey, list[RevisionInputs]],
+    documents: Documents,
     view: KafkaView,
     integrity: LedgerIntegrity,
 ) -> list[WindowAudit]:
     out = []
-    for key, revisions in documents.items():
+    for key, revisions in documents.revisions.items():
         for inp in revisions:
             fetch_evidence(store, reader, topic, key, inp)
-        out.append(audit_window(key, topic, revisions, view, integrity))
+        findings = documents.window_findings.get(key, [])
+        out.append(audit_window(key, topic, revisions, view, integrity, findings))
         for inp in revisions:
             inp.payload = None  # keep memory bounded by one window
     return out
@@ -370,9 +396,12 @@ def run_audit(
 ) -> dict[str, Any]:
     """Audit the selected windows and return the report (`streamnotary.audit-report/1`)."""
     t0 = time.perf_counter()
-    windows = discover_windows(store, topic, selection)
-    documents = load_documents(store, topic, windows)
-    view = read_partitions(kafka, documents, read_timeout_s) if documents else KafkaView({})
+    documents = load_documents(store, topic, discover_windows(store, topic, selection))
+    view = (
+        read_partitions(kafka, documents.revisions, read_timeout_s)
+        if documents.revisions
+        else KafkaView({})
+    )
     reader = LedgerReader(ledger)
     integrity = reader.integrity()
     audits = audit_windows(store, reader, topic, documents, view, integrity)
@@ -383,6 +412,7 @@ def run_audit(
         integrity=integrity,
         scans=list(view.scans.values()),
         duration_seconds=time.perf_counter() - t0,
+        findings=documents.run_findings,
     )
 
 
@@ -392,24 +422,22 @@ def run_audit(
 
 
 @task(name="discover-windows", cache_policy=NO_CACHE)
-def discover_task(
-    settings: Settings, selection: Selection
-) -> dict[WindowKey, list[RevisionInputs]]:
+def discover_task(settings: Settings, selection: Selection) -> Documents:
     store = open_store(settings)
     return load_documents(store, settings.topic, discover_windows(store, settings.topic, selection))
 
 
 @task(name="read-partitions-once", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def read_task(settings: Settings, documents: dict[WindowKey, list[RevisionInputs]]) -> KafkaView:
-    if not documents:
+def read_task(settings: Settings, documents: Documents) -> KafkaView:
+    if not documents.revisions:
         return KafkaView({})
     with KafkaLog.from_settings(settings) as kafka:
-        return read_partitions(kafka, documents, settings.read_timeout_seconds)
+        return read_partitions(kafka, documents.revisions, settings.read_timeout_seconds)
 
 
 @task(name="check-windows", cache_policy=NO_CACHE)
 def check_task(
-    settings: Settings, documents: dict[WindowKey, list[RevisionInputs]], view: KafkaView
+    settings: Settings, documents: Documents, view: KafkaView
 ) -> tuple[list[WindowAudit], LedgerIntegrity]:
     from storage.ledger.factory import open_ledger
 
@@ -482,6 +510,7 @@ def audit(
         integrity=integrity,
         scans=list(view.scans.values()),
         duration_seconds=time.perf_counter() - t0,
+        findings=documents.run_findings,
     )
     validate_report(report)
     publish_task(report, json_path, html_path)
@@ -498,14 +527,22 @@ def audit(
 # ---------------------------------------------------------------------------------------
 
 
+def _revisions_of(store: ObjectStore, topic: str, key: WindowKey) -> list[int]:
+    """Revisions with a receipt; stray objects in the window's prefix are ignored."""
+    names = (
+        parse_object_name(topic, k) for k in store.list(layout.window_receipts_prefix(topic, key))
+    )
+    return sorted(n.revision for n in names if n.revision is not None and n.window == key)
+
+
 def _window_for(store: ObjectStore, topic: str, station: str, at: datetime, size: int) -> WindowKey:
     key = WindowSpec(size).key_of(station, at)
-    if next(iter(store.list(layout.window_receipts_prefix(topic, key))), None) is not None:
+    if _revisions_of(store, topic, key):
         return key
     for k in store.list(layout.receipts_prefix(topic, station)):  # other window sizes
-        other = _window_of(k)
-        if other is not None and other.contains(at):
-            return other
+        other = parse_object_name(topic, k)
+        if other.revision is not None and other.window and other.window.contains(at):
+            return other.window
     raise ProofError(
         f"no anchored window of station {station} contains {_ts(at)} in topic {topic!r}"
     )
@@ -526,11 +563,14 @@ def prove_record(
     bundle is never issued from a payload or checkpoint that does not match the anchors.
     """
     key = _window_for(store, topic, station, at, window_seconds)
-    receipts = list(store.list(layout.window_receipts_prefix(topic, key)))
-    rev = max(layout.revision_of(k) for k in receipts)
+    rev = _revisions_of(store, topic, key)[-1]
     receipt, problem = _load_json(store, layout.receipt_key(topic, key, rev))
     checkpoint, cp_problem = _load_json(store, layout.checkpoint_key(topic, key, rev))
-    if receipt is None or checkpoint is None:
+    if receipt is not None:
+        problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
+    if checkpoint is not None:
+        cp_problem = schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE)
+    if receipt is None or checkpoint is None or problem or cp_problem:
         raise ProofError(
             f"{key.window_id} r{rev}: receipt {problem or 'ok'}, checkpoint {cp_problem or 'ok'}"
         )

@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tasks.audit import CHECKS, VERDICTS, LedgerIntegrity, PartitionScan, WindowAudit, worst
+from tasks.audit import (
+    CHECKS,
+    VERDICTS,
+    Finding,
+    LedgerIntegrity,
+    PartitionScan,
+    WindowAudit,
+    worst,
+)
 
 REPORT_SCHEMA = "streamnotary.audit-report/1"
 VERDICT_COLOURS = {
@@ -46,8 +54,9 @@ def build_report(
     scans: Sequence[PartitionScan],
     duration_seconds: float,
     generated_at: datetime | None = None,
+    findings: Sequence[Finding] = (),
 ) -> dict[str, Any]:
-    """The JSON report of one audit run."""
+    """The JSON report of one audit run; `findings` concern the run, not one window."""
     windows = [a.to_json() for a in audits]
     verdicts = [a.verdict for a in audits]
     return {
@@ -55,7 +64,7 @@ def build_report(
         "generated_at": (generated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "topic": topic,
         "selection": selection,
-        "verdict": worst(verdicts),
+        "verdict": worst([*verdicts, *(f.severity for f in findings)]),
         "summary": {
             "windows": len(audits),
             "revisions": sum(len(a.revisions) for a in audits),
@@ -69,6 +78,7 @@ def build_report(
         },
         "kafka": {"partitions": [s.to_json() for s in sorted(scans, key=lambda s: s.partition)]},
         "windows": windows,
+        "findings": [f.to_json() for f in findings],
     }
 
 
@@ -87,8 +97,17 @@ def validate_report(doc: Any) -> None:
 
 def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Every non-passing finding, flattened: window, revision, check, finding."""
-    out = []
+    out = [
+        {"window_id": "(run)", "revision": None, "check": "run", **f}
+        for f in report.get("findings", [])
+        if f["severity"] != "info"
+    ]
     for w in report["windows"]:
+        out += [
+            {"window_id": w["window_id"], "revision": None, "check": "window", **f}
+            for f in w.get("findings", [])
+            if f["severity"] != "info"
+        ]
         for r in w["revisions"]:
             for name in CHECKS:
                 for f in r["checks"][name]["findings"]:
@@ -102,6 +121,10 @@ def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
                             }
                         )
     return out
+
+
+def _rev(revision: int | None) -> str:
+    return "-" if revision is None else str(revision)
 
 
 def _where(f: dict[str, Any]) -> str:
@@ -162,7 +185,7 @@ def render_markdown(report: dict[str, Any], max_findings: int = 50) -> str:
         for f in bad[:max_findings]:
             msg = f["message"].replace("|", "\\|")
             lines.append(
-                f"| {f['window_id']} | {f['revision']} | {f['check']} | {f['severity']} "
+                f"| {f['window_id']} | {_rev(f['revision'])} | {f['check']} | {f['severity']} "
                 f"| {_where(f)} | {msg} |"
             )
         if len(bad) > max_findings:
@@ -280,7 +303,7 @@ def station_chart(station: str, windows: Sequence[dict[str, Any]]) -> str:
     for w in ws:
         colour = VERDICT_COLOURS[w["verdict"]]
         xa, xb = x(_parse(w["start"]).timestamp()), x(_parse(w["end"]).timestamp())
-        title = html.escape(f"{w['window_id']} r{w['latest_revision']}: {w['verdict']}")
+        title = html.escape(f"{w['window_id']} r{_rev(w['latest_revision'])}: {w['verdict']}")
         parts.append(
             f'<rect class="verdict verdict-{w["verdict"]}" x="{xa:.1f}" y="{_H - _PAD_B + 6}" '
             f'width="{max(xb - xa - 0.5, 1):.1f}" height="10" fill="{colour}">'
@@ -372,7 +395,7 @@ def render_html(report: dict[str, Any]) -> str:
             out.append(f"<details open><summary>{len(bad)} finding(s)</summary><ul>")
             for f in bad:
                 out.append(
-                    f"<li><b>{esc(f['window_id'])} r{f['revision']}</b> {esc(f['check'])} "
+                    f"<li><b>{esc(f['window_id'])} r{_rev(f['revision'])}</b> {esc(f['check'])} "
                     f"[{esc(f['severity'])}] {esc(_where(f))} {esc(f['message'])}</li>"
                 )
             out.append("</ul></details>")

@@ -24,12 +24,13 @@ from tasks.audit import (
     audit_window,
     integrity_from_error,
 )
-from tasks.batch import Batch, BatchMember, batch_proof
+from tasks.batch import Batch, BatchMember
 from tasks.canonical import canonical_digest
 from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
 from tasks.message import SourceMessage, classify
 from tasks.payload import encode_payload
 from tasks.record import Observation, canonical_bytes
+from tasks.revision import receipt as build_receipt
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
 
@@ -74,17 +75,7 @@ def _revision(
         confirmations,
         1,
     )
-    receipt = {
-        "topic": TOPIC,
-        "window_id": KEY.window_id,
-        "revision": revision,
-        "checkpoint_digest": digest,
-        "batch": {
-            "key": layout.batch_key(TOPIC, root),
-            **batch_proof(batch, KEY.window_id, revision),
-        },
-        "ledger": {"batch": ref.to_json(), "window": None},
-    }
+    receipt = build_receipt(TOPIC, KEY, revision, digest, batch, ref, None)
     inp = RevisionInputs(
         revision=revision,
         receipt_key=layout.receipt_key(TOPIC, KEY, revision),
@@ -187,3 +178,44 @@ def test_broken_hash_chain_is_attributed_to_the_entry_at_that_seq() -> None:
     assert (elsewhere.seq, here.seq) == (7, 1)
     assert audit_window(KEY, TOPIC, [inp], _view(msgs), elsewhere).verdict == "pass"
     assert audit_window(KEY, TOPIC, [inp], _view(msgs), here).verdict == "fail"
+
+
+def test_object_names_never_raise_and_say_what_they_name() -> None:
+    from tasks.audit.documents import parse_object_name
+
+    good = parse_object_name(TOPIC, layout.checkpoint_key(TOPIC, KEY, 3))
+    assert (good.window, good.revision, good.problem) == (KEY, 3, None)
+    readme = parse_object_name(
+        TOPIC, f"checkpoints/{TOPIC}/00433/20190907T000000Z_86400s/README.json"
+    )
+    assert (readme.window, readme.revision) == (KEY, None)
+    assert readme.finding().severity == "info" and "README.json" in readme.finding().message
+    huge = parse_object_name(TOPIC, f"receipts/{TOPIC}/00433/20190907T000000Z_{10**30}s/r0000.json")
+    assert huge.window is None and huge.finding().severity == "fail"
+    for hostile in ("", "/", "checkpoints", f"payloads/{TOPIC}/a/b/c/d", "x\n\x1b[2J/y"):
+        assert parse_object_name(TOPIC, hostile).problem is not None
+
+
+def test_hostile_documents_fail_their_revision_and_never_raise() -> None:
+    msgs = _messages(24)
+    for hostile in ({}, {"schema": "streamnotary.checkpoint/1"}, {"merkle": []}):
+        inp, _ = _revision(msgs, 0, None)
+        inp.checkpoint = hostile
+        audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+        anchored = audit.revisions[0].checks["anchored"]
+        assert "checkpoint_invalid" in {f.code for f in anchored.findings}
+        assert audit.verdict == "fail"
+    inp, _ = _revision(msgs, 0, None)
+    inp.receipt = {"batch": "not an object", "ledger": None}
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    assert {f.code for f in audit.revisions[0].checks["anchored"].findings} == {"receipt_invalid"}
+    assert audit.revisions[0].checks["completeness"].verdict == "pass"  # the rest still ran
+
+
+def test_a_window_named_only_by_stray_objects_is_reported_not_raised() -> None:
+    from tasks.audit import Finding
+
+    stray = Finding("info", "stray_object", "stray object 'README.json'")
+    audit = audit_window(KEY, TOPIC, [], _view([]), LedgerIntegrity("local"), [stray])
+    assert audit.revisions == [] and audit.latest_revision is None
+    assert audit.to_json()["findings"] == [stray.to_json()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from storage import layout
 from storage.kafka import KafkaLog
+from streamnotary.report import validate_report
 from tasks.record import Observation, canonical_bytes
 from tasks.window import WindowKey
 from tests.audit_env import (
@@ -214,3 +216,81 @@ def test_retention_removed_data_is_not_checkable_never_a_silent_pass(
         if w["window_id"] != first and w["window_id"].startswith("00433")
     ]
     assert untouched and all(w["verdict"] == "pass" for w in untouched)
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile and stray objects (issue 9): findings on the window they name or on the run,
+# never an exception; every other window is still audited. Without the screening in
+# tasks/audit/documents.py each of these raised (ValueError, OverflowError, KeyError).
+# ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _planted(store: Any, items: dict[str, bytes]) -> Iterator[None]:
+    """Put hostile objects (replacing originals) and restore the bucket afterwards."""
+    originals: dict[str, bytes | None] = {}
+    for k, data in items.items():
+        originals[k] = store.get(k) if k in set(store.list(k)) else None
+        store.put(k, data)
+    try:
+        yield
+    finally:
+        for k, data in originals.items():
+            if data is None:
+                store.delete(k)
+            else:
+                store.put(k, data)
+
+
+def _window_dir(env: PipelineEnv, kind: str) -> str:
+    return layout.checkpoint_key(env.topic, TARGET_KEY, 0).replace("checkpoints/", f"{kind}/", 1)
+
+
+def test_stray_readme_in_a_window_is_a_finding_on_that_window(env: PipelineEnv) -> None:
+    store = env.store()
+    readme = _window_dir(env, "checkpoints").rsplit("/", 1)[0] + "/README.json"
+    with _planted(store, {readme: b'{"hello": "auditor"}'}):
+        report = audit_report(env)
+    validate_report(report)
+    target = window(report, TARGET)
+    assert [(f["code"], f["severity"]) for f in target["findings"]] == [("stray_object", "info")]
+    assert "README.json" in target["findings"][0]["message"]
+    assert len(report["windows"]) == 6 and report["verdict"] == "pass"
+
+
+def test_window_size_that_overflows_is_a_run_finding_and_the_rest_is_audited(
+    env: PipelineEnv,
+) -> None:
+    store = env.store()
+    forged = f"receipts/{env.topic}/00433/20190907T000000Z_{10**30}s/r0000.json"
+    with _planted(store, {forged: b"{}"}):
+        report = audit_report(env)
+    validate_report(report)
+    assert [(f["code"], f["severity"]) for f in report["findings"]] == [
+        ("unusable_window_object", "fail")
+    ]
+    assert report["verdict"] == "fail"
+    _others_pass(report)
+
+
+@pytest.mark.parametrize(
+    ("name", "document", "kind", "code"),
+    [
+        ("empty checkpoint", b"{}", "checkpoints", "checkpoint_invalid"),
+        ("checkpoint list", b"[1, 2]", "checkpoints", "checkpoint_missing"),
+        ("deep receipt", b"[" * 100_000 + b"]" * 100_000, "receipts", "receipt_missing"),
+        ("receipt of wrong shape", b'{"batch": "x", "ledger": 1}', "receipts", "receipt_invalid"),
+        ("binary checkpoint", bytes(range(256)), "checkpoints", "checkpoint_missing"),
+    ],
+)
+def test_hostile_document_fails_its_window_by_name_and_others_pass(
+    env: PipelineEnv, name: str, document: bytes, kind: str, code: str
+) -> None:
+    store = env.store()
+    with _planted(store, {_window_dir(env, kind): document}):
+        report = audit_report(env)
+    validate_report(report)
+    anchored = check(report, TARGET, "anchored")
+    assert code in codes(anchored), (name, anchored)
+    assert window(report, TARGET)["verdict"] == "fail"
+    _others_pass(report, TARGET)

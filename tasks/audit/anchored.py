@@ -1,0 +1,154 @@
+"""(a) anchored: the stored checkpoint is the one the ledger commits to.
+
+The checkpoint digest (SHA-256 of its RFC 8785 bytes) must sit in the run's batch tree
+(RFC 6962 section 2.1.1 audit path), and the ledger entries named by the receipt must
+commit to that batch root (and, on ledgers with keyed items, to the window revision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.audit.core import FAIL, NOT_CHECKABLE, PENDING, CheckResult
+from tasks.audit.evidence import LedgerIntegrity, LedgerObservation, RevisionInputs
+from tasks.batch import verify_batch_proof
+from tasks.canonical import canonical_digest
+from tasks.checkpoint import checkpoint_digest
+from tasks.merkle import MerkleError
+from tasks.window import WindowKey
+
+
+def check_anchored(
+    key: WindowKey, topic: str, inp: RevisionInputs, integrity: LedgerIntegrity
+) -> tuple[CheckResult, str | None]:
+    """Is the stored checkpoint the one the ledger commits to? Returns (result, digest)."""
+    res = CheckResult("anchored")
+    cp = inp.checkpoint
+    digest: str | None = None
+    if cp is None:
+        code = "checkpoint_invalid" if inp.checkpoint_invalid else "checkpoint_missing"
+        res.add(FAIL, code, f"checkpoint {inp.checkpoint_key}: {inp.checkpoint_problem}")
+    else:  # screened: conforms to checkpoint.schema.json (tasks.audit.window.screen)
+        digest = checkpoint_digest(cp)
+        named = (cp["window"]["id"], cp["revision"], cp["source"]["topic"])
+        if named != (key.window_id, inp.revision, topic):
+            res.add(
+                FAIL,
+                "checkpoint_misplaced",
+                f"checkpoint at {inp.checkpoint_key} names {named[0]} r{named[1]} of topic "
+                f"{named[2]!r}",
+            )
+    rc = inp.receipt
+    if rc is None:
+        code = "receipt_invalid" if inp.receipt_invalid else "receipt_missing"
+        res.add(FAIL, code, f"receipt {inp.receipt_key}: {inp.receipt_problem}")
+        return res, digest
+    try:
+        anchored_digest = str(rc["checkpoint_digest"])
+        batch = rc["batch"]
+        ledger_refs = rc["ledger"]
+        if (rc["window_id"], rc["revision"], rc["topic"]) != (key.window_id, inp.revision, topic):
+            res.add(FAIL, "receipt_misplaced", f"receipt at {inp.receipt_key} names another window")
+    except (KeyError, TypeError) as exc:
+        res.add(FAIL, "receipt_invalid", f"receipt {inp.receipt_key} lacks {exc}")
+        return res, digest
+    if digest is not None and digest != anchored_digest:
+        res.add(
+            FAIL,
+            "checkpoint_digest_mismatch",
+            f"stored checkpoint digests to {digest}, the anchored digest is {anchored_digest} "
+            "(the checkpoint was changed after anchoring)",
+        )
+    try:
+        verify_batch_proof(digest or anchored_digest, batch)
+    except (MerkleError, KeyError, TypeError, ValueError) as exc:
+        res.add(
+            FAIL,
+            "batch_proof_invalid",
+            f"checkpoint digest is not in batch {batch.get('root')}: {exc}",
+        )
+    batch_root = str(batch.get("root"))
+    expected_batch_body = {
+        "kind": "batch",
+        "topic": topic,
+        "root": batch_root,
+        "size": batch.get("size"),
+    }
+    _check_entry(
+        res, "batch", inp.batch_entry, expected_batch_body, ledger_refs.get("batch"), integrity
+    )
+    window_ref = ledger_refs.get("window")
+    if window_ref is not None or (
+        inp.window_entry is not None and inp.window_entry.ref is not None
+    ):
+        expected_window_body = {
+            "kind": "window",
+            "topic": topic,
+            "window_id": key.window_id,
+            "station_id": key.station_id,
+            "revision": inp.revision,
+            "checkpoint_digest": anchored_digest,
+            "merkle_root": (cp or {}).get("merkle", {}).get("root"),
+            "batch_root": batch_root,
+        }
+        _check_entry(res, "window", inp.window_entry, expected_window_body, window_ref, integrity)
+    return res, digest
+
+
+def _check_entry(
+    res: CheckResult,
+    kind: str,
+    obs: LedgerObservation | None,
+    expected: dict[str, Any],
+    receipt_ref: dict[str, Any] | None,
+    integrity: LedgerIntegrity,
+) -> None:
+    if obs is None:
+        res.add(
+            NOT_CHECKABLE, f"{kind}_entry_not_queried", f"the {kind} ledger entry was not looked up"
+        )
+        return
+    if obs.unavailable:
+        res.add(
+            NOT_CHECKABLE, "ledger_unavailable", f"ledger unreachable for {obs.key}: {obs.error}"
+        )
+        return
+    if obs.error is not None:
+        res.add(FAIL, f"{kind}_entry_unreadable", f"{obs.key}: {obs.error}")
+        return
+    if obs.ref is None or obs.body is None:
+        res.add(FAIL, f"{kind}_entry_missing", f"no ledger entry under {obs.key}")
+        return
+    ref, body = obs.ref, obs.body
+    body_digest = canonical_digest(body)
+    if body_digest != ref.digest:
+        res.add(
+            FAIL,
+            f"{kind}_entry_body_altered",
+            f"ledger entry {obs.key}: stored body digests to {body_digest}, "
+            f"entry records {ref.digest}",
+        )
+    if body != expected:
+        diff = sorted(k for k in expected.keys() | body.keys() if body.get(k) != expected.get(k))
+        res.add(
+            FAIL, f"{kind}_entry_mismatch", f"ledger entry {obs.key} differs in {', '.join(diff)}"
+        )
+    if receipt_ref is not None and receipt_ref.get("digest") != ref.digest:
+        res.add(
+            FAIL,
+            f"{kind}_receipt_ref_mismatch",
+            f"receipt names digest {receipt_ref.get('digest')} for {obs.key}, "
+            f"the ledger has {ref.digest}",
+        )
+    if integrity.touches(ref):
+        res.add(
+            FAIL,
+            "ledger_integrity",
+            f"{integrity.backend} ledger integrity broken at this entry: {integrity.detail}",
+        )
+    if not ref.final:
+        res.add(
+            PENDING,
+            f"{kind}_entry_not_final",
+            f"{obs.key} has {ref.confirmations} of {ref.required_confirmations} confirmations",
+        )
