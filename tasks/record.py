@@ -19,6 +19,7 @@ See docs/schemas/observation.schema.json.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 
 RECORD_SCHEMA = "streamnotary.observation/1"
 
-STATION_ID_RE = re.compile(r"^[0-9]{5}$")
+STATION_ID_RE = re.compile(r"[0-9]{5}")  # use with fullmatch: `$` would accept "00433\n"
 TEMPERATURE_TENTHS_RANGE = (-800, 650)  # -80.0 °C .. +65.0 °C: beyond any Earth surface record
 HUMIDITY_TENTHS_RANGE = (0, 1000)  # 0 .. 100.0 %
 QUALITY_LEVEL_RANGE = (1, 10)
@@ -37,14 +38,17 @@ OBSERVED_AT_RANGE = (
     datetime(1800, 1, 1, tzinfo=UTC),
     datetime(2200, 1, 1, tzinfo=UTC),
 )
+MAX_DETAIL_CHARS = 300
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_TIMESTAMP_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+_TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # fullmatch
 
 
 class RecordRejected(ValueError):
     """A record cannot be canonicalized; `reason` is a short machine-readable code."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        if len(detail) > MAX_DETAIL_CHARS:  # details quote input: keep quarantine docs small
+            detail = detail[:MAX_DETAIL_CHARS] + "..."
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -78,7 +82,7 @@ class Observation:
 
 def validate(obs: Observation) -> Observation:
     """Return `obs` if it can be canonicalized, else raise `RecordRejected` with a reason."""
-    if not isinstance(obs.station_id, str) or not STATION_ID_RE.match(obs.station_id):
+    if not isinstance(obs.station_id, str) or not STATION_ID_RE.fullmatch(obs.station_id):
         raise RecordRejected(
             "bad_station_id", f"station id must be 5 digits, got {obs.station_id!r}"
         )
@@ -286,10 +290,18 @@ _FIELDS = frozenset(
 
 def parse_timestamp(text: str) -> datetime:
     """Parse the canonical `YYYY-MM-DDTHH:MM:SSZ` form (nothing else is accepted)."""
-    if not isinstance(text, str) or not _TIMESTAMP_RE.match(text):
+    if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
         raise RecordRejected("bad_timestamp", f"expected YYYY-MM-DDTHH:MM:SSZ, got {text!r}")
-    try:
-        return datetime.strptime(text, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    try:  # the pattern guarantees ASCII digits at fixed places: no strptime needed
+        return datetime(
+            int(text[0:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            tzinfo=UTC,
+        )
     except ValueError as exc:
         raise RecordRejected("bad_timestamp", f"{text!r}: {exc}") from exc
 
@@ -303,7 +315,7 @@ def from_json_value(value: Any) -> Observation:
         raise RecordRejected("missing_field", f"missing field(s): {', '.join(sorted(missing))}")
     extra = value.keys() - _FIELDS
     if extra:
-        raise RecordRejected("unknown_field", f"unknown field(s): {', '.join(sorted(extra))}")
+        raise RecordRejected("unknown_field", f"unknown field(s): {sorted(extra)!r}")
     obs = Observation(
         station_id=value["station_id"],
         observed_at=parse_timestamp(value["observed_at"]),
@@ -314,23 +326,139 @@ def from_json_value(value: Any) -> Observation:
     return validate(obs)
 
 
-def decode_record(data: bytes) -> Observation:
-    """Decode record bytes as produced to Kafka (UTF-8 JSON, canonical schema).
+# Limits of a record as produced to Kafka. A canonical record is about 140 bytes and one
+# flat object, so these bound hostile input long before they touch a valid one.
+MAX_RECORD_BYTES = 4096
+MAX_JSON_DEPTH = 4
+# RFC 7493 (I-JSON) section 2.2: integers must be exactly representable as IEEE 754 doubles.
+SAFE_INTEGER = 2**53 - 1
+_SAFE_INTEGER_DIGITS = len(str(SAFE_INTEGER))
+# C0 controls, DEL and C1 controls: legal inside a JSON string when escaped, never in a
+# record, and a raw newline in a field would forge line structure in logs and reports.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# RFC 7493 section 2.1: no unpaired surrogates and no noncharacters.
+_NOT_IJSON_RE = re.compile(r"[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+# Text that could hold a non-I-JSON number or string: any escape, a long digit run, an
+# exponent, NaN/Infinity, or a raw C1 control/noncharacter. Canonical records have none, so
+# they take the fast parse (duplicate names are checked on both paths).
+_NEEDS_STRICT_RE = re.compile(
+    r"\\|[0-9]{16}|[0-9.][eE]|NaN|Infinity|[\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]"
+)
+_BRACKET_OR_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
-    Raises `RecordRejected` with reason `not_utf8`, `bad_json`, `missing_field`, ... so
-    that the pipeline can quarantine the message with a precise reason.
+
+def decode_record(data: bytes) -> Observation:
+    """Decode record bytes as produced to Kafka (UTF-8 I-JSON, canonical schema).
+
+    Every input gives an `Observation` or raises `RecordRejected` with a reason code
+    (`too_large`, `not_utf8`, `too_deep`, `bad_json`, `duplicate_key`,
+    `non_ijson_number`, `not_canonicalizable`, `control_character`, `not_ijson_string`,
+    `missing_field`, ...; docs/formats.md lists them) so that the pipeline can
+    quarantine the message: no input, however hostile, raises anything else. I-JSON
+    (RFC 7493) is the profile RFC 8785 requires of its input: no duplicate member names
+    (section 2.3), numbers within IEEE 754 double precision (section 2.2), no unpaired
+    surrogates or noncharacters (section 2.1).
     """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RecordRejected("not_bytes", f"record is {type(data).__name__}, not bytes")
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordRejected(
+            "too_large", f"record has {len(data)} bytes, the limit is {MAX_RECORD_BYTES}"
+        )
     try:
-        text = data.decode("utf-8")
+        text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordRejected("not_utf8", str(exc)) from exc
+    if (text.count("{") > 1 or "[" in text) and _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise RecordRejected("too_deep", f"JSON nesting deeper than {MAX_JSON_DEPTH}")
+    strict = _NEEDS_STRICT_RE.search(text) is not None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        if strict:
+            value = json.loads(
+                text,
+                object_pairs_hook=_ijson_object,
+                parse_constant=_reject_constant,
+                parse_int=_ijson_int,
+                parse_float=_ijson_float,
+            )
+        else:
+            value = json.loads(text, object_pairs_hook=_unique_object)
     except ValueError as exc:
         if isinstance(exc, RecordRejected):
             raise
         raise RecordRejected("bad_json", str(exc)) from exc
     return from_json_value(value)
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest bracket nesting of JSON text, brackets inside strings ignored.
+
+    Checked before parsing because the parser recurses once per level: 100k nested
+    arrays would raise `RecursionError`, which is no verdict.
+    """
+    depth = deepest = 0
+    for m in _BRACKET_OR_STRING_RE.finditer(text):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _check_string(text: str, where: str) -> None:
+    if _CONTROL_RE.search(text):
+        raise RecordRejected("control_character", f"{where} holds a control character")
+    if _NOT_IJSON_RE.search(text):
+        raise RecordRejected(
+            "not_ijson_string", f"{where} holds an unpaired surrogate or a noncharacter"
+        )
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` of the fast path: refuse duplicate member names (RFC 7493 2.3)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        return _ijson_object(pairs)  # names the duplicate
+    return value
+
+
+def _ijson_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: refuse duplicate member names and bad strings (RFC 7493)."""
+    value: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in value:
+            raise RecordRejected("duplicate_key", f"member name {_clip(k)!r} occurs twice")
+        value[k] = v
+        _check_string(k, "a member name")
+        if isinstance(v, str):
+            _check_string(v, f"member {_clip(k)!r}")
+    return value
+
+
+def _ijson_int(text: str) -> int:
+    """`parse_int`: only integers a double holds exactly (also avoids int()'s digit limit)."""
+    digits = text.lstrip("-")
+    if len(digits) > _SAFE_INTEGER_DIGITS or abs(int(text)) > SAFE_INTEGER:
+        raise RecordRejected(
+            "non_ijson_number", f"integer {_clip(text)} is outside ±(2**53-1) (RFC 7493 2.2)"
+        )
+    return int(text)
+
+
+def _ijson_float(text: str) -> float:
+    """`parse_float`: a number that overflows a double (1e400) is not I-JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise RecordRejected(
+            "non_ijson_number", f"number {_clip(text)} overflows a double (RFC 7493 2.2)"
+        )
+    return value
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _reject_constant(name: str) -> Any:

@@ -8,11 +8,13 @@ window without coordination.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 DEFAULT_WINDOW_SECONDS = 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WINDOW_ID_RE = re.compile(r"[0-9]{5}_[0-9]{8}T[0-9]{6}Z_[1-9][0-9]{0,11}s", re.ASCII)
 
 
 class WindowSpecError(ValueError):
@@ -66,14 +68,21 @@ class WindowKey:
 
     @classmethod
     def parse(cls, window_id: str) -> WindowKey:
-        """Inverse of `window_id`."""
+        """Inverse of `window_id`; raises `WindowSpecError` for anything else.
+
+        Only the exact text `window_id` writes is accepted (ASCII digits, 5-digit station,
+        aligned start, a size whose window end is representable), because ids come from
+        object keys and documents that anyone with bucket access can write.
+        """
+        if not isinstance(window_id, str) or not _WINDOW_ID_RE.fullmatch(window_id):
+            raise WindowSpecError(f"not a window id: {window_id!r:.80}")
+        station, start, size = window_id.split("_")
         try:
-            station, start, size = window_id.split("_")
-            size_seconds = int(size.removesuffix("s"))
             t = datetime.strptime(start, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError as exc:
-            raise WindowSpecError(f"not a window id: {window_id!r}") from exc
-        key = WindowSpec(size_seconds).key_of(station, t)
-        if key.start != t:
+            key = WindowSpec(int(size.removesuffix("s"))).key_of(station, t)
+            key.end  # noqa: B018 -- raises OverflowError past year 9999
+        except (ValueError, OverflowError) as exc:
+            raise WindowSpecError(f"not a window id: {window_id!r:.80}: {exc}") from exc
+        if key.start != t or key.window_id != window_id:
             raise WindowSpecError(f"window id {window_id!r} is not aligned to its size")
         return key
