@@ -29,12 +29,10 @@ from tasks.payload import encode_payload
 from tasks.record import canonical_bytes
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
+from tests.dwd_data import product_file
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parent.parent / "docs/schemas/checkpoint.schema.json").read_text()
-)
-PRODUCT = next(
-    Path("/work/shared/data/dwd/hourly_recent/stundenwerte_TU_00433_akt").glob("produkt_*.txt")
 )
 SPEC = WindowSpec(86_400)
 DAY = datetime(2019, 9, 7, tzinfo=UTC)  # the day whose evening has missing temperatures
@@ -43,7 +41,9 @@ DAY = datetime(2019, 9, 7, tzinfo=UTC)  # the day whose evening has missing temp
 @functools.cache
 def _content() -> tuple:
     obs = [
-        o for o in read_observations(PRODUCT) if SPEC.index_of(o.observed_at) == SPEC.index_of(DAY)
+        o
+        for o in read_observations(product_file("00433"))
+        if SPEC.index_of(o.observed_at) == SPEC.index_of(DAY)
     ]
     msgs = [
         SourceMessage(

@@ -1,11 +1,14 @@
-"""DWD product reader (tasks/dwd.py) on the real shared files and fixtures derived from them.
+"""DWD product reader (tasks/dwd.py) on the real DWD files and fixtures derived from them.
 
+The real files are the packaged copies of the shared data set (tests/dwd_data.py).
 Variants (zip archives, 10-minute layout, MEZ metadata, broken lines) are built in temp
-dirs from the real files; the shared files themselves are only read.
+dirs from them; the real files themselves are only read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -14,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tasks.dwd import DwdFormatError, demo_files, read_observations
+from tests.dwd_data import dwd_root, product_file
 
-SHARED = Path("/work/shared/data/dwd/hourly_recent")
-PRODUCTS = sorted(SHARED.glob("stundenwerte_TU_*_akt/produkt_tu_stunde_*.txt"))
+DWD = dwd_root()
+PRODUCTS = [product_file("00427"), product_file("00433")]
 
 
 def test_both_shared_files_yield_13200_observations() -> None:
@@ -34,7 +38,7 @@ def test_both_shared_files_yield_13200_observations() -> None:
 def test_values_missing_markers_and_quality_of_433() -> None:
     obs = list(
         read_observations(
-            SHARED / "stundenwerte_TU_00433_akt" / "produkt_tu_stunde_20180924_20200326_00433.txt"
+            product_file("00433")
         )
     )
     first = obs[0]
@@ -49,15 +53,18 @@ def test_values_missing_markers_and_quality_of_433() -> None:
     assert all(o.quality_level == (3 if o.observed_at < switch else 1) for o in obs)
 
 
-def test_demo_files_are_identical_copies() -> None:
-    demo = demo_files()
-    assert [p.name for p in demo] == [p.name for p in PRODUCTS]
-    for ours, shared in zip(demo, PRODUCTS, strict=True):
-        assert ours.read_bytes() == shared.read_bytes()
-        assert (
-            ours.parent
-            / shared.parent.joinpath(f"Metadaten_Parameter_tu_stunde_{shared.stem[-5:]}.txt").name
-        ).is_file()
+def test_demo_files_are_the_recorded_byte_exact_copies() -> None:
+    """The packaged files hash to the SHA-256 that PROVENANCE.md records for the originals."""
+    assert demo_files() == PRODUCTS
+    recorded = re.findall(
+        r"^    ([0-9a-f]{64})  (\S+)$", (DWD / "PROVENANCE.md").read_text(), re.MULTILINE
+    )
+    assert len(recorded) == 4
+    for digest, name in recorded:
+        assert hashlib.sha256((DWD / name).read_bytes()).hexdigest() == digest, name
+    for product in PRODUCTS:
+        station = product.stem[-5:]
+        assert (product.parent / f"Metadaten_Parameter_tu_stunde_{station}.txt").is_file()
 
 
 def _zip(tmp: Path, source_dir: Path, name: str, *, metadata: dict[str, str] | None = None) -> Path:
@@ -73,9 +80,9 @@ def _zip(tmp: Path, source_dir: Path, name: str, *, metadata: dict[str, str] | N
 
 
 def test_zip_archive_gives_same_observations(tmp_path: Path) -> None:
-    src = SHARED / "stundenwerte_TU_00427_akt"
+    src = DWD / "stundenwerte_TU_00427_akt"
     archive = _zip(tmp_path, src, "stundenwerte_TU_00427_akt.zip")
-    plain = list(read_observations(next(src.glob("produkt_*.txt"))))
+    plain = list(read_observations(product_file("00427")))
     assert list(read_observations(archive)) == plain
 
 
@@ -91,11 +98,11 @@ MEZ_METADATA = (
 
 
 def test_mez_periods_are_converted_to_utc(tmp_path: Path) -> None:
-    src = SHARED / "stundenwerte_TU_00427_akt"
+    src = DWD / "stundenwerte_TU_00427_akt"
     archive = _zip(
         tmp_path, src, "mez.zip", metadata={"Metadaten_Parameter_tu_stunde_00427.txt": MEZ_METADATA}
     )
-    plain = list(read_observations(next(src.glob("produkt_*.txt"))))
+    plain = list(read_observations(product_file("00427")))
     shifted = list(read_observations(archive))
     assert len(shifted) == len(plain)
     cut = datetime(2019, 1, 2, tzinfo=UTC)
@@ -114,7 +121,7 @@ def test_mez_periods_are_converted_to_utc(tmp_path: Path) -> None:
 
 def test_period_without_zone_statement_is_rejected(tmp_path: Path) -> None:
     meta = MEZ_METADATA.replace("20190102;20200326", "20190110;20200326")
-    src = SHARED / "stundenwerte_TU_00427_akt"
+    src = DWD / "stundenwerte_TU_00427_akt"
     archive = _zip(
         tmp_path, src, "gap.zip", metadata={"Metadaten_Parameter_tu_stunde_00427.txt": meta}
     )
@@ -130,7 +137,7 @@ def test_period_without_zone_statement_is_rejected(tmp_path: Path) -> None:
 
 def _copy_with(tmp_path: Path, edit: dict[int, str]) -> Path:
     """Copy 433's product file (without metadata: UTC) replacing 1-based lines."""
-    src = SHARED / "stundenwerte_TU_00433_akt" / "produkt_tu_stunde_20180924_20200326_00433.txt"
+    src = product_file("00433")
     lines = src.read_text("latin-1").splitlines(keepends=True)
     for number, text in edit.items():
         lines[number - 1] = text
@@ -192,7 +199,7 @@ def test_bad_header_is_fatal_even_when_lenient(tmp_path: Path) -> None:
 
 def _ten_minute_text() -> str:
     """A 10-minute product derived from 433's hourly rows (6 rows per hour, PP/TM5/TD filled)."""
-    src = SHARED / "stundenwerte_TU_00433_akt" / "produkt_tu_stunde_20180924_20200326_00433.txt"
+    src = product_file("00433")
     rows = ["STATIONS_ID;MESS_DATUM;  QN;PP_10;TT_10;TM5_10;RF_10;TD_10;eor"]
     for line in src.read_text("latin-1").splitlines()[1:49]:
         sid, stamp, qn, tt, rf, _ = (f.strip() for f in line.split(";"))
@@ -215,17 +222,17 @@ def test_ten_minute_product_plain_and_zipped(tmp_path: Path) -> None:
     archive = tmp_path / "10minutenwerte_TU_00433_akt.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(plain.name, text)
-        meta = SHARED / "stundenwerte_TU_00433_akt" / "Metadaten_Geographie_00433.txt"
+        meta = DWD / "stundenwerte_TU_00433_akt" / "Metadaten_Geographie_00433.txt"
         zf.write(meta, meta.name)
     assert list(read_observations(archive)) == obs
 
 
 def test_plain_file_uses_metadata_beside_it(tmp_path: Path) -> None:
-    src = SHARED / "stundenwerte_TU_00427_akt"
+    src = DWD / "stundenwerte_TU_00427_akt"
     work = tmp_path / "stundenwerte_TU_00427_akt"
     shutil.copytree(src, work)
     meta = work / "Metadaten_Parameter_tu_stunde_00427.txt"
     meta.chmod(0o644)
     meta.write_text(MEZ_METADATA, "latin-1")
-    first = next(read_observations(next(work.glob("produkt_*.txt"))))
+    first = next(read_observations(work / product_file("00427").name))
     assert first.observed_at == datetime(2018, 9, 23, 23, tzinfo=UTC)

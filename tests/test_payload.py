@@ -15,10 +15,8 @@ from tasks.dwd import read_observations
 from tasks.merkle import merkle_root
 from tasks.payload import PayloadError, decode_payload, encode_payload, payload_leaves
 from tasks.record import canonical_bytes
+from tests.dwd_data import product_file
 
-PRODUCT = next(
-    Path("/work/shared/data/dwd/hourly_recent/stundenwerte_TU_00433_akt").glob("produkt_*.txt")
-)
 REPO = Path(__file__).resolve().parent.parent
 
 _SCRIPT = """
@@ -33,7 +31,7 @@ print(hashlib.sha256(encode_payload(deduplicate(obs[::-1]).records)).hexdigest()
 
 @pytest.fixture(scope="module")
 def records() -> list:
-    return list(read_observations(PRODUCT))[:2000]
+    return list(read_observations(product_file("00433")))[:2000]
 
 
 def test_same_bytes_for_any_input_order_and_across_processes(records: list) -> None:
@@ -42,7 +40,7 @@ def test_same_bytes_for_any_input_order_and_across_processes(records: list) -> N
     random.Random(7).shuffle(shuffled)
     assert encode_payload(deduplicate(shuffled).records) == reference
     other_process = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(PRODUCT)],
+        [sys.executable, "-c", _SCRIPT, str(product_file("00433"))],
         cwd=REPO,
         capture_output=True,
         text=True,

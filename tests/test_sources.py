@@ -25,8 +25,9 @@ from storage.sources import (
     retrying_session,
 )
 from tasks.dwd import read_observations
+from tests.dwd_data import product_file, station_dir
 
-SHARED = Path("/work/shared/data/dwd/hourly_recent/stundenwerte_TU_00433_akt")
+SHARED = station_dir("00433")
 BRIGHTSKY = Path(__file__).parent / "data" / "brightsky_weather_00433_20190907.json"
 DWD_PATH = "/cdc/hourly/air_temperature/recent/stundenwerte_TU_00433_akt.zip"
 
@@ -112,7 +113,7 @@ def test_fetch_dwd_archive_reads_like_the_shared_file(server: str, tmp_path: Pat
     archive.write_bytes(data)
     fetched = list(read_observations(archive))
     assert len(fetched) == 13_200
-    assert fetched == list(read_observations(next(SHARED.glob("produkt_*.txt"))))
+    assert fetched == list(read_observations(product_file("00433")))
 
 
 def test_fetch_retries_a_503(server: str) -> None:
@@ -150,7 +151,7 @@ def test_brightsky_observations_are_exact_tenths(server: str) -> None:
     # the same hours read from the real DWD file
     dwd = {
         o.observed_at: o
-        for o in read_observations(next(SHARED.glob("produkt_*.txt")))
+        for o in read_observations(product_file("00433"))
         if datetime(2019, 9, 7, 12, tzinfo=UTC)
         <= o.observed_at
         <= datetime(2019, 9, 7, 20, tzinfo=UTC)

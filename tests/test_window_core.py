@@ -20,8 +20,8 @@ from tasks.merkle import merkle_root
 from tasks.payload import encode_payload
 from tasks.record import Observation
 from tasks.window import WindowKey, WindowSpec
+from tests.dwd_data import product_file
 
-SHARED = Path("/work/shared/data/dwd/hourly_recent")
 DAY = WindowSpec(86_400)
 T0 = datetime(2019, 9, 6, tzinfo=UTC)
 
@@ -133,8 +133,7 @@ def _check_summary(summary: dict, values: list[Decimal], records: int) -> None:
 
 @pytest.mark.parametrize("station", ["00427", "00433"])
 def test_real_files_daily_windows_match_independent_recomputation(station: str) -> None:
-    path = next((SHARED / f"stundenwerte_TU_{station}_akt").glob("produkt_*.txt"))
-    obs = list(read_observations(path))
+    obs = list(read_observations(product_file(station)))
     windows = _windows(obs, DAY)
     # every observation lands in exactly one window: its own, and no neighbour
     assert sum(len(m) for m in windows.values()) == len(obs) == 13_200
@@ -145,7 +144,7 @@ def test_real_files_daily_windows_match_independent_recomputation(station: str) 
         assert not any(
             before.contains(o.observed_at) or after.contains(o.observed_at) for o in members
         )
-    raw = _raw_daily(path)
+    raw = _raw_daily(product_file(station))
     assert len(windows) == len(raw) == 550
     for key, members in windows.items():
         d = deduplicate(members)
