@@ -38,6 +38,8 @@ from tasks.revision import (
     receipt,
     window_entry,
 )
+from tasks.run_artifacts import explain_run, track_progress
+from tasks.run_report import held_open_by_station
 from tasks.window import WindowKey, WindowSpec
 from tasks.window_content import build_window
 
@@ -59,6 +61,9 @@ class RunSummary:
     ledger_entries: int = 0
     batch_root: str | None = None
     stations: dict[str, dict[str, int]] = field(default_factory=dict)
+    held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
+    batch_ref: dict[str, Any] | None = None
+    completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:
         station = checkpoint["window"]["station_id"]
@@ -97,6 +102,8 @@ class RunSummary:
             "ledger_entries": self.ledger_entries,
             "batch_root": self.batch_root,
             "stations": dict(sorted(self.stations.items())),
+            "held_open": self.held_open,
+            "batch_ref": self.batch_ref,
         }
 
 
@@ -118,6 +125,7 @@ def anchor_windows(
         idle_timeout_seconds=idle_timeout_seconds,
     )
     summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
+    track_progress(settings.topic)
 
     pending = steps.load_pending(settings)
     if pending is not None:
@@ -131,6 +139,7 @@ def anchor_windows(
     messages = steps.read_offset_ranges(settings, ranges)
     plan = plan_run(cursor, messages, ends, plan_options(settings, drain), datetime.now(UTC))
     summary.messages_read += plan.messages_read
+    summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
     uri_of = open_store(settings).uri
     revisions = [
@@ -159,7 +168,7 @@ def anchor_windows(
         if summary.resumed_plan:
             print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
         print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
-        return summary.to_json()
+        return explain_run(settings, summary, cursor, plan.next_cursor)
 
     batch = make_batch(settings.topic, revisions) if revisions else None
     pending = pending_document(
@@ -178,7 +187,7 @@ def anchor_windows(
         f"anchored {summary.new_anchors} window revision(s) of {settings.topic} "
         f"on the {settings.ledger} ledger (batch {summary.batch_root})"
     )
-    return summary.to_json()
+    return explain_run(settings, summary, cursor, plan.next_cursor)
 
 
 def plan_options(settings: Settings, drain: bool) -> PlanOptions:
@@ -310,4 +319,6 @@ def complete_plan(
             summary.add(w["checkpoint"])
         summary.ledger_entries += 1 + (0 if window_refs is None else len(window_refs))
         summary.batch_root = root
+        summary.batch_ref = batch_ref.to_json()
+    summary.completed_plans.append(pending)
     steps.advance_cursor(settings, pending["next_cursor"])

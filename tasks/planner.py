@@ -145,6 +145,8 @@ class RunPlan:
     next_cursor: Cursor
     messages_read: int
     messages_new: int
+    # windows with messages in this run's read that stay open (not closed, not anchored)
+    held_open: dict[WindowKey, list[Classified]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ def plan_run(
         next_cursor=next_cursor,
         messages_read=read,
         messages_new=new,
+        held_open={k: open_items[k] for k in sorted(still_open)},
     )
 
 

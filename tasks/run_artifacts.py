@@ -1,0 +1,128 @@
+"""Prefect edge of `tasks.run_report`: a run's explanation as artifacts and state message.
+
+anchor-windows calls `track_progress` when it starts and `explain_run` when it ends; the
+rendering itself is pure (tasks/run_report.py). Markdown, table and link artifacts are
+keyed by topic, so the UI's Artifacts page shows their history across runs; progress
+artifacts belong to the run only. The returned `Completed` state carries the headline as
+its message (the run list shows it) and the summary as its data (callers of the flow get
+the summary dict, as before).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.states import Completed, State
+
+from storage.objectstore import open_store
+from streamnotary.config import Settings
+from tasks import steps
+from tasks.planner import Cursor
+from tasks.run_report import (
+    anchored_revisions,
+    artifact_key,
+    document_links,
+    headline,
+    render_markdown,
+    revision_table,
+)
+
+PROGRESS_MIN_INTERVAL_S = 1.0  # at most one API update per phase and second, and the last
+
+
+class ProgressArtifacts:
+    """A progress hook (tasks.steps) that mirrors each phase into a progress artifact."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.ids: dict[str, UUID] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        percent = 100.0 * done / total if total else 100.0
+        description = f"{phase}: {done}/{total} ({self.topic})"
+        now = time.monotonic()
+        if phase not in self.ids:
+            self.ids[phase] = create_progress_artifact(percent, description=description)
+        elif done == total or now - self.last[phase] >= PROGRESS_MIN_INTERVAL_S:
+            update_progress_artifact(self.ids[phase], percent, description=description)
+        else:
+            return
+        self.last[phase] = now
+
+
+_active: list[ProgressArtifacts] = []
+
+
+def track_progress(topic: str) -> None:
+    """Mirror the long steps' progress (payloads, documents, anchors) into artifacts."""
+    stop_tracking()
+    hook = ProgressArtifacts(topic)
+    _active.append(hook)
+    steps.add_progress_hook(hook)
+
+
+def stop_tracking() -> None:
+    while _active:
+        steps.remove_progress_hook(_active.pop())
+
+
+class RunRecord(Protocol):
+    """What anchor-windows' `RunSummary` offers: its JSON and the plans it carried out."""
+
+    completed_plans: list[Mapping[str, Any]]
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def explain_run(
+    settings: Settings, run: RunRecord, cursor_before: Cursor, cursor_after: Cursor
+) -> State:
+    """Publish the run's artifacts; return its final state (headline message, summary data)."""
+    stop_tracking()
+    summary = run.to_json()
+    plans = run.completed_plans
+    topic = settings.topic
+    uri_of = open_store(settings).uri
+    revisions = []
+    quarantine: list[Mapping[str, Any]] = []
+    for plan in plans:
+        root = (plan.get("batch") or {}).get("root")
+        if root:
+            revisions += anchored_revisions(topic, plan["windows"], root, uri_of)
+        quarantine += plan.get("quarantine", [])
+    links = document_links(topic, summary.get("batch_root"), uri_of, summary.get("log"))
+    before = cursor_before.to_json()
+    create_markdown_artifact(
+        markdown=render_markdown(
+            summary,
+            cursor_before=before,
+            cursor_after=cursor_after.to_json(),
+            quarantine=quarantine,
+            links=links,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
+        ),
+        key=artifact_key("anchor-windows", topic),
+        description=f"what anchor-windows did on {topic}",
+    )
+    if revisions:
+        create_table_artifact(
+            table=revision_table(revisions),
+            key=artifact_key("anchored-revisions", topic),
+            description=f"window revisions anchored on {topic}, with object URIs and ledger keys",
+        )
+    for link in links:
+        create_link_artifact(
+            link=link.url, link_text=link.text, key=link.key, description=link.description
+        )
+    return Completed(message=headline(summary), data=summary)
