@@ -131,7 +131,25 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         f"unattributable messages: {summary['unattributable']}    "
         f"batch root: {summary['batch_root'] or '-'}"
     )
+    render_held_open(summary, console)
     if summary["new_anchors"] == 0:
         console.print("[bold]Nothing new to anchor:[/] every closed window is already anchored.")
     else:
         console.print(f"[bold green]{summary['new_anchors']} window revision(s) anchored.[/]")
+
+
+def render_held_open(summary: dict[str, Any], console: Console) -> None:
+    """Windows read but not closed yet, per station, with what would close them."""
+    held = summary.get("held_open") or {}
+    for station, h in held.items():
+        console.print(
+            f"station {station}: {h['windows']} window(s) held open since "
+            f"{h['oldest_window_start']} (watermark {h['watermark']}, "
+            f"{h['messages']} message(s) waiting)"
+        )
+    if held:
+        console.print(
+            "Open windows close when newer data moves the watermark past their end plus the "
+            "allowed lateness; `streamnotary anchor --drain` closes them now, "
+            "idle_timeout_seconds closes those of silent stations (docs/operations.md)."
+        )

@@ -97,7 +97,7 @@ def explain_run(
     revisions = []
     quarantine: list[Mapping[str, Any]] = []
     for plan in plans:
-        root = (plan.get("batch") or {}).get("root")
+        root = ((plan.get("batch") or {}).get("merkle") or {}).get("root")
         if root:
             revisions += anchored_revisions(topic, plan["windows"], root, uri_of)
         quarantine += plan.get("quarantine", [])
