@@ -17,6 +17,7 @@ pending.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -148,6 +149,23 @@ class Ledger(ABC):
     @abstractmethod
     def read(self, ref: AnchorRef) -> dict[str, Any]:
         """The body as committed on the ledger (the auditor recomputes its digest)."""
+
+    def anchor_many(self, entries: Sequence[AnchorEntry]) -> list[AnchorRef]:
+        """Anchor several entries, each idempotent by key, in order.
+
+        Backends that can commit several entries in one transaction (MultiChain
+        ``publishmulti``) override this; the default is one `anchor` per entry.
+        """
+        return [self.anchor(entry) for entry in entries]
+
+    def identity(self) -> dict[str, Any]:
+        """What an auditor pins for this ledger (JSON; key ``backend``; see docs/ledgers.md)."""
+        return {"backend": self.backend}
+
+    def foreign_entries(self, key: str) -> list[dict[str, Any]]:
+        """Entries under `key` written by someone other than the pinned writer, which
+        `lookup` ignores; the audit reports them as ``info`` (default: none)."""
+        return []
 
     def verify_integrity(self) -> None:  # noqa: B027 - optional hook, most chains need none
         """Check the ledger's own integrity where the backend can (hash chain, ...)."""

@@ -1,37 +1,30 @@
-"""MultiChain streams as a ledger: a JSON-RPC client and the `MultiChainLedger` backend.
+"""MultiChain streams as a ledger: the `MultiChainLedger` backend.
 
-Why a hand-written client: MultiChain speaks Bitcoin-style JSON-RPC 1.0 over HTTP with
-Basic auth; the official "libraries" are thin urllib wrappers that swallow errors into
-status fields. We need the opposite: every JSON-RPC error surfaced as a named exception
-(so the pipeline can tell "stream missing" from "no permission" from "node down"), and
-retries limited to *connection* failures. A JSON-RPC error is an answer from the node and
-is never retried — retrying a rejected ``publish`` cannot succeed, and retrying an
-accepted one could publish twice.
+What is published per anchor entry: one stream item with keys ``[entry.key,
+*entry.index_keys]`` (window entries: ``[window/<topic>/<window id>/r<rev>, <window id>,
+<station>, <topic>]``) and data ``{"json": {"entry_key", "kind", "digest", "body"}}``.
+A run's entries go out with ``publishmultifrom``, up to `publish_chunk` items per
+transaction (the chain caps it at ``max-std-op-returns-count``, 32 by default); such a
+transaction holds several items of the stream, so an item is addressed by (txid, vout).
 
-Wire format (verified against exchanges recorded from a real MultiChain 2.3.3 node,
-``tests/data/multichain/``):
+Who may write (issue 8 / 11): the stream is created write-restricted
+(``{"restrict": "write"}``), so only addresses granted ``<stream>.write`` can publish. That
+is not enough on its own: a misconfigured grant, or another tenant of the chain, could
+still publish items under our keys first. So every item's ``publishers`` are checked
+against the *trusted publishers*: the pinned identity's (``trusted_identity``, from the
+auditor's trust file), else the operator's own address (setting ``ledger_publisher``, else
+the stream's creator). Items by anyone else are ignored by `lookup`, `anchor` and `read`,
+and listed by `foreign_entries` so that the audit reports them as ``info``; they can
+neither block the operator's anchoring nor stand in for it.
 
-* request: ``{"jsonrpc": "1.0", "id": ..., "method": ..., "params": [...]}`` plus
-  ``"chain_name"`` when one is configured (as MultiChain's own client libraries send it);
-* success: HTTP 200, ``{"result": ..., "error": null, "id": ...}``;
-* error: HTTP 500 with ``{"result": null, "error": {"code": N, "message": ...}}``; an
-  unknown method is HTTP 404 with code -32601. The body is read whatever the status.
-
-What is published per anchor entry: one stream item with keys
-``[entry.key, *entry.index_keys]`` (window entries: ``[window/<topic>/<window id>/r<rev>,
-<window id>, <station>, <topic>]``) and data ``{"json": {"entry_key", "kind", "digest",
-"body"}}``. Items are listed at once with ``confirmations: 0``; they are final only once
-they have ``required_confirmations``.
+Items are listed at once with ``confirmations: 0`` (mempool); an item is final only with
+``required_confirmations`` >= 1 (a 0 would call mempool items final, so it is raised to 1).
 """
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
-
-import requests
 
 from storage.ledger.base import (
     AnchorConflict,
@@ -41,7 +34,23 @@ from storage.ledger.base import (
     Ledger,
     LedgerCorrupted,
     LedgerError,
-    LedgerUnavailable,
+)
+from storage.ledger.multichain_rpc import (  # noqa: F401 - re-exported for callers and tests
+    ERROR_CLASSES,
+    BadData,
+    EntityAlreadyExists,
+    InsufficientFunds,
+    InvalidParameter,
+    ItemNotFound,
+    MethodNotFound,
+    MultiChainAuthError,
+    MultiChainRpc,
+    MultiChainRpcError,
+    NoPermission,
+    NotAllowed,
+    NotSubscribed,
+    StreamNotFound,
+    rpc_error,
 )
 from tasks.canonical import canonical_digest
 
@@ -49,187 +58,18 @@ from tasks.canonical import canonical_digest
 MAX_KEY_BYTES = 256
 # Page size for liststreamkeyitems: the node returns only the last 10 items by default.
 KEY_ITEMS_PAGE = 200
+# Items per publishmulti transaction; the chain's max-std-op-returns-count caps it (32).
+PUBLISH_CHUNK = 32
 DOCUMENT_FIELDS = ("entry_key", "kind", "digest", "body")
+WRITE_RESTRICTED = {"restrict": "write"}
 
 
-class MultiChainRpcError(LedgerError):
-    """A JSON-RPC error object returned by the node (code and message as sent)."""
-
-    def __init__(self, code: int, message: str, *, method: str = "", http_status: int = 0):
-        super().__init__(f"MultiChain {method or 'RPC'} failed: {code} {message}")
-        self.code = code
-        self.message = message
-        self.method = method
-        self.http_status = http_status
+class IdentityMismatch(LedgerError):
+    """The pinned identity names another chain or stream than the node serves."""
 
 
-class StreamNotFound(MultiChainRpcError):
-    """-708: no stream with this name (or txid) on the chain."""
-
-
-class NotSubscribed(MultiChainRpcError):
-    """-703: reading a stream needs `subscribe` on this node first."""
-
-
-class NoPermission(MultiChainRpcError):
-    """-704: the node's address lacks the permission (create, write, ...)."""
-
-
-class EntityAlreadyExists(MultiChainRpcError):
-    """-705: `create` of a stream whose name is taken."""
-
-
-class InsufficientFunds(MultiChainRpcError):
-    """-716 (MultiChain) or -6 (wallet): not enough native currency to pay for the item."""
-
-
-class ItemNotFound(MultiChainRpcError, EntryNotFound):
-    """-710: the transaction is not an item of this stream."""
-
-
-class InvalidParameter(MultiChainRpcError):
-    """-8: a parameter was rejected (e.g. a key over 256 bytes, a partial JSON read)."""
-
-
-class BadData(MultiChainRpcError):
-    """-702: the item data is not of a supported type."""
-
-
-class MethodNotFound(MultiChainRpcError):
-    """-32601 (HTTP 404): the node does not know this method (wrong version, typo)."""
-
-
-class MultiChainAuthError(LedgerError):
-    """HTTP 401/403: wrong RPC user/password or the client IP is not in rpcallowip."""
-
-
-ERROR_CLASSES: dict[int, type[MultiChainRpcError]] = {
-    -708: StreamNotFound,
-    -703: NotSubscribed,
-    -704: NoPermission,
-    -705: EntityAlreadyExists,
-    -716: InsufficientFunds,
-    -6: InsufficientFunds,  # RPC_WALLET_INSUFFICIENT_FUNDS inherited from Bitcoin Core
-    -710: ItemNotFound,
-    -8: InvalidParameter,
-    -702: BadData,
-    -32601: MethodNotFound,
-}
-
-
-def rpc_error(
-    code: int, message: str, *, method: str = "", http_status: int = 0
-) -> MultiChainRpcError:
-    """The named exception for a JSON-RPC error code (generic `MultiChainRpcError` otherwise)."""
-    cls = ERROR_CLASSES.get(code, MultiChainRpcError)
-    return cls(code, message, method=method, http_status=http_status)
-
-
-class MultiChainRpc:
-    """One MultiChain node's JSON-RPC endpoint.
-
-    `retries` extra attempts are made, with exponential backoff from `backoff` seconds,
-    only when the HTTP connection fails (refused, reset, connect timeout). A read timeout
-    is not retried: the node may have executed the call.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        user: str,
-        password: str,
-        chain_name: str = "",
-        timeout: float = 10.0,
-        connect_timeout: float | None = None,
-        retries: int = 3,
-        backoff: float = 0.2,
-    ) -> None:
-        if not url:
-            raise LedgerError("MultiChain ledger needs ledger_url (http://host:rpcport)")
-        self.url = url
-        self.chain_name = chain_name
-        self.timeout = (
-            connect_timeout if connect_timeout is not None else min(timeout, 5.0),
-            timeout,
-        )
-        self.retries = max(0, retries)
-        self.backoff = backoff
-        self._ids = itertools.count(1)
-        self._session = requests.Session()
-        self._session.auth = (user, password)
-
-    def request_body(self, method: str, params: list[Any]) -> dict[str, Any]:
-        """The JSON-RPC 1.0 body MultiChain expects (``chain_name`` only when configured)."""
-        body: dict[str, Any] = {
-            "jsonrpc": "1.0",
-            "id": f"sn{next(self._ids)}",
-            "method": method,
-            "params": params,
-        }
-        if self.chain_name:
-            body["chain_name"] = self.chain_name
-        return body
-
-    def call(self, method: str, *params: Any) -> Any:
-        """Call `method`; return its result or raise the mapped exception."""
-        body = self.request_body(method, list(params))
-        response = self._post(body)
-        return self._result(method, response)
-
-    def _post(self, body: dict[str, Any]) -> requests.Response:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))
-            try:
-                return self._session.post(self.url, json=body, timeout=self.timeout)
-            except requests.ConnectionError as exc:  # includes ConnectTimeout
-                last = exc
-            except requests.Timeout as exc:
-                raise LedgerUnavailable(
-                    f"MultiChain node at {self.url} did not answer {body['method']} within "
-                    f"{self.timeout[1]} s (not retried: the call may have been executed)"
-                ) from exc
-        raise LedgerUnavailable(
-            f"MultiChain node at {self.url} unreachable after {self.retries + 1} attempts: {last}"
-        ) from last
-
-    @staticmethod
-    def _result(method: str, response: requests.Response) -> Any:
-        status = response.status_code
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            if status in (401, 403):
-                raise MultiChainAuthError(
-                    f"MultiChain refused the RPC credentials (HTTP {status}); check "
-                    "ledger_user/ledger_password and rpcallowip"
-                )
-            raise MultiChainRpcError(
-                status,
-                f"non-JSON-RPC answer: {response.text[:200]!r}",
-                method=method,
-                http_status=status,
-            )
-        error = payload.get("error")
-        if error:
-            raise rpc_error(
-                int(error.get("code", 0)),
-                str(error.get("message", "")),
-                method=method,
-                http_status=status,
-            )
-        if status != 200:
-            raise MultiChainRpcError(
-                status, f"HTTP {status} without an error object", method=method
-            )
-        return payload.get("result")
-
-    def close(self) -> None:
-        self._session.close()
+class ForeignPublisher(LedgerCorrupted):
+    """A reference points at an item published by an address that is not trusted."""
 
 
 def _check_key(key: str) -> None:
@@ -237,8 +77,19 @@ def _check_key(key: str) -> None:
         raise InvalidParameter(-8, f"Item key is too long ({key[:40]}...)", method="publish")
 
 
+def _document(entry: AnchorEntry) -> dict[str, Any]:
+    return {"entry_key": entry.key, "kind": entry.kind, "digest": entry.digest, "body": entry.body}
+
+
+def _item_keys(entry: AnchorEntry) -> list[str]:
+    keys = list(dict.fromkeys((entry.key, *entry.index_keys)))
+    for key in keys:
+        _check_key(key)
+    return keys
+
+
 class MultiChainLedger(Ledger):
-    """Anchor entries as items of one MultiChain stream, found again by key."""
+    """Anchor entries as items of one write-restricted MultiChain stream, found by key."""
 
     backend = "multichain"
     supports_window_items = True
@@ -256,6 +107,9 @@ class MultiChainLedger(Ledger):
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
+        publisher: str = "",
+        publish_chunk: int = PUBLISH_CHUNK,
+        trusted_identity: dict[str, Any] | None = None,
     ) -> None:
         self.rpc = MultiChainRpc(
             url,
@@ -267,11 +121,18 @@ class MultiChainLedger(Ledger):
             backoff=backoff,
         )
         self.stream = stream
-        self.required_confirmations = required_confirmations
+        self.required_confirmations = max(1, int(required_confirmations))
+        self.publish_chunk = max(1, int(publish_chunk))
+        self._publisher = publisher
+        self._pinned = trusted_identity
         self._stream_ready = False
+        self._trusted: frozenset[str] | None = None
+        self._foreign: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any) -> MultiChainLedger:
+    def from_settings(
+        cls, settings: Any, trusted_identity: dict[str, Any] | None = None
+    ) -> MultiChainLedger:
         return cls(
             settings.ledger_url,
             user=settings.ledger_user,
@@ -279,21 +140,24 @@ class MultiChainLedger(Ledger):
             chain_name=settings.ledger_chain_name,
             stream=settings.ledger_stream or "streamnotary",
             required_confirmations=int(settings.ledger_confirmations),
+            publisher=getattr(settings, "ledger_publisher", ""),
+            publish_chunk=int(getattr(settings, "ledger_publish_chunk", PUBLISH_CHUNK)),
+            trusted_identity=trusted_identity,
         )
 
-    # -- stream set-up -------------------------------------------------------------------
+    # -- stream set-up and identity ------------------------------------------------------
 
     def ensure_stream(self) -> None:
-        """Create the stream (open to all writers) if missing and subscribe to it.
+        """Create the stream write-restricted if missing, and subscribe to it.
 
-        Creating an existing stream answers -705, which is the normal case after the first
-        run. Without create permission (-704) the stream may still exist; reading it needs
-        a subscription on this node (else -703).
+        Creating an existing stream answers -705, the normal case after the first run.
+        Without create permission (-704; an auditor's node) the stream may still exist;
+        reading it needs a subscription on this node (else -703).
         """
         if self._stream_ready:
             return
         try:
-            self.rpc.call("create", "stream", self.stream, True)
+            self.rpc.call("create", "stream", self.stream, WRITE_RESTRICTED)
         except EntityAlreadyExists:
             pass
         except NoPermission:
@@ -301,54 +165,142 @@ class MultiChainLedger(Ledger):
         self.rpc.call("subscribe", self.stream)
         self._stream_ready = True
 
+    def stream_info(self) -> dict[str, Any]:
+        """The node's ``liststreams`` record of our stream (creators, restrictions)."""
+        self.ensure_stream()
+        [info] = self.rpc.call("liststreams", self.stream, True)
+        return dict(info)
+
+    def operator_address(self) -> str:
+        """The address this ledger publishes from: `publisher`, else the stream's creator."""
+        if not self._publisher:
+            creators = self.stream_info().get("creators") or []
+            if not creators:
+                raise LedgerError(f"stream {self.stream} names no creator; set ledger_publisher")
+            self._publisher = str(creators[0])
+        return self._publisher
+
+    def identity(self) -> dict[str, Any]:
+        """``{"backend","chain_name","stream","publishers"}``: what an auditor pins."""
+        chain = str(self.rpc.call("getinfo")["chainname"])
+        return {
+            "backend": self.backend,
+            "chain_name": chain,
+            "stream": self.stream,
+            "publishers": [self.operator_address()],
+        }
+
+    def trusted_publishers(self) -> frozenset[str]:
+        """The pinned identity's publishers (checked against this node), else our own."""
+        if self._trusted is None:
+            if self._pinned is not None:
+                self._check_pinned(self._pinned)
+                self._trusted = frozenset(str(a) for a in self._pinned.get("publishers", ()))
+            else:
+                self._trusted = frozenset((self.operator_address(),))
+        return self._trusted
+
+    def _check_pinned(self, pinned: dict[str, Any]) -> None:
+        chain = str(self.rpc.call("getinfo")["chainname"])
+        if pinned.get("backend") != self.backend or (
+            pinned.get("chain_name"),
+            pinned.get("stream"),
+        ) != (chain, self.stream):
+            raise IdentityMismatch(
+                f"pinned ledger identity {pinned.get('backend')}/{pinned.get('chain_name')}/"
+                f"{pinned.get('stream')} is not this node's multichain/{chain}/{self.stream}"
+            )
+
     # -- Ledger interface ----------------------------------------------------------------
 
     def anchor(self, entry: AnchorEntry) -> AnchorRef:
-        keys = list(dict.fromkeys((entry.key, *entry.index_keys)))
-        for key in keys:
-            _check_key(key)
+        return self.anchor_many([entry])[0]
+
+    def anchor_many(self, entries: Sequence[AnchorEntry]) -> list[AnchorRef]:
+        """Anchor `entries` (idempotent by key) in ``publishmultifrom`` chunks.
+
+        Every entry is looked up first: present with the same digest -> its reference;
+        present with another digest -> `AnchorConflict` before anything is published. A
+        crash between chunks leaves whole transactions behind, which the re-run finds.
+        """
+        for entry in entries:
+            _item_keys(entry)
         self.ensure_stream()
-        digest = entry.digest
-        existing = list(self._entry_items(entry.key))
-        for item, document in existing:
-            if document["digest"] == digest:
-                return self._ref(entry.key, item, document)
-        if existing:
-            raise AnchorConflict(
-                f"{entry.key} is already anchored in stream {self.stream} with digest "
-                f"{existing[0][1]['digest']}, not {digest}"
-            )
-        document = {
-            "entry_key": entry.key,
-            "kind": entry.kind,
-            "digest": digest,
-            "body": entry.body,
+        refs: dict[str, AnchorRef] = {}
+        todo: dict[str, AnchorEntry] = {}
+        digests: dict[str, str] = {}
+        for entry in entries:
+            if digests.setdefault(entry.key, entry.digest) != entry.digest:
+                raise AnchorConflict(f"{entry.key} given twice with different digests")
+            if entry.key in refs or entry.key in todo:
+                continue
+            existing = list(self._entry_items(entry.key))
+            if existing and existing[0][1]["digest"] != entry.digest:
+                raise AnchorConflict(
+                    f"{entry.key} is already anchored in stream {self.stream} with digest "
+                    f"{existing[0][1]['digest']}, not {entry.digest}"
+                )
+            if existing:
+                refs[entry.key] = self._ref(entry.key, *existing[0])
+            else:
+                todo[entry.key] = entry
+        pending = list(todo.values())
+        for i in range(0, len(pending), self.publish_chunk):
+            refs.update(self._publish_chunk(pending[i : i + self.publish_chunk]))
+        return [refs[entry.key] for entry in entries]
+
+    def _publish_chunk(self, chunk: list[AnchorEntry]) -> dict[str, AnchorRef]:
+        """One transaction for `chunk`; vouts are read back from the node, not assumed."""
+        items = [{"keys": _item_keys(e), "data": {"json": _document(e)}} for e in chunk]
+        txid = self.rpc.call("publishmultifrom", self.operator_address(), self.stream, items)
+        vouts = {
+            item["data"]["json"]["entry_key"]: int(item["vout"])
+            for item in self.rpc.call("liststreamtxitems", self.stream, txid, False)
+            if isinstance(item.get("data"), dict) and isinstance(item["data"].get("json"), dict)
         }
-        txid = self.rpc.call("publish", self.stream, keys, {"json": document})
-        return AnchorRef(
-            backend=self.backend,
-            key=entry.key,
-            digest=digest,
-            locator={"txid": txid, "stream": self.stream},
-            confirmations=0,
-            required_confirmations=self.required_confirmations,
-        )
+        return {
+            e.key: AnchorRef(
+                backend=self.backend,
+                key=e.key,
+                digest=e.digest,
+                locator={
+                    "txid": txid,
+                    "vout": vouts.get(e.key, n),
+                    "stream": self.stream,
+                    "publisher": self.operator_address(),
+                },
+                confirmations=0,
+                required_confirmations=self.required_confirmations,
+            )
+            for n, e in enumerate(chunk)
+        }
 
     def lookup(self, key: str) -> AnchorRef | None:
-        """The first (in chain order) valid item anchored under `key`, with its confirmations."""
+        """The first (in chain order) valid trusted item anchored under `key`."""
         self.ensure_stream()
-        for item, document in self._entry_items(key):
-            return self._ref(key, item, document)
-        return None
+        matches = list(self._entry_items(key))  # whole list: `_foreign` must be complete
+        return self._ref(key, *matches[0]) if matches else None
+
+    def foreign_entries(self, key: str) -> list[dict[str, Any]]:
+        """Items under `key` by untrusted publishers (``txid``, ``vout``, ``publishers``)."""
+        if key not in self._foreign:  # else filled by the lookup just made
+            self.ensure_stream()
+            list(self._entry_items(key))
+        return list(self._foreign[key])
 
     def read(self, ref: AnchorRef) -> dict[str, Any]:
-        """The committed body; raises `LedgerCorrupted` if the item is not what `ref` names."""
+        """The committed body; refuses items that are not what `ref` names or not trusted."""
         self.ensure_stream()
         stream = ref.locator.get("stream", self.stream)
         txid = ref.locator.get("txid")
         if not txid:
             raise EntryNotFound(f"reference for {ref.key} carries no MultiChain txid")
-        item = self.rpc.call("getstreamitem", stream, txid, True)
+        item = self._tx_item(stream, str(txid), ref.locator.get("vout"), ref.key)
+        if not set(item.get("publishers", ())) & self.trusted_publishers():
+            raise ForeignPublisher(
+                f"item {txid} in stream {stream} was published by {item.get('publishers')}, "
+                f"not by a trusted publisher {sorted(self.trusted_publishers())}"
+            )
         document = self._document(item)
         if document is None:
             raise LedgerCorrupted(f"item {txid} in stream {stream} is not a streamnotary anchor")
@@ -364,6 +316,21 @@ class MultiChainLedger(Ledger):
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _tx_item(self, stream: str, txid: str, vout: Any, key: str) -> dict[str, Any]:
+        """The item of `txid` in `stream`: by vout, else the one whose document is `key`."""
+        try:
+            return dict(self.rpc.call("getstreamitem", stream, txid, True))
+        except NotAllowed:  # several items of the stream in this transaction
+            pass
+        items = self.rpc.call("liststreamtxitems", stream, txid, True)
+        for item in items:
+            if vout is not None and int(item.get("vout", -1)) == int(vout):
+                return dict(item)
+            document = self._document(item) if vout is None else None
+            if document is not None and document["entry_key"] == key:
+                return dict(item)
+        raise EntryNotFound(f"transaction {txid} holds no item for {key} in stream {stream}")
+
     def key_items(self, key: str, *, verbose: bool = True) -> Iterator[dict[str, Any]]:
         """Every item published under `key`, oldest first, paging past the default 10."""
         start = 0
@@ -377,9 +344,25 @@ class MultiChainLedger(Ledger):
             start += len(page)
 
     def _entry_items(self, key: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        """Valid items whose document names `key` as its entry key (index-key hits skipped)."""
+        """Valid trusted items whose document names `key` as its entry key.
+
+        Index-key hits are skipped; items by untrusted publishers are set aside in
+        `_foreign` (reported by `foreign_entries`), whatever their content.
+        """
+        trusted = self.trusted_publishers()
+        foreign: list[dict[str, Any]] = []
+        self._foreign[key] = foreign
         for item in self.key_items(key):
             if item.get("valid") is False:
+                continue
+            if not set(item.get("publishers", ())) & trusted:
+                foreign.append(
+                    {
+                        "txid": item.get("txid"),
+                        "vout": item.get("vout"),
+                        "publishers": list(item.get("publishers", ())),
+                    }
+                )
                 continue
             document = self._document(item)
             if document is not None and document["entry_key"] == key:
@@ -414,7 +397,12 @@ class MultiChainLedger(Ledger):
             backend=self.backend,
             key=key,
             digest=document["digest"],
-            locator={"txid": item["txid"], "stream": self.stream},
+            locator={
+                "txid": item["txid"],
+                "vout": int(item.get("vout", 0)),
+                "stream": self.stream,
+                "publisher": next(iter(item.get("publishers", [])), ""),
+            },
             confirmations=int(item.get("confirmations", 0)),
             required_confirmations=self.required_confirmations,
         )
