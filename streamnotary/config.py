@@ -56,7 +56,10 @@ class Settings:
     ledger_stream: str = "streamnotary"
     ledger_private_key: str = ""
     ledger_contract: str = ""
-    ledger_confirmations: int = 0
+    ledger_confirmations: int = 0  # MultiChain, EVM, Bitcoin: at least 1 (0 = mempool)
+    # issue 11 (MultiChain)
+    ledger_publisher: str = ""  # MultiChain address to publish from (default: stream creator)
+    ledger_publish_chunk: int = 32  # MultiChain items per publishmulti transaction (chain cap 32)
     # Windows
     window_seconds: int = 86_400
     allowed_lateness_seconds: int = 3_600

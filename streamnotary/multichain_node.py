@@ -99,6 +99,8 @@ def create_chain(
 class MultiChainNode:
     """A running ``multichaind`` we started (``.url``, ``.user``, ``.password``, ``.pid``)."""
 
+    restartable = True  # tests: an external node (MULTICHAIN_RPC_URL) is not
+
     bin_dir: Path
     datadir: Path
     chain_name: str
@@ -145,10 +147,12 @@ class MultiChainNode:
             "-rpcallowip=127.0.0.1",
             "-listen=0",
             "-printtoconsole=0",
+            "-rpcservertimeout=2",  # idle keep-alive clients would hold shutdown up 30 s
         ]
 
     def start(self, ready_timeout_s: float = 60.0, *, new_session: bool = False) -> MultiChainNode:
         """Start the node and wait until it answers ``getinfo`` (and has mined a block)."""
+        self._session = requests.Session()
         log = self.datadir / "multichaind.out"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -226,6 +230,7 @@ class MultiChainNode:
         """
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
+                self.resume_mining()  # a paused miner also holds shutdown up for ~30 s
                 self.rpc("stop", timeout=5.0)
             try:
                 self.proc.wait(timeout=timeout_s)
@@ -236,7 +241,6 @@ class MultiChainNode:
     def restart(self, ready_timeout_s: float = 60.0) -> MultiChainNode:
         """Stop and start again on the same ports and data directory."""
         self.stop()
-        self._session = requests.Session()
         return self.start(ready_timeout_s)
 
     def info(self) -> dict[str, Any]:

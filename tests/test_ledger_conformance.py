@@ -1,8 +1,8 @@
 """One conformance suite for every ledger backend, each against its real (or recorded) node.
 
-Backends: ``local`` (SQLite hash chain), ``multichain`` (the MultiChain 2.3.3 emulator of
-tests/fixtures/multichain.py, checked against recorded exchanges), ``evm`` (a real anvil),
-``bitcoin`` (a real litecoind in regtest). Each parameter provides hooks: make a ledger
+Backends: ``local`` (SQLite hash chain), ``multichain`` (a live MultiChain 2.3.3 node the
+session starts, see tests/fixtures/multichain.py), ``evm`` (a real anvil), ``bitcoin`` (a
+real litecoind in regtest). Each parameter provides hooks: make a ledger
 with some required confirmations, *advance* the backend by one block, count the entries
 stored under a key, and (for networked backends) make a ledger pointing at a dead node.
 
@@ -43,6 +43,8 @@ class Backend:
     count: Callable[[Ledger, str], int]  # entries stored under a key, read from the backend
     unreachable: Callable[[], Ledger] | None = None  # same backend, node that is not there
     reopen: Callable[[Ledger], Ledger] | None = None  # a fresh client on the same ledger
+    # stop the node by PID, run the callback while it is down, start it on the same data
+    restart: Callable[[Callable[[], None] | None], None] | None = None
 
     def fresh(self, ledger: Ledger) -> Ledger:
         """A new ledger object on the same backing store (what a restarted process opens)."""
@@ -80,26 +82,30 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 def _multichain(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     factory = request.getfixturevalue("multichain_ledger_factory")
-    emulator = request.getfixturevalue("multichain_emulator")
+    node = request.getfixturevalue("multichain_paused")  # blocks only when advanced
 
     def count(ledger: Ledger, key: str) -> int:
         assert isinstance(ledger, MultiChainLedger)
         return len(list(ledger.key_items(key)))
 
+    def restart(while_down: Callable[[], None] | None = None) -> None:
+        node.stop()
+        if while_down is not None:
+            while_down()
+        node.start()
+        node.pause_mining()
+
     return Backend(
         "multichain",
         make=factory,
-        advance=lambda _: emulator.mine(1) and None,
+        advance=lambda _: node.mine(1) and None,
         count=count,
-        reopen=lambda ledger: MultiChainLedger(
-            emulator.url, user=emulator.user, password=emulator.password,
-            chain_name=emulator.chain_name, stream=ledger.stream,  # type: ignore[attr-defined]
-            required_confirmations=ledger.required_confirmations,
+        reopen=lambda ledger: factory(
+            ledger.required_confirmations,
+            stream=ledger.stream,  # type: ignore[attr-defined]
         ),
-        unreachable=lambda: MultiChainLedger(
-            _dead_url(), user="u", password="p", chain_name=emulator.chain_name,
-            retries=2, backoff=0.05, timeout=2.0,
-        ),
+        unreachable=lambda: factory(1, url=_dead_url(), retries=2, backoff=0.05, timeout=2.0),
+        restart=restart if getattr(node, "restartable", False) else None,
     )
 
 
@@ -116,8 +122,7 @@ def _evm(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         make=lambda rc: EvmLedger(node.url, deployments_file=record, required_confirmations=rc),
         advance=lambda _: node.mine(1),
         count=count,
-        unreachable=lambda: EvmLedger(_dead_url(), deployments_file=record, retries=2,
-                                      timeout=2.0),
+        unreachable=lambda: EvmLedger(_dead_url(), deployments_file=record, retries=2, timeout=2.0),
     )
 
 
@@ -130,12 +135,18 @@ def _bitcoin(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
     return Backend(
         "bitcoin",
-        make=lambda rc: BitcoinLedger(node.url, user=node.user, password=node.password,
-                                      wallet=node.wallet, required_confirmations=rc),
+        make=lambda rc: BitcoinLedger(
+            node.url,
+            user=node.user,
+            password=node.password,
+            wallet=node.wallet,
+            required_confirmations=rc,
+        ),
         advance=lambda _: node.mine(1) and None,
         count=count,
-        unreachable=lambda: BitcoinLedger(_dead_url(), user="u", password="p", retries=2,
-                                          timeout=2.0),
+        unreachable=lambda: BitcoinLedger(
+            _dead_url(), user="u", password="p", retries=2, timeout=2.0
+        ),
     )
 
 
@@ -222,3 +233,52 @@ def test_not_final_until_required_confirmations(backend: Backend) -> None:
         confirmations = after.confirmations
     final = ledger.lookup(entry.key)
     assert final is not None and final.final and final.confirmations == required
+
+
+RESTARTABLE = ("multichain",)
+
+
+@pytest.fixture(params=list(RESTARTABLE))
+def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](request, tmp_path)
+
+
+def test_node_restart_in_the_middle_of_a_run(restartable: Backend) -> None:
+    """A run anchors half its entries, the node goes down, the rest fails cleanly; after the
+    node is back (same data directory) the re-run anchors the rest and duplicates nothing.
+    The first half was still unconfirmed when the node stopped: the node keeps it."""
+    if restartable.restart is None:
+        pytest.skip("external node (MULTICHAIN_RPC_URL): the suite cannot restart it")
+    ledger = restartable.make(1)
+    entries = [batch_entry() for _ in range(6)]
+    first = ledger.anchor_many(entries[:3])
+    assert all(not ref.final for ref in first)
+    restartable.restart(None)
+    rerun = restartable.fresh(ledger).anchor_many(entries)
+    assert [r.locator["txid"] for r in rerun[:3]] == [r.locator["txid"] for r in first]
+    assert [restartable.count(ledger, e.key) for e in entries] == [1] * 6
+    restartable.advance(ledger)
+    assert all(ledger.lookup(e.key).final for e in entries)  # type: ignore[union-attr]
+
+
+def test_node_down_mid_run_is_unavailable_then_the_rerun_completes(
+    restartable: Backend,
+) -> None:
+    if restartable.restart is None:
+        pytest.skip("external node (MULTICHAIN_RPC_URL): the suite cannot restart it")
+    node = restartable
+    ledger = node.make(1)
+    entries = [batch_entry() for _ in range(4)]
+    ledger.anchor_many(entries[:2])
+
+    # Down for longer than the client's retries: the step fails with LedgerUnavailable
+    # (the flow's task retries / the next run take over), and nothing half-written stays.
+    def while_down() -> None:
+        with pytest.raises(LedgerUnavailable):
+            ledger.anchor_many(entries)
+
+    assert node.restart is not None
+    node.restart(while_down)
+    refs = node.fresh(ledger).anchor_many(entries)
+    assert len({(r.locator["txid"], r.locator.get("vout")) for r in refs}) == 4
+    assert [node.count(ledger, e.key) for e in entries] == [1] * 4

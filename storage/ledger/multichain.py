@@ -255,7 +255,7 @@ class MultiChainLedger(Ledger):
         txid = self.rpc.call("publishmultifrom", self.operator_address(), self.stream, items)
         vouts = {
             item["data"]["json"]["entry_key"]: int(item["vout"])
-            for item in self.rpc.call("liststreamtxitems", self.stream, txid, False)
+            for item in self.rpc.call("liststreamtxitems", self.stream, txid, True)
             if isinstance(item.get("data"), dict) and isinstance(item["data"].get("json"), dict)
         }
         return {
