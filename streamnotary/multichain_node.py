@@ -151,7 +151,7 @@ class MultiChainNode:
         ]
 
     def start(self, ready_timeout_s: float = 60.0, *, new_session: bool = False) -> MultiChainNode:
-        """Start the node and wait until it answers ``getinfo`` (and has mined a block)."""
+        """Start the node and wait until it is `ready`."""
         self._session = requests.Session()
         log = self.datadir / "multichaind.out"
         with log.open("ab") as out:
@@ -164,7 +164,7 @@ class MultiChainNode:
             )
         try:
             _poll(
-                lambda: int(self.rpc("getblockcount")) >= 1,
+                self.ready,
                 self.proc,
                 ready_timeout_s,
                 "multichaind",
@@ -174,6 +174,12 @@ class MultiChainNode:
             _stop_pid(self.proc, 30.0)
             raise
         return self
+
+    def ready(self) -> bool:
+        """Answers RPC and its wallet holds an output to spend: before the first block's
+        coinbase arrives, ``create`` fails with -704 "No unspent output with create
+        permission" (measured on 2.3.3 at height 1)."""
+        return bool(self.rpc("listunspent", 0))
 
     def rpc(self, method: str, *params: Any, timeout: float = 30.0) -> Any:
         """One JSON-RPC call; raises RuntimeError with the node's error object."""
