@@ -208,11 +208,12 @@ def anchor_window_entries(
     with open_ledger(settings) as ledger:
         if not ledger.supports_window_items:
             return None
-        refs = []
-        for i, entry in enumerate(entries, 1):
-            refs.append(ledger.anchor(entry))
-            report_progress("anchors", i, len(entries))
-            if i == 1:
+        refs: list[AnchorRef] = []
+        chunk = max(1, settings.ledger_publish_chunk)  # MultiChain: one publishmulti each
+        for start in range(0, len(entries), chunk):
+            refs += ledger.anchor_many(entries[start : start + chunk])
+            report_progress("anchors", len(refs), len(entries))
+            if start == 0:
                 kill_point("mid_window_anchors")
         return refs
 

@@ -436,14 +436,13 @@ class MultiChainEmulator:
             request = json.loads(raw)
         except ValueError:
             return 500, _encode(
-                {"result": None, "error": {"code": -32700, "message": "Parse error"}, "id": None}
+                {"result": None, "error": {"code": -32700, "message": "Parse error"}, "id": 0}
             )
         request_id = request.get("id")
         if "chain_name" in request and request["chain_name"] != self.chain_name:
-            # A test-double assertion (not recorded node behaviour): catches a misconfigured client.
-            message = f"emulator: chain_name {request['chain_name']!r} is not {self.chain_name!r}"
-            error = {"code": -32600, "message": message}
-            return 400, _encode({"result": None, "error": error, "id": request_id})
+            # As the live node answers (test_emulator_and_live_node_agree): 400, id 0.
+            error = {"code": -32600, "message": "Wrong chain name"}
+            return 400, _encode({"result": None, "error": error, "id": 0})
         try:
             result = self.state.dispatch(
                 str(request.get("method")), list(request.get("params") or [])

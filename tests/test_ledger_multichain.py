@@ -6,8 +6,10 @@ Three layers, all over real HTTP servers on free ports:
   default count of 10, unconfirmed vs confirmed items, auth, retries;
 * the emulator (a test double) checked against every recording it can reproduce, so that
   the ledger tests below run against the node's real formats;
-* `MultiChainLedger` against the emulator: anchor, idempotency, conflicts, confirmations,
-  keys, data above maxshowndata.
+* `MultiChainLedger` against the live MultiChain 2.3.3 node the session starts
+  (tests/fixtures/multichain.py): anchor, idempotency, conflicts, confirmations, keys, data
+  above maxshowndata, HTTP behaviour. Permissions, publishers, paging and publishmulti
+  are in test_ledger_multichain_live.py.
 """
 
 from __future__ import annotations
@@ -182,19 +184,18 @@ def test_big_item_is_fetched_whole_with_gettxoutdata(
     assert ledger.item_data(item) == published
 
 
-def test_ledger_accepts_an_existing_stream(multichain_replay: ReplayServer) -> None:
+def test_ledger_accepts_an_existing_stream(
+    multichain_ledger_factory: Callable[..., MultiChainLedger],
+) -> None:
     """First use creates the stream; -705 "already exists" is fine; then it subscribes."""
-    multichain_replay.play("08_err_create_duplicate_stream", "03_subscribe")
-    ledger = MultiChainLedger(
-        multichain_replay.url,
-        user=multichain_replay.user,
-        password=multichain_replay.password,
-        chain_name="testchain",
-        stream="anchors",
-    )
-    ledger.ensure_stream()
-    ledger.ensure_stream()  # once per ledger object
-    assert multichain_replay.served == ["08_err_create_duplicate_stream", "03_subscribe"]
+    first = multichain_ledger_factory(1)
+    first.ensure_stream()
+    with pytest.raises(EntityAlreadyExists):
+        first.rpc.call("create", "stream", first.stream, {"restrict": "write"})
+    second = multichain_ledger_factory(1, stream=first.stream)
+    second.ensure_stream()
+    second.ensure_stream()  # once per ledger object
+    assert second.stream_info()["subscribed"] is True
 
 
 def test_wrong_credentials_are_a_clear_error_not_retried(multichain_replay: ReplayServer) -> None:
@@ -334,7 +335,7 @@ def test_emulator_answers_unknown_methods_like_the_node() -> None:
     assert status == 404 and b'"code":-32601' in body
 
 
-# -- MultiChainLedger against the emulator -----------------------------------------------------
+# -- MultiChainLedger against the live node ----------------------------------------------------
 
 
 def window_entry(revision: int = 0, **body: Any) -> AnchorEntry:
@@ -349,36 +350,36 @@ def window_entry(revision: int = 0, **body: Any) -> AnchorEntry:
 
 def test_anchor_lookup_read_and_confirmations(
     multichain_ledger_factory: Callable[[int], MultiChainLedger],
-    multichain_emulator: Any,
+    multichain_paused: Any,
 ) -> None:
     ledger = multichain_ledger_factory(1)
     entry = window_entry()
     ref = ledger.anchor(entry)
     assert (ref.backend, ref.key, ref.digest) == ("multichain", entry.key, entry.digest)
     assert ref.locator["stream"] == ledger.stream and len(ref.locator["txid"]) == 64
+    assert ref.locator["publisher"] == ledger.operator_address() and ref.locator["vout"] == 0
     assert ref.confirmations == 0 and not ref.final
 
     pending = ledger.lookup(entry.key)
     assert pending is not None and pending.locator == ref.locator and not pending.final
     assert ledger.read(ref) == entry.body
 
-    multichain_emulator.mine(1)
+    multichain_paused.mine(1)
     confirmed = ledger.lookup(entry.key)
     assert confirmed is not None and confirmed.confirmations == 1 and confirmed.final
-    multichain_emulator.mine(2)
+    multichain_paused.mine(2)
     assert ledger.lookup(entry.key).confirmations == 3  # type: ignore[union-attr]
     assert ledger.lookup("window/dwd.observations/nothing/r0") is None
 
 
 def test_anchor_is_idempotent_and_conflicts_are_refused(
-    multichain_ledger_factory: Callable[[int], MultiChainLedger],
+    multichain_ledger_factory: Callable[..., MultiChainLedger],
 ) -> None:
     ledger = multichain_ledger_factory(1)
     entry = window_entry()
     first = ledger.anchor(entry)
     # A fresh client (a re-run after a crash) finds the item instead of publishing again.
-    again = multichain_ledger_factory(1)
-    again.stream = ledger.stream
+    again = multichain_ledger_factory(1, stream=ledger.stream)
     assert again.anchor(entry).locator["txid"] == first.locator["txid"]
     assert len(list(ledger.key_items(entry.key))) == 1
     with pytest.raises(AnchorConflict):
@@ -463,13 +464,13 @@ def test_overlong_key_is_refused_before_publishing(
         ledger.rpc.call("publish", ledger.stream, "k" * 257, {"json": {}})
 
 
-def test_open_ledger_from_settings(multichain_emulator: Any) -> None:
+def test_open_ledger_from_settings(multichain_node: Any) -> None:
     settings = Settings(
         ledger="multichain",
-        ledger_url=multichain_emulator.url,
-        ledger_user=multichain_emulator.user,
-        ledger_password=multichain_emulator.password,
-        ledger_chain_name=multichain_emulator.chain_name,
+        ledger_url=multichain_node.url,
+        ledger_user=multichain_node.user,
+        ledger_password=multichain_node.password,
+        ledger_chain_name=multichain_node.chain_name,
         ledger_stream="settings-stream",
         ledger_confirmations=2,
     )
@@ -480,22 +481,24 @@ def test_open_ledger_from_settings(multichain_emulator: Any) -> None:
         assert ref.required_confirmations == 2 and not ref.final
 
 
-def test_wrong_chain_name_is_caught(multichain_emulator: Any) -> None:
+def test_wrong_chain_name_is_caught(multichain_node: Any) -> None:
     ledger = MultiChainLedger(
-        multichain_emulator.url,
-        user=multichain_emulator.user,
-        password=multichain_emulator.password,
+        multichain_node.url,
+        user=multichain_node.user,
+        password=multichain_node.password,
         chain_name="otherchain",
     )
-    with pytest.raises(MultiChainRpcError, match="chain_name"):
+    # The live node answers -32600 "Wrong chain name" (the emulator used to word it its own way).
+    with pytest.raises(MultiChainRpcError, match="Wrong chain name") as caught:
         ledger.ensure_stream()
+    assert caught.value.code == -32600
 
 
-def test_unsubscribed_reader_gets_not_subscribed(multichain_emulator: Any) -> None:
+def test_unsubscribed_reader_gets_not_subscribed(multichain_node: Any) -> None:
     rpc = MultiChainRpc(
-        multichain_emulator.url,
-        user=multichain_emulator.user,
-        password=multichain_emulator.password,
+        multichain_node.url,
+        user=multichain_node.user,
+        password=multichain_node.password,
     )
     rpc.call("create", "stream", "unsubscribed-reader", True)
     with pytest.raises(NotSubscribed):
@@ -504,12 +507,12 @@ def test_unsubscribed_reader_gets_not_subscribed(multichain_emulator: Any) -> No
         rpc.call("create", "stream", "unsubscribed-reader", True)
 
 
-def test_emulator_speaks_http_like_the_node(multichain_emulator: Any) -> None:
+def test_node_speaks_http_as_recorded(multichain_node: Any) -> None:
     body = {"jsonrpc": "1.0", "id": "z", "method": "nosuchmethod", "params": []}
     response = requests.post(
-        multichain_emulator.url,
+        multichain_node.url,
         json=body,
-        auth=(multichain_emulator.user, multichain_emulator.password),
+        auth=(multichain_node.user, multichain_node.password),
         timeout=5,
     )
     assert response.status_code == 404
@@ -518,11 +521,11 @@ def test_emulator_speaks_http_like_the_node(multichain_emulator: Any) -> None:
         "error": {"code": -32601, "message": "Method not found"},
         "id": "z",
     }
-    assert requests.post(multichain_emulator.url, json=body, timeout=5).status_code == 401
+    assert requests.post(multichain_node.url, json=body, timeout=5).status_code == 401
 
 
 def test_environment_variables_select_and_configure_multichain(
-    multichain_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    multichain_node: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     """The documented STREAMNOTARY_LEDGER_* variables reach the backend."""
     monkeypatch.chdir(tmp_path)  # no stray streamnotary.toml
@@ -530,10 +533,10 @@ def test_environment_variables_select_and_configure_multichain(
     monkeypatch.delenv("STREAMNOTARY_CONFIG", raising=False)
     for name, value in {
         "LEDGER": "multichain",
-        "LEDGER_URL": multichain_emulator.url,
-        "LEDGER_USER": multichain_emulator.user,
-        "LEDGER_PASSWORD": multichain_emulator.password,
-        "LEDGER_CHAIN_NAME": multichain_emulator.chain_name,
+        "LEDGER_URL": multichain_node.url,
+        "LEDGER_USER": multichain_node.user,
+        "LEDGER_PASSWORD": multichain_node.password,
+        "LEDGER_CHAIN_NAME": multichain_node.chain_name,
         "LEDGER_STREAM": "env-stream",
         "LEDGER_CONFIRMATIONS": "3",
     }.items():
@@ -542,7 +545,7 @@ def test_environment_variables_select_and_configure_multichain(
     with open_ledger(load_settings()) as ledger:
         assert isinstance(ledger, MultiChainLedger)
         assert (ledger.stream, ledger.required_confirmations) == ("env-stream", 3)
-        assert ledger.rpc.chain_name == multichain_emulator.chain_name
+        assert ledger.rpc.chain_name == multichain_node.chain_name
         entry = AnchorEntry(key="batch/env/" + "34" * 32, kind="batch", body={"n": 2})
         assert ledger.lookup(entry.key) is None
         assert ledger.anchor(entry).required_confirmations == 3
