@@ -158,10 +158,6 @@ class Ledger(ABC):
         """
         return [self.anchor(entry) for entry in entries]
 
-    def identity(self) -> dict[str, Any]:
-        """What an auditor pins for this ledger (JSON; key ``backend``; see docs/ledgers.md)."""
-        return {"backend": self.backend}
-
     def foreign_entries(self, key: str) -> list[dict[str, Any]]:
         """Entries under `key` written by someone other than the pinned writer, which
         `lookup` ignores; the audit reports them as ``info`` (default: none)."""

@@ -34,6 +34,7 @@ from storage.ledger.base import (
     Ledger,
     LedgerCorrupted,
     LedgerError,
+    LedgerIdentityMismatch,
 )
 from storage.ledger.multichain_rpc import (  # noqa: F401 - re-exported for callers and tests
     ERROR_CLASSES,
@@ -64,7 +65,7 @@ DOCUMENT_FIELDS = ("entry_key", "kind", "digest", "body")
 WRITE_RESTRICTED = {"restrict": "write"}
 
 
-class IdentityMismatch(LedgerError):
+class IdentityMismatch(LedgerIdentityMismatch):
     """The pinned identity names another chain or stream than the node serves."""
 
 
@@ -124,15 +125,13 @@ class MultiChainLedger(Ledger):
         self.required_confirmations = max(1, int(required_confirmations))
         self.publish_chunk = max(1, int(publish_chunk))
         self._publisher = publisher
-        self._pinned = trusted_identity
         self._stream_ready = False
         self._trusted: frozenset[str] | None = None
         self._foreign: dict[str, list[dict[str, Any]]] = {}
+        self.pin(trusted_identity)
 
     @classmethod
-    def from_settings(
-        cls, settings: Any, trusted_identity: dict[str, Any] | None = None
-    ) -> MultiChainLedger:
+    def from_settings(cls, settings: Any) -> MultiChainLedger:
         return cls(
             settings.ledger_url,
             user=settings.ledger_user,
@@ -142,8 +141,13 @@ class MultiChainLedger(Ledger):
             required_confirmations=int(settings.ledger_confirmations),
             publisher=getattr(settings, "ledger_publisher", ""),
             publish_chunk=int(getattr(settings, "ledger_publish_chunk", PUBLISH_CHUNK)),
-            trusted_identity=trusted_identity,
         )
+
+    def pin(self, trusted_identity: dict[str, Any] | None) -> None:
+        """Trust only the pinned publishers; chain and stream are checked on first use
+        (pinning must not need the node to be up)."""
+        super().pin(trusted_identity)
+        self._trusted = None
 
     # -- stream set-up and identity ------------------------------------------------------
 
@@ -193,9 +197,11 @@ class MultiChainLedger(Ledger):
     def trusted_publishers(self) -> frozenset[str]:
         """The pinned identity's publishers (checked against this node), else our own."""
         if self._trusted is None:
-            if self._pinned is not None:
-                self._check_pinned(self._pinned)
-                self._trusted = frozenset(str(a) for a in self._pinned.get("publishers", ()))
+            if self.trusted_identity is not None:
+                self._check_pinned(self.trusted_identity)
+                self._trusted = frozenset(
+                    str(a) for a in self.trusted_identity.get("publishers", ())
+                )
             else:
                 self._trusted = frozenset((self.operator_address(),))
         return self._trusted
