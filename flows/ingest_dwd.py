@@ -20,7 +20,7 @@ from prefect import flow, task
 
 from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, open_store
-from storage.sources import fetch_url
+from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
 from streamnotary.paths import check_source
 from tasks.dwd import DwdFormatError, read_observations
@@ -36,7 +36,7 @@ def manifest_key(topic: str, sha256: str) -> str:
 
 
 @task(name="fetch-source", **{**IO_RETRIES, "retries": 2, "retry_delay_seconds": [10, 60]})
-def fetch_source(source: str, workdir: str) -> Path:
+def fetch_source(source: str, workdir: str, limits: FetchLimits) -> Path:
     """A local path for `source`; URLs (DWD open data serves zip archives) are downloaded.
 
     The HTTP session itself retries connection errors and 429/5xx answers with backoff
@@ -49,7 +49,7 @@ def fetch_source(source: str, workdir: str) -> Path:
         return path
     name = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     target = Path(workdir) / name
-    target.write_bytes(fetch_url(source))
+    target.write_bytes(fetch_url(source, limits=limits))
     return target
 
 
@@ -77,7 +77,9 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
             }
         )
 
-    observations = list(read_observations(path, lenient=lenient, quarantine=quarantine))
+    observations = list(
+        read_observations(path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits)
+    )
     total = len(observations)
     messages = (
         (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000))
@@ -122,7 +124,7 @@ def ingest_dwd(
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir:
         for source in sources:
-            path = fetch_source(source, workdir)
+            path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             done = already_ingested(settings, sha)
             if done is not None:

@@ -19,7 +19,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasks.dwd import DwdLimits
 
 ENV_PREFIX = "STREAMNOTARY_"
 DWD_OPEN_DATA = ("https://opendata.dwd.de/climate_environment/CDC/",)
@@ -68,6 +71,16 @@ class Settings:
     report_dir: str = ""  # audit flow json_path/html_path resolve in here (default <home>/reports)
     ingest_roots: list[str] = field(default_factory=list)  # local ingest sources must lie below
     ingest_url_prefixes: list[str] = field(default_factory=lambda: list(DWD_OPEN_DATA))
+    # issue 9 (i9input): input limits, documented in docs/operations.md "Input limits"
+    dwd_max_member_bytes: int = 64 << 20  # a DWD product file or zip member, expanded
+    dwd_max_total_bytes: int = 128 << 20  # all product/metadata members of one zip, expanded
+    dwd_max_metadata_bytes: int = 1 << 20  # one Metadaten_Parameter file or member
+    dwd_max_line_chars: int = 1024  # one DWD product or metadata line
+    url_max_bytes: int = 64 << 20  # one downloaded body (DWD archive, Bright Sky answer)
+    url_deadline_seconds: float = 300.0  # one download, retries and redirects included
+    url_max_redirects: int = 5  # same scheme or http->https only
+    url_allow_private_redirects: bool = False  # allow redirects to loopback/private hosts
+    url_retry_after_cap_seconds: float = 60.0  # longest Retry-After wait honoured
     # issue 8: the signed anchor log
     log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
@@ -100,6 +113,18 @@ class Settings:
         roots = [Path(r) for r in self.ingest_roots] or [self.home_path / "incoming"]
         return [*roots, demo]
 
+    @property
+    def dwd_limits(self) -> DwdLimits:
+        """The DWD reader's size limits from the `dwd_max_*` settings."""
+        from tasks.dwd import DwdLimits
+
+        return DwdLimits(
+            max_member_bytes=self.dwd_max_member_bytes,
+            max_total_bytes=self.dwd_max_total_bytes,
+            max_metadata_bytes=self.dwd_max_metadata_bytes,
+            max_line_chars=self.dwd_max_line_chars,
+        )
+
     def with_overrides(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **{k: _coerce(k, v) for k, v in clean.items()})
@@ -122,12 +147,21 @@ def redact(name: str, value: Any) -> Any:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+_BOOL_TEXT = {"1": True, "true": True, "yes": True, "on": True}
+_BOOL_TEXT |= {"0": False, "false": False, "no": False, "off": False, "": False}
 
 
 def _coerce(name: str, value: Any) -> Any:
     if name not in _FIELD_TYPES:
         raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
     kind = _FIELD_TYPES[name]
+    if kind == "bool":
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text not in _BOOL_TEXT:
+                raise ValueError(f"setting {name} must be true or false, got {value!r}")
+            return _BOOL_TEXT[text]
+        return bool(value)
     if kind == "int":
         return int(value)
     if kind == "float":

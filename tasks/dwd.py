@@ -39,13 +39,31 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
+from tasks.dwd_metadata import (
+    MetadataError,
+    TimeZonePeriod,
+    TimeZoneTable,
+    parse_parameter_metadata,
+)
 from tasks.record import Observation, RecordRejected, validate
+
+__all__ = [
+    "DwdFormatError",
+    "DwdLimits",
+    "TimeZonePeriod",
+    "TimeZoneTable",
+    "demo_files",
+    "parse_parameter_metadata",
+    "read_observations",
+]
 
 ENCODING = "latin-1"
 MISSING = -999
@@ -64,9 +82,13 @@ TEN_MINUTE_COLUMNS = (
     "EOR",
 )
 
-_NUMBER_RE = re.compile(r"^([+-]?)([0-9]+)(?:\.([0-9]+))?$")
-_INT_RE = re.compile(r"^[+-]?[0-9]+$")
-_PERIOD_RE = re.compile(r"^\s*([0-9]+)\s*;\s*([0-9]{8})\s*;\s*([0-9]{8})?\s*;")
+# Full matches only, and ASCII digits only: str.isdigit() accepts "²" and int() accepts
+# Arabic-Indic digits, so neither decides what a number is. Bounded digit counts keep
+# int() far from its 4300-digit limit whatever the line length.
+_NUMBER_RE = re.compile(r"([+-]?)([0-9]{1,9})(?:\.([0-9]{1,9}))?")
+_INT_RE = re.compile(r"[+-]?[0-9]{1,9}")
+_STATION_RE = re.compile(r"[0-9]{1,5}")
+_STAMP_RE = {10: re.compile(r"[0-9]{10}"), 12: re.compile(r"[0-9]{12}")}
 
 
 class DwdFormatError(ValueError):
@@ -104,107 +126,27 @@ _PRODUCTS = (
 
 
 @dataclass(frozen=True, slots=True)
-class TimeZonePeriod:
-    """One row of Metadaten_Parameter: for `parameter`, dates first..last are in `zone`."""
+class DwdLimits:
+    """Size limits of what the reader accepts (settings `dwd_max_*`, docs/operations.md).
 
-    station: int
-    parameter: str
-    first: date
-    last: date | None
-    zone: str | None  # "UTC", "MEZ", "GZ" (legal time, unsupported) or None (not stated)
+    A zip member is checked against its declared size before a byte is inflated; Python's
+    zipfile never returns more than that declared size (and checks the CRC), so a zip bomb
+    ends as `too_large` instead of filling memory. The largest real DWD product files (10-
+    minute or hourly historical releases) expand to about 40 MB; metadata files to a few KB;
+    rows are under 100 characters.
+    """
 
-    def covers(self, day: date) -> bool:
-        return self.first <= day and (self.last is None or day <= self.last)
-
-
-class TimeZoneTable:
-    """The time-zone periods of Metadaten_Parameter files, queried per station and date."""
-
-    def __init__(self, periods: Iterable[TimeZonePeriod]) -> None:
-        self._by_station: dict[int, list[TimeZonePeriod]] = {}
-        for p in periods:
-            if p.zone is not None:
-                self._by_station.setdefault(p.station, []).append(p)
-        self._memo: dict[tuple[int, date, frozenset[str]], str] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._by_station)
-
-    def zone_of(self, station: int, day: date, parameters: frozenset[str]) -> str:
-        """ "UTC" or "MEZ" for the station's local date `day`; raises `LookupError` otherwise.
-
-        A station without any period is UTC (see the module docstring).
-        """
-        key = (station, day, parameters)
-        zone = self._memo.get(key)
-        if zone is None:
-            zone = self._memo[key] = self._resolve(station, day, parameters)
-        return zone
-
-    def _resolve(self, station: int, day: date, parameters: frozenset[str]) -> str:
-        periods = self._by_station.get(station)
-        if not periods:
-            return "UTC"
-        relevant = [p for p in periods if p.parameter in parameters] or periods
-        zones = {p.zone for p in relevant if p.covers(day)}
-        if not zones:
-            raise LookupError("time_zone_unknown", f"no metadata period covers {day.isoformat()}")
-        if len(zones) > 1:
-            raise LookupError(
-                "time_zone_ambiguous", f"metadata periods disagree on {day}: {sorted(zones)}"
-            )
-        zone = zones.pop()
-        if zone == "GZ":
-            raise LookupError(
-                "time_zone_unsupported", f"{day}: legal time (GZ/MESZ) cannot be converted"
-            )
-        return zone  # type: ignore[return-value]
-
-
-def _zone_of_text(text: str) -> str | None:
-    if re.search(r"\bUTC\b", text):
-        return "UTC"
-    if re.search(r"\bMEZ\b", text):
-        return "MEZ"
-    if re.search(r"\b(GZ|MESZ)\b", text):
-        return "GZ"
-    return None
-
-
-def parse_parameter_metadata(text: str) -> list[TimeZonePeriod]:
-    """Time-zone periods of one Metadaten_Parameter_*.txt file (decoded text)."""
-    lines = text.splitlines()
-    if not lines:
-        return []
-    header = [h.strip().upper() for h in lines[0].split(";")]
-    try:
-        param_col = header.index("PARAMETER")
-    except ValueError:
-        param_col = 4
-    periods = []
-    for line in lines[1:]:
-        m = _PERIOD_RE.match(line)
-        if not m:
-            continue  # legend and footer lines
-        fields = line.split(";")
-        last = m.group(3)
-        periods.append(
-            TimeZonePeriod(
-                station=int(m.group(1)),
-                parameter=fields[param_col].strip().upper() if len(fields) > param_col else "",
-                first=datetime.strptime(m.group(2), "%Y%m%d").date(),
-                last=datetime.strptime(last, "%Y%m%d").date() if last else None,
-                zone=_zone_of_text(line),
-            )
-        )
-    return periods
+    max_member_bytes: int = 64 << 20  # one product file (plain, or a zip member expanded)
+    max_total_bytes: int = 128 << 20  # all members of one zip archive, expanded
+    max_metadata_bytes: int = 1 << 20  # one Metadaten_* file
+    max_line_chars: int = 1024  # one product or metadata line
 
 
 def _parse_tenths(text: str) -> int | None:
     """Exact tenths of a DWD decimal text; None for the missing value -999."""
-    m = _NUMBER_RE.match(text)
+    m = _NUMBER_RE.fullmatch(text)
     if not m:
-        raise ValueError(f"not a decimal number: {text!r}")
+        raise ValueError(f"not a decimal number: {text[:40]!r}")
     sign, whole, frac = m.groups()
     frac = frac or ""
     if sign == "-" and int(whole) == -MISSING and not frac.strip("0"):
@@ -223,32 +165,53 @@ def _product_of(header_line: str) -> _Product | None:
     return None
 
 
+def _bounded_lines(fh: IO[str], max_chars: int) -> Iterator[tuple[str, bool]]:
+    """(line, too_long) pairs; an overlong line is cut at `max_chars` and its rest skipped,
+    so a file without newlines never becomes one giant string."""
+    while True:
+        line = fh.readline(max_chars + 1)
+        if not line:
+            return
+        if len(line) <= max_chars or line.endswith("\n"):
+            yield line, len(line.rstrip("\r\n")) > max_chars
+            continue
+        rest = line
+        while rest and not rest.endswith("\n"):
+            rest = fh.readline(max_chars + 1)
+        yield line[:max_chars], True
+
+
 def _read_rows(
     name: str,
-    lines: Iterable[str],
+    fh: IO[str],
     zones: TimeZoneTable,
     lenient: bool,
     quarantine: Quarantine | None,
+    limits: DwdLimits,
 ) -> Iterator[Observation]:
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
+    it = _bounded_lines(fh, limits.max_line_chars)
+    header, too_long = next(it, ("", False))
+    if not header:
         raise DwdFormatError(name, 1, "empty_file", "no header line", "")
-    product = _product_of(header)
+    product = None if too_long else _product_of(header)
     if product is None:
         raise DwdFormatError(
             name,
             1,
             "bad_header",
             f"expected {';'.join(HOURLY_COLUMNS)} or {';'.join(TEN_MINUTE_COLUMNS)}",
-            header.rstrip("\r\n"),
+            header.rstrip("\r\n")[:200],
         )
     width = len(product.columns)
-    for number, raw_line in enumerate(it, start=2):
+    for number, (raw_line, too_long) in enumerate(it, start=2):
         raw = raw_line.rstrip("\r\n")
         if not raw.strip():
             continue  # trailing blank lines carry nothing
         try:
+            if too_long:
+                raise DwdFormatError(
+                    name, number, "line_too_long", f"limit {limits.max_line_chars}", raw[:200]
+                )
             yield _parse_row(name, number, raw, product, width, zones)
         except DwdFormatError as exc:
             if not lenient:
@@ -269,13 +232,15 @@ def _parse_row(
     if len(fields) != width:
         raise bad("bad_field_count", f"expected {width} fields, got {len(fields)}")
     if fields[-1].lower() != "eor":
-        raise bad("missing_eor", f"row does not end with eor: {fields[-1]!r}")
+        raise bad("missing_eor", f"row does not end with eor: {fields[-1][:40]!r}")
     station_text, stamp = fields[0], fields[1]
-    if not station_text.isdigit() or len(station_text) > 5:
-        raise bad("bad_station_id", f"station id {station_text!r} is not 1..5 digits")
+    if not _STATION_RE.fullmatch(station_text):
+        raise bad("bad_station_id", f"station id {station_text[:40]!r} is not 1..5 digits")
     station = int(station_text)
-    if len(stamp) != product.timestamp_digits or not stamp.isdigit():
-        raise bad("bad_timestamp", f"MESS_DATUM {stamp!r} is not {product.timestamp_digits} digits")
+    if not _STAMP_RE[product.timestamp_digits].fullmatch(stamp):
+        raise bad(
+            "bad_timestamp", f"MESS_DATUM {stamp[:40]!r} is not {product.timestamp_digits} digits"
+        )
     try:
         local = datetime(
             int(stamp[0:4]),
@@ -285,17 +250,18 @@ def _parse_row(
             int(stamp[10:12]) if product.timestamp_digits == 12 else 0,
             tzinfo=UTC,
         )
-    except ValueError as exc:
-        raise bad("bad_timestamp", f"MESS_DATUM {stamp!r}: {exc}") from exc
-    try:
+        observed_at = local
         zone = zones.zone_of(station, local.date(), product.parameters)
+        if zone == "MEZ":
+            observed_at = local - MEZ_OFFSET
+    except (ValueError, OverflowError) as exc:
+        raise bad("bad_timestamp", f"MESS_DATUM {stamp!r}: {exc}") from exc
     except LookupError as exc:
         reason, detail = exc.args
         raise bad(reason, detail) from exc
-    observed_at = local - MEZ_OFFSET if zone == "MEZ" else local
     quality_text = fields[product.quality]
-    if not _INT_RE.match(quality_text):
-        raise bad("bad_quality_level", f"quality level {quality_text!r} is not an integer")
+    if not _INT_RE.fullmatch(quality_text):
+        raise bad("bad_quality_level", f"quality level {quality_text[:40]!r} is not an integer")
     try:
         temperature = _parse_tenths(fields[product.temperature])
         humidity = _parse_tenths(fields[product.humidity])
@@ -309,10 +275,24 @@ def _parse_row(
         raise bad(exc.reason, exc.detail) from exc
 
 
-def _metadata_from_dir(directory: Path) -> TimeZoneTable:
+def _metadata(name: str, data: bytes, limits: DwdLimits) -> list[TimeZonePeriod]:
+    try:
+        return parse_parameter_metadata(data.decode(ENCODING), max_line_chars=limits.max_line_chars)
+    except MetadataError as exc:
+        raise DwdFormatError(name, exc.line_number, exc.reason, exc.detail, exc.raw) from exc
+
+
+def _too_large(name: str, size: int, limit: int, what: str) -> DwdFormatError:
+    return DwdFormatError(name, 0, "too_large", f"{what} is {size} bytes, limit {limit}", "")
+
+
+def _metadata_from_dir(directory: Path, limits: DwdLimits) -> TimeZoneTable:
     periods: list[TimeZonePeriod] = []
     for meta in sorted(directory.glob("Metadaten_Parameter*.txt")):
-        periods += parse_parameter_metadata(meta.read_text(ENCODING))
+        size = meta.stat().st_size
+        if size > limits.max_metadata_bytes:
+            raise _too_large(str(meta), size, limits.max_metadata_bytes, "metadata file")
+        periods += _metadata(str(meta), meta.read_bytes(), limits)
     return TimeZoneTable(periods)
 
 
@@ -321,40 +301,82 @@ def _is_product(member: str) -> bool:
     return base.startswith("produkt_") and base.endswith(".txt")
 
 
+def _is_parameter_metadata(member: str) -> bool:
+    base = member.rsplit("/", 1)[-1]
+    return base.startswith("Metadaten_Parameter") and base.endswith(".txt")
+
+
 def read_observations(
-    path: str | Path, *, lenient: bool = False, quarantine: Quarantine | None = None
+    path: str | Path,
+    *,
+    lenient: bool = False,
+    quarantine: Quarantine | None = None,
+    limits: DwdLimits = DwdLimits(),
 ) -> Iterator[Observation]:
     """Yield the observations of a DWD product file or zip archive, in file order.
 
     See the module docstring for the accepted formats, the time-zone rule (MEZ periods
     are converted to UTC, no metadata means UTC) and the error/quarantine behaviour.
     With ``lenient=True`` and no ``quarantine`` callback, malformed rows are dropped.
+    Every failure is a `DwdFormatError` with a reason; a file or archive beyond `limits`
+    (``too_large``) or not readable as a zip (``bad_zip``) is fatal even when lenient.
     """
     path = Path(path)
     if zipfile.is_zipfile(path):
-        yield from _read_zip(path, lenient, quarantine)
+        yield from _read_zip(path, lenient, quarantine, limits)
         return
-    zones = _metadata_from_dir(path.parent)
+    size = path.stat().st_size
+    if size > limits.max_member_bytes:
+        raise _too_large(str(path), size, limits.max_member_bytes, "product file")
+    zones = _metadata_from_dir(path.parent, limits)
     with path.open("r", encoding=ENCODING, newline="") as fh:
-        yield from _read_rows(str(path), fh, zones, lenient, quarantine)
+        yield from _read_rows(str(path), fh, zones, lenient, quarantine, limits)
 
 
-def _read_zip(path: Path, lenient: bool, quarantine: Quarantine | None) -> Iterator[Observation]:
-    with zipfile.ZipFile(path) as archive:
-        members = sorted(archive.namelist())
-        periods: list[TimeZonePeriod] = []
-        for member in members:
-            base = member.rsplit("/", 1)[-1]
-            if base.startswith("Metadaten_Parameter") and base.endswith(".txt"):
-                periods += parse_parameter_metadata(archive.read(member).decode(ENCODING))
-        zones = TimeZoneTable(periods)
-        products = [m for m in members if _is_product(m)]
-        if not products:
-            raise DwdFormatError(str(path), 0, "no_product", "zip holds no produkt_*.txt file", "")
-        for member in products:
-            with archive.open(member) as raw:
-                text = io.TextIOWrapper(raw, encoding=ENCODING, newline="")
-                yield from _read_rows(f"{path}!{member}", text, zones, lenient, quarantine)
+def _read_zip(
+    path: Path, lenient: bool, quarantine: Quarantine | None, limits: DwdLimits
+) -> Iterator[Observation]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise DwdFormatError(str(path), 0, "bad_zip", str(exc), "") from exc
+    with archive:
+        infos = sorted(archive.infolist(), key=lambda i: i.filename)
+        wanted = [i for i in infos if _is_product(i.filename) or _is_parameter_metadata(i.filename)]
+        total = sum(i.file_size for i in wanted)
+        if total > limits.max_total_bytes:
+            raise _too_large(str(path), total, limits.max_total_bytes, "expanded archive")
+        for info in wanted:
+            limit = (
+                limits.max_member_bytes if _is_product(info.filename) else limits.max_metadata_bytes
+            )
+            if info.file_size > limit:
+                raise _too_large(f"{path}!{info.filename}", info.file_size, limit, "member")
+        try:
+            periods: list[TimeZonePeriod] = []
+            for info in wanted:
+                if _is_parameter_metadata(info.filename):
+                    name = f"{path}!{info.filename}"
+                    periods += _metadata(name, archive.read(info), limits)
+            zones = TimeZoneTable(periods)
+            products = [i for i in wanted if _is_product(i.filename)]
+            if not products:
+                raise DwdFormatError(
+                    str(path), 0, "no_product", "zip holds no produkt_*.txt file", ""
+                )
+            for info in products:
+                with archive.open(info) as raw:
+                    text = io.TextIOWrapper(raw, encoding=ENCODING, newline="")
+                    name = f"{path}!{info.filename}"
+                    yield from _read_rows(name, text, zones, lenient, quarantine, limits)
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,  # unsupported compression method
+            RuntimeError,  # encrypted member
+        ) as exc:
+            raise DwdFormatError(str(path), 0, "bad_zip", str(exc), "") from exc
 
 
 def demo_files() -> list[Path]:
