@@ -32,6 +32,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.audit_log import (
+    LogFetch,
+    TrustPolicy,
+    fetch_log,
+    ledger_head,
+    ledger_still_extends,
+    load_state,
+    receipt_notes,
+    save_state,
+)
 from storage import layout
 from storage.kafka import KafkaLog, OffsetRangeUnavailable
 from storage.ledger.base import EntryNotFound, Ledger, LedgerError, LedgerUnavailable
@@ -47,6 +57,9 @@ from streamnotary.report import (
 )
 from tasks.audit import (
     FAIL,
+    INFO,
+    PASS,
+    CheckResult,
     Finding,
     KafkaView,
     LedgerIntegrity,
@@ -56,7 +69,9 @@ from tasks.audit import (
     WindowAudit,
     audit_window,
     integrity_from_error,
+    worst,
 )
+from tasks.audit.coverage import Accounting, LogIndex, PartitionCoverage, check_entries, index_log
 from tasks.audit.documents import (
     CHECKPOINT_SCHEMA_FILE,
     KINDS,
@@ -65,12 +80,15 @@ from tasks.audit.documents import (
     parse_window_id,
     schema_problem,
 )
+from tasks.audit.log import RememberedHead, check_log
 from tasks.checkpoint import checkpoint_digest, ranges_of
 from tasks.merkle import merkle_root
 from tasks.message import classify
 from tasks.payload import PayloadError, decode_payload
 from tasks.proof_bundle import LedgerEvidence, make_bundle
 from tasks.record import canonical_bytes
+from tasks.tlog.checkpoint import LogCheckpoint
+from tasks.tlog.note import Verifier
 from tasks.window import WindowKey, WindowSpec, WindowSpecError
 
 
@@ -177,11 +195,18 @@ class Discovery:
     run_findings: list[Finding] = field(default_factory=list)
 
 
-def discover_windows(store: ObjectStore, topic: str, selection: Selection) -> Discovery:
+def discover_windows(
+    store: ObjectStore,
+    topic: str,
+    selection: Selection,
+    logged: dict[str, list[int]] | None = None,
+) -> Discovery:
     """Selected windows and their revisions, from receipts, checkpoints *and* payloads.
 
     All three are listed so that a checkpoint without a receipt (never anchored), a
     receipt whose checkpoint is gone and a lone payload are all audited, and all fail.
+    `logged` (window id -> revisions, from the anchor log) adds every logged revision, so
+    a window whose objects were all deleted is still audited, and fails by name.
     Object names are hostile input: anything that does not follow `storage.layout` is a
     finding (`tasks.audit.documents.parse_object_name`), never an exception.
     """
@@ -208,6 +233,16 @@ def discover_windows(store: ObjectStore, topic: str, selection: Selection) -> Di
                     out.window_findings.setdefault(name.window, []).append(name.finding())
                 else:
                     found[name.window].add(name.revision)
+    for window_id, revisions in (logged or {}).items():  # the log is the authority
+        try:
+            key = parse_window_id(window_id)
+        except WindowSpecError:
+            out.run_findings.append(
+                Finding(FAIL, "log_window_invalid", f"the log names window {window_id!r}")
+            )
+            continue
+        if selection.matches(key):
+            found[key].update(revisions)
     keys = sorted(found, key=lambda k: (k.start, k.station_id, k.size_seconds))
     if selection.latest is not None:
         keys = sorted(keys, key=lambda k: (k.end, k.station_id))[-selection.latest :]
@@ -265,22 +300,27 @@ def read_partitions(
     kafka: KafkaLog,
     documents: dict[WindowKey, list[RevisionInputs]],
     timeout_s: float,
+    accounting: Accounting | None = None,
 ) -> KafkaView:
-    """Read each partition once: from the lowest needed offset to the high watermark.
+    """Read each partition once, up to the high watermark, classifying each message once.
 
-    Partitions that no selected range touches are read from their low watermark, so that
-    late data produced into any partition is still found.
+    Without an anchor log: from the lowest offset any selected revision needs (partitions
+    no range touches from their low watermark, so late data is still found). With one
+    (`accounting`): every partition from its low watermark, so that coverage can account
+    for every offset the log says was consumed, and see messages before the log's start.
     """
     starts: dict[int, int] = {}
     for revisions in documents.values():
         for inp in revisions:
             if inp.checkpoint is None or schema_problem(inp.checkpoint, CHECKPOINT_SCHEMA_FILE):
                 continue  # a hostile checkpoint must not steer the read
-            ranges = ranges_of(inp.checkpoint)
-            for p, (lo, _hi) in ranges.items():
+            for p, (lo, _hi) in ranges_of(inp.checkpoint).items():
                 starts[p] = min(lo, starts.get(p, lo))
-    sizes = sorted({k.size_seconds for k in documents})
-    specs = [WindowSpec(s) for s in sizes]
+    sizes = {k.size_seconds for k in documents}
+    if accounting is not None:
+        starts = {}
+        sizes.update(accounting.index.window_sizes())
+    specs = [WindowSpec(s) for s in sorted(sizes)]
     scans: list[PartitionScan] = []
     classified = []
     for p in kafka.partitions():
@@ -295,11 +335,15 @@ def read_partitions(
             scans.append(PartitionScan(p, start, high, low, error=str(exc)))
             continue
         scans.append(PartitionScan(p, start, high, low, messages=len(messages)))
-        for spec in specs:
-            classified.extend(
-                c for c in (classify(m, spec) for m in messages) if c.window in documents
-            )
-    return KafkaView.of(scans, classified)
+        for m in messages:
+            per_size = [classify(m, spec) for spec in specs]
+            if accounting is not None and per_size:
+                accounting.add(per_size)
+            classified.extend(c for c in per_size if c.window in documents)
+    view = KafkaView.of(scans, classified)
+    if accounting is not None:
+        view.log_extent = dict(accounting.extent)
+    return view
 
 
 @dataclass
@@ -366,6 +410,87 @@ def fetch_evidence(
 # ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class LogAudit:
+    """The anchor log side of one audit run (see `tasks.audit.log`, `tasks.audit.coverage`)."""
+
+    origin: str
+    pinned: bool
+    fetch: LogFetch | None = None
+    index: LogIndex | None = None
+    accounting: Accounting | None = None
+    window_findings: dict[str, list[Finding]] = field(default_factory=dict)
+    run_findings: list[Finding] = field(default_factory=list)
+    check: CheckResult | None = None
+    head: LogCheckpoint | None = None
+    ledger_head: dict[str, Any] | None = None
+
+    @property
+    def logged(self) -> dict[str, list[int]]:
+        if self.index is None:
+            return {}
+        return {w: sorted(revs) for w, revs in self.index.revisions.items()}
+
+    def run_times(self) -> dict[int, str]:
+        return {e["run"]: e["anchored_at"] for _, e in (self.index.runs if self.index else [])}
+
+
+def open_log(
+    store: ObjectStore,
+    reader: LedgerReader,
+    topic: str,
+    trust: TrustPolicy | None,
+    fallback: tuple[str, Verifier | None],
+    state_dir: str | None,
+) -> LogAudit:
+    """Fetch and index the log; a topic without a log (older deployments) gives no index."""
+    origin, verifier = (trust.origin, trust.verifier) if trust else fallback
+    remembered, problem = load_state(state_dir, origin)
+    out = LogAudit(origin, trust is not None)
+    fetch = fetch_log(store, reader.observe, topic, origin, verifier, {}, remembered)
+    fetch.evidence.remembered_problem = problem
+    fetch.evidence.ledger_problem = ledger_still_extends(reader.ledger, remembered)
+    out.fetch, out.ledger_head = fetch, ledger_head(reader.ledger)
+    if fetch.evidence.checkpoint_note is None and trust is None and remembered is None:
+        return out  # no log and nobody pinned one: audit from the bucket, as before the log
+    out.index = index_log(fetch.entries)
+    out.window_findings, out.run_findings = check_entries(out.index)
+    out.accounting = Accounting(out.index)
+    return out
+
+
+def finish_log(log: LogAudit, documents: Documents, verifier: Verifier | None) -> None:
+    """Run the log check once the receipts (which carry older signed heads) are loaded."""
+    if log.fetch is None or (log.index is None and log.fetch.evidence.checkpoint_note is None):
+        return
+    notes = receipt_notes([inp.receipt for revs in documents.revisions.values() for inp in revs])
+    for h in log.fetch.evidence.heads:
+        h.notes = notes.get(h.size, [])
+    log.check, log.head = check_log(log.fetch.evidence, verifier)
+
+
+def attach_log(log: LogAudit, documents: Documents) -> None:
+    """Give each revision its log entry; windows the log does not know are findings."""
+    if log.index is None:
+        return
+    for key, revisions in documents.revisions.items():
+        logged = log.index.revisions.get(key.window_id, {})
+        for inp in revisions:
+            items = logged.get(inp.revision)
+            inp.log_entry = items[-1][1] if items else None
+        unlogged = [inp for inp in revisions if inp.log_entry is None]
+        for inp in unlogged:
+            claims = isinstance((inp.receipt or {}).get("log"), dict)
+            documents.window_findings.setdefault(key, []).append(
+                Finding(
+                    FAIL if claims else INFO,
+                    "not_in_log",
+                    f"r{inp.revision} is in the bucket but not in the anchor log"
+                    + (" although its receipt claims a log inclusion proof" if claims else ""),
+                )
+            )
+
+
 def audit_windows(
     store: ObjectStore,
     reader: LedgerReader,
@@ -373,16 +498,80 @@ def audit_windows(
     documents: Documents,
     view: KafkaView,
     integrity: LedgerIntegrity,
+    log: LogAudit | None = None,
 ) -> list[WindowAudit]:
     out = []
+    times = log.run_times() if log else {}
     for key, revisions in documents.revisions.items():
         for inp in revisions:
             fetch_evidence(store, reader, topic, key, inp)
-        findings = documents.window_findings.get(key, [])
-        out.append(audit_window(key, topic, revisions, view, integrity, findings))
+        findings = list(documents.window_findings.get(key, []))
+        if log is not None:
+            findings += log.window_findings.get(key.window_id, [])
+            if log.accounting is not None:
+                findings += log.accounting.window_findings.get(key.window_id, [])
+        audit = audit_window(key, topic, revisions, view, integrity, findings)
+        audit.timeline = _timeline(revisions, times)
+        out.append(audit)
         for inp in revisions:
             inp.payload = None  # keep memory bounded by one window
     return out
+
+
+def _timeline(revisions: list[RevisionInputs], times: dict[int, str]) -> dict[str, Any] | None:
+    entry = max(
+        (inp.log_entry for inp in revisions if inp.log_entry is not None),
+        key=lambda e: e["revision"],
+        default=None,
+    )
+    if entry is None:
+        return None
+    closed, anchored = entry["closed_at"], times.get(entry["run"])
+    delay = None
+    if anchored is not None:
+        delay = (parse_time(anchored) - parse_time(closed)).total_seconds()
+    return {
+        "revision": entry["revision"],
+        "run": entry["run"],
+        "closed_at": closed,
+        "anchored_at": anchored,
+        "seconds": delay,
+    }
+
+
+def log_report(log: LogAudit | None, coverage: list[PartitionCoverage]) -> dict[str, Any] | None:
+    """The report's `log` member: the log check, the anchored heads, coverage per partition."""
+    if log is None or log.check is None:
+        return None
+    check = log.check
+    return {
+        "origin": log.origin,
+        "key_pinned": log.pinned,
+        "size": None if log.head is None else log.head.size,
+        "root": None if log.head is None else log.head.root.hex(),
+        "anchored_heads": [h.size for h in (log.fetch.evidence.heads if log.fetch else [])],
+        "verdict": check.verdict,
+        "findings": [f.to_json() for f in check.findings + log.run_findings],
+        "verified_head": None
+        if log.head is None or check.verdict == FAIL
+        else RememberedHead(
+            log.origin, log.head.size, log.head.root.hex(), log.ledger_head
+        ).to_json(),
+        "coverage": {
+            "verdict": worst([c.verdict for c in coverage]) if coverage else PASS,
+            "partitions": [c.to_json() for c in coverage],
+        },
+    }
+
+
+def remember(log: LogAudit | None, state_dir: str | None) -> str | None:
+    """Save the verified head for the next audit (never a head whose log check failed)."""
+    if not state_dir or log is None or log.check is None or log.head is None:
+        return None
+    if log.check.verdict == FAIL:
+        return None
+    head = RememberedHead(log.origin, log.head.size, log.head.root.hex(), log.ledger_head)
+    return str(save_state(state_dir, head))
 
 
 def run_audit(
@@ -393,19 +582,32 @@ def run_audit(
     topic: str,
     selection: Selection,
     read_timeout_s: float = 30.0,
+    trust: TrustPolicy | None = None,
+    fallback: tuple[str, Verifier | None] | None = None,
+    state_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Audit the selected windows and return the report (`streamnotary.audit-report/1`)."""
+    """Audit the selected windows and return the report (`streamnotary.audit-report/1`).
+
+    `trust` pins the log key and origin; without it `fallback` (origin, verifier or None)
+    is used and the report notes that nothing was pinned.
+    """
     t0 = time.perf_counter()
-    documents = load_documents(store, topic, discover_windows(store, topic, selection))
+    reader = LedgerReader(ledger)
+    origin = fallback[0] if fallback else f"streamnotary/{topic}"
+    log = open_log(store, reader, topic, trust, fallback or (origin, None), state_dir)
+    discovery = discover_windows(store, topic, selection, log.logged)
+    documents = load_documents(store, topic, discovery)
+    finish_log(log, documents, trust.verifier if trust else (fallback or (origin, None))[1])
+    attach_log(log, documents)
     view = (
-        read_partitions(kafka, documents.revisions, read_timeout_s)
-        if documents.revisions
+        read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
+        if documents.revisions or log.accounting
         else KafkaView({})
     )
-    reader = LedgerReader(ledger)
+    coverage = _coverage(log, view)
     integrity = reader.integrity()
-    audits = audit_windows(store, reader, topic, documents, view, integrity)
-    return build_report(
+    audits = audit_windows(store, reader, topic, documents, view, integrity, log)
+    report = build_report(
         audits,
         topic=topic,
         selection=selection.to_json(),
@@ -413,7 +615,17 @@ def run_audit(
         scans=list(view.scans.values()),
         duration_seconds=time.perf_counter() - t0,
         findings=documents.run_findings,
+        log=log_report(log, coverage),
     )
+    remember(log, state_dir)
+    return report
+
+
+def _coverage(log: LogAudit, view: KafkaView) -> list[PartitionCoverage]:
+    if log.accounting is None:
+        return []
+    readable = {p: (s.start, s.end) for p, s in view.scans.items() if s.error is None}
+    return log.accounting.finish(readable)
 
 
 # ---------------------------------------------------------------------------------------
@@ -421,31 +633,78 @@ def run_audit(
 # ---------------------------------------------------------------------------------------
 
 
-@task(name="discover-windows", cache_policy=NO_CACHE)
-def discover_task(settings: Settings, selection: Selection) -> Documents:
+def trust_of(
+    settings: Settings, trust_path: str | None
+) -> tuple[TrustPolicy | None, tuple[str, Verifier | None]]:
+    """The pinned policy (`--trust FILE` or setting `audit_trust_path`), and the fallback:
+    the operator's own log key from settings, for audits run on the operator's machine."""
+    from storage.logkey import LogKeyError, log_origin, log_verifier
+
+    path = trust_path or settings.audit_trust_path
+    trust = TrustPolicy.load(path) if path else None
+    try:
+        verifier: Verifier | None = log_verifier(settings)
+    except LogKeyError:
+        verifier = None
+    return trust, (log_origin(settings), verifier)
+
+
+@task(name="load-log-and-documents", cache_policy=NO_CACHE)
+def documents_task(
+    settings: Settings, selection: Selection, trust_path: str | None, state_dir: str | None
+) -> tuple[Documents, LogAudit]:
+    """The anchor log (and its anchored heads), then the windows it and the bucket name."""
+    from storage.ledger.factory import open_ledger
+
+    trust, fallback = trust_of(settings, trust_path)
     store = open_store(settings)
-    return load_documents(store, settings.topic, discover_windows(store, settings.topic, selection))
+    with open_ledger(settings, trusted_identity=trust.ledger if trust else None) as ledger:
+        log = open_log(store, LedgerReader(ledger), settings.topic, trust, fallback, state_dir)
+    documents = load_documents(
+        store, settings.topic, discover_windows(store, settings.topic, selection, log.logged)
+    )
+    finish_log(log, documents, trust.verifier if trust else fallback[1])
+    attach_log(log, documents)
+    return documents, log
 
 
 @task(name="read-partitions-once", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def read_task(settings: Settings, documents: Documents) -> KafkaView:
-    if not documents.revisions:
-        return KafkaView({})
+def read_task(
+    settings: Settings, documents: Documents, log: LogAudit
+) -> tuple[KafkaView, list[PartitionCoverage]]:
+    if not documents.revisions and log.accounting is None:
+        return KafkaView({}), []
+    if log.index is not None:
+        log.accounting = Accounting(log.index)  # a retry starts the accounting afresh
     with KafkaLog.from_settings(settings) as kafka:
-        return read_partitions(kafka, documents.revisions, settings.read_timeout_seconds)
+        view = read_partitions(
+            kafka, documents.revisions, settings.read_timeout_seconds, log.accounting
+        )
+    return view, _coverage(log, view)
 
 
 @task(name="check-windows", cache_policy=NO_CACHE)
 def check_task(
-    settings: Settings, documents: Documents, view: KafkaView
+    settings: Settings,
+    documents: Documents,
+    view: KafkaView,
+    log: LogAudit,
+    trust_path: str | None,
 ) -> tuple[list[WindowAudit], LedgerIntegrity]:
     from storage.ledger.factory import open_ledger
 
+    trust, _ = trust_of(settings, trust_path)
     store = open_store(settings)
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings, trusted_identity=trust.ledger if trust else None) as ledger:
         reader = LedgerReader(ledger)
         integrity = reader.integrity()
-        return audit_windows(store, reader, settings.topic, documents, view, integrity), integrity
+        audits = audit_windows(store, reader, settings.topic, documents, view, integrity, log)
+        return audits, integrity
+
+
+@task(name="remember-verified-head", cache_policy=NO_CACHE)
+def remember_task(log: LogAudit, state_dir: str | None) -> str | None:
+    return remember(log, state_dir)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
@@ -484,8 +743,15 @@ def audit(
     topic: str | None = None,
     json_path: str | None = None,
     html_path: str | None = None,
+    trust_path: str | None = None,
+    state_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Audit the selected windows; raise `AuditFailed` after all of them if any check failed."""
+    """Audit the selected windows; raise `AuditFailed` after all of them if any check failed.
+
+    `trust_path` (default: setting `audit_trust_path`) pins the log key, origin and ledger
+    identity; `state_dir` (default: setting `audit_state_dir`) holds the last verified
+    head, which this audit must extend and then replaces.
+    """
     t0 = time.perf_counter()
     settings = load_settings(topic=topic)
     # Parameters come from whoever may start a run: confine file outputs to report_dir.
@@ -500,9 +766,10 @@ def audit(
         latest=latest,
         all=all_windows,
     )
-    documents = discover_task(settings, selection)
-    view = read_task(settings, documents)
-    audits, integrity = check_task(settings, documents, view)
+    state_dir = state_dir or settings.audit_state_dir or None
+    documents, log = documents_task(settings, selection, trust_path, state_dir)
+    view, coverage = read_task(settings, documents, log)
+    audits, integrity = check_task(settings, documents, view, log, trust_path)
     report = build_report(
         audits,
         topic=settings.topic,
@@ -511,8 +778,10 @@ def audit(
         scans=list(view.scans.values()),
         duration_seconds=time.perf_counter() - t0,
         findings=documents.run_findings,
+        log=log_report(log, coverage),
     )
     validate_report(report)
+    remember_task(log, state_dir)
     publish_task(report, json_path, html_path)
     logger = get_run_logger()
     counts = report["summary"]["by_verdict"]

@@ -81,6 +81,9 @@ class Settings:
     url_max_redirects: int = 5  # same scheme or http->https only
     url_allow_private_redirects: bool = False  # allow redirects to loopback/private hosts
     url_retry_after_cap_seconds: float = 60.0  # longest Retry-After wait honoured
+    # issue 8 (i8audit): what the auditor pins and remembers
+    audit_trust_path: str = ""  # trust policy (streamnotary.trust/v1) the audit flow pins
+    audit_state_dir: str = ""  # where the audit remembers the last verified log head
     # issue 8: the signed anchor log
     log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands

@@ -55,16 +55,21 @@ def build_report(
     duration_seconds: float,
     generated_at: datetime | None = None,
     findings: Sequence[Finding] = (),
+    log: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report of one audit run; `findings` concern the run, not one window."""
+    """The JSON report of one audit run; `findings` concern the run, not one window;
+    `log` is the anchor log section (`flows.audit.log_report`), None without a log."""
     windows = [a.to_json() for a in audits]
     verdicts = [a.verdict for a in audits]
+    overall = [*verdicts, *(f.severity for f in findings)]
+    if log is not None:
+        overall += [log["verdict"], log["coverage"]["verdict"]]
     return {
         "schema": REPORT_SCHEMA,
         "generated_at": (generated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "topic": topic,
         "selection": selection,
-        "verdict": worst([*verdicts, *(f.severity for f in findings)]),
+        "verdict": worst(overall),
         "summary": {
             "windows": len(audits),
             "revisions": sum(len(a.revisions) for a in audits),
@@ -79,6 +84,7 @@ def build_report(
         "kafka": {"partitions": [s.to_json() for s in sorted(scans, key=lambda s: s.partition)]},
         "windows": windows,
         "findings": [f.to_json() for f in findings],
+        "log": log,
     }
 
 
@@ -102,6 +108,18 @@ def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
         for f in report.get("findings", [])
         if f["severity"] != "info"
     ]
+    log = report.get("log") or {}
+    out += [
+        {"window_id": "(log)", "revision": None, "check": "log", **f}
+        for f in log.get("findings", [])
+        if f["severity"] != "info"
+    ]
+    for c in (log.get("coverage") or {}).get("partitions", []):
+        out += [
+            {"window_id": "(coverage)", "revision": None, "check": "coverage", **f}
+            for f in c["findings"]
+            if f["severity"] != "info"
+        ]
     for w in report["windows"]:
         out += [
             {"window_id": w["window_id"], "revision": None, "check": "window", **f}
@@ -152,6 +170,27 @@ def report_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def log_lines(log: dict[str, Any] | None) -> list[str]:
+    """Markdown lines for the anchor log and the coverage of every offset."""
+    if not log:
+        return ["", "No anchor log for this topic: windows were found by listing the bucket."]
+    out = [
+        "",
+        f"Anchor log `{log['origin']}`: size {log['size']}, {len(log['anchored_heads'])} "
+        f"anchored heads, key {'pinned' if log['key_pinned'] else '**not pinned**'}: "
+        f"**{log['verdict']}**. Coverage: **{log['coverage']['verdict']}**",
+        "",
+        "| partition | offsets | in windows | held open | unattributable | not checkable |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in log["coverage"]["partitions"]:
+        out.append(
+            f"| {c['partition']} | [{c['first']}, {c['last']}) | {c['in_windows']} "
+            f"| {c['held_open']} | {c['unattributable']} | {c['not_checkable']} |"
+        )
+    return out
+
+
 def render_markdown(report: dict[str, Any], max_findings: int = 50) -> str:
     """Summary for the Prefect UI: counts per check, then the failing findings."""
     s = report["summary"]
@@ -173,6 +212,7 @@ def render_markdown(report: dict[str, Any], max_findings: int = 50) -> str:
         counts = s["checks"][name]
         lines.append(f"| {name} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
     lines.append("| **windows** | " + " | ".join(str(s["by_verdict"][v]) for v in VERDICTS) + " |")
+    lines += log_lines(report.get("log"))
     bad = failures(report)
     if bad:
         lines += [

@@ -36,6 +36,16 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print the JSON report (streamnotary.audit-report/1)"
     )
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="trust policy to pin (streamnotary trust export): log key, origin, ledger identity",
+    )
+    p.add_argument(
+        "--state",
+        metavar="DIR",
+        help="remember the verified log head here; the next audit must be consistent with it",
+    )
     p.add_argument("--html", metavar="FILE", help="write the self-contained HTML report to FILE")
     p.set_defaults(func=cmd_audit)
 
@@ -61,6 +71,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from flows.audit import AuditFailed, SelectionError, audit, write_outputs
+    from flows.audit_log import TrustPolicyError
 
     try:
         report = audit(
@@ -71,10 +82,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             latest=args.latest,
             all_windows=args.all,
             topic=args.topic,
+            trust_path=args.trust,
+            state_dir=args.state,
         )
     except AuditFailed as exc:
         report = exc.report
-    except SelectionError as exc:
+    except (SelectionError, TrustPolicyError) as exc:
         print(f"streamnotary audit: {exc}", file=sys.stderr)
         return 64
     # The operator's own paths: written here, not passed as (confined) flow parameters.

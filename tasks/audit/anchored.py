@@ -13,7 +13,7 @@ from tasks.audit.core import FAIL, NOT_CHECKABLE, PENDING, CheckResult
 from tasks.audit.evidence import LedgerIntegrity, LedgerObservation, RevisionInputs
 from tasks.batch import verify_batch_proof
 from tasks.canonical import canonical_digest
-from tasks.checkpoint import checkpoint_digest
+from tasks.checkpoint import checkpoint_digest, ranges_of
 from tasks.merkle import MerkleError
 from tasks.window import WindowKey
 
@@ -38,6 +38,7 @@ def check_anchored(
                 f"checkpoint at {inp.checkpoint_key} names {named[0]} r{named[1]} of topic "
                 f"{named[2]!r}",
             )
+    _check_log_entry(res, inp, cp, digest)
     rc = inp.receipt
     if rc is None:
         code = "receipt_invalid" if inp.receipt_invalid else "receipt_missing"
@@ -93,6 +94,33 @@ def check_anchored(
         }
         _check_entry(res, "window", inp.window_entry, expected_window_body, window_ref, integrity)
     return res, digest
+
+
+def _check_log_entry(
+    res: CheckResult, inp: RevisionInputs, cp: dict[str, Any] | None, digest: str | None
+) -> None:
+    """The stored checkpoint is the one the anchor log's window entry names."""
+    entry = inp.log_entry
+    if entry is None or cp is None or digest is None:
+        return
+    if entry["checkpoint_digest"] != digest:
+        res.add(
+            FAIL,
+            "log_digest_mismatch",
+            f"the anchor log names checkpoint digest {entry['checkpoint_digest']}, the stored "
+            f"checkpoint digests to {digest}",
+        )
+    logged = {int(p): [tuple(r) for r in rs] for p, rs in entry["ranges"].items()}
+    stored = {p: [r] for p, r in ranges_of(cp).items()}
+    if logged != stored:
+        res.add(
+            FAIL,
+            "log_ranges_mismatch",
+            f"the anchor log gives ranges {logged}, the checkpoint {stored}",
+        )
+    link = cp["supersedes"]
+    if entry["supersedes"] != link:
+        res.add(FAIL, "log_supersedes_mismatch", "the log and the checkpoint supersede differently")
 
 
 def _check_entry(

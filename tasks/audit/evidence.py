@@ -91,6 +91,7 @@ class RevisionInputs:
     payload_uri: str | None = None  # what the store calls payload_key
     batch_entry: LedgerObservation | None = None
     window_entry: LedgerObservation | None = None
+    log_entry: dict[str, Any] | None = None  # its window entry in the anchor log, if logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,9 @@ class KafkaView:
 
     scans: dict[int, PartitionScan]
     by_window: dict[WindowKey, list[Classified]] = field(default_factory=dict)
+    # per partition the offsets [first, last) the anchor log's runs read: coverage
+    # (tasks.audit.coverage) accounts for those, the late-data scan only for what follows
+    log_extent: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, scans: Iterable[PartitionScan], classified: Iterable[Classified]) -> KafkaView:

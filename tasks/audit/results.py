@@ -37,6 +37,7 @@ class WindowAudit:
     revisions: list[RevisionAudit]
     aggregates: dict[str, Any] | None = None  # of the latest revision's checkpoint
     findings: list[Finding] = field(default_factory=list)  # about the window, not a revision
+    timeline: dict[str, Any] | None = None  # closed_at -> anchored_at of the latest revision
 
     @property
     def window_id(self) -> str:
@@ -66,4 +67,5 @@ class WindowAudit:
             "aggregates": self.aggregates,
             "revisions": [r.to_json() for r in self.revisions],
             "findings": [f.to_json() for f in self.findings],
+            "timeline": self.timeline,
         }
