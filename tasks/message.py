@@ -33,6 +33,7 @@ from tasks.record import (
     RecordRejected,
     decode_record,
 )
+from tasks.record_fast import decode_canonical
 from tasks.window import WindowKey, WindowSpec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,10 +74,12 @@ def classify(msg: SourceMessage, spec: WindowSpec) -> Classified:
     """Decode `msg` and attribute it to a window (see module docstring)."""
     if msg.value is None:
         return _rejected(msg, spec, "tombstone", "message has no value")
-    try:
-        record = decode_record(msg.value)
-    except RecordRejected as exc:
-        return _rejected(msg, spec, exc.reason, exc.detail)
+    record = decode_canonical(msg.value)  # the producer's byte layout, or None: unsure
+    if record is None:
+        try:
+            record = decode_record(msg.value)
+        except RecordRejected as exc:
+            return _rejected(msg, spec, exc.reason, exc.detail)
     if msg.key != record.station_id.encode("ascii"):
         return _rejected(
             msg,
