@@ -21,7 +21,7 @@ from storage import layout
 from storage.objectstore import open_store
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
-from tasks import steps
+from tasks import stage_timing, steps
 from tasks.batch import Batch
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
@@ -40,6 +40,7 @@ from tasks.revision import (
 )
 from tasks.run_artifacts import explain_run, track_progress
 from tasks.run_report import held_open_by_station
+from tasks.stage_timing import StageClock
 from tasks.window import WindowKey, WindowSpec
 from tasks.window_content import build_window
 
@@ -64,6 +65,8 @@ class RunSummary:
     held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
     batch_ref: dict[str, Any] | None = None
     completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
+    # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
+    clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:
         station = checkpoint["window"]["station_id"]
@@ -104,6 +107,7 @@ class RunSummary:
             "stations": dict(sorted(self.stations.items())),
             "held_open": self.held_open,
             "batch_ref": self.batch_ref,
+            "timings": self.clock.report(),
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamnotary.config import default_home
+from tasks.stage_timing import add_call_time, describe
 
 DEMO_TOPICS = {"local": "dwd.observations", "evm": "dwd.observations.evm"}
 _PHASES = {
@@ -97,7 +99,9 @@ def run_demo(
     sources = [str(p) for p in demo_files()]
     with progress_bars(err):
         ingested = ingest_dwd(sources=sources, topic=profile["topic"])
+        started = time.perf_counter()
         summary = anchor_windows(topic=profile["topic"], drain=True, ledger=ledger)
+        add_call_time(summary["timings"], time.perf_counter() - started)
     summary["ingested_records"] = sum(r["records"] for r in ingested.values())
     return summary
 
@@ -132,6 +136,8 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         f"batch root: {summary['batch_root'] or '-'}"
     )
     render_held_open(summary, console)
+    if summary.get("timings"):
+        console.print(describe(summary["timings"]))
     if summary["new_anchors"] == 0:
         console.print("[bold]Nothing new to anchor:[/] every closed window is already anchored.")
     else:

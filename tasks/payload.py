@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.record import Observation, RecordRejected, canonical_bytes, validate
+from tasks.stage_timing import PARQUET, timed
 
 PAYLOAD_FORMAT = "parquet/streamnotary.payload/1"
 
@@ -51,6 +52,7 @@ class PayloadError(ValueError):
     """A payload cannot be decoded into canonical records."""
 
 
+@timed(PARQUET)
 def encode_payload(records: Sequence[Observation]) -> bytes:
     """Parquet bytes for records already in canonical order (see `tasks.dedup`)."""
     table = pa.table(

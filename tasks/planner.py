@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tasks.message import Classified, SourceMessage, classify
+from tasks.stage_timing import DECODE, stage
 from tasks.window import WindowKey, WindowSpec
 
 CURSOR_SCHEMA = "streamnotary.cursor/1"
@@ -178,9 +179,11 @@ def plan_run(
     watermarks = {s: c.watermark for s, c in cursor.stations.items()}
     advanced: set[str] = set()
     read = new = 0
-    for msg in messages:
+    with stage(DECODE):
+        classified = [classify(msg, spec) for msg in messages]
+    for c in classified:
+        msg = c.message
         read += 1
-        c = classify(msg, spec)
         seen_before = msg.offset < cursor.partition(msg.partition).read_end
         new += not seen_before
         if c.window is None:

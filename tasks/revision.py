@@ -20,6 +20,7 @@ from tasks.canonical import canonical_json, sha256_hex
 from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
 from tasks.message import Classified
 from tasks.payload import encode_payload
+from tasks.stage_timing import WINDOW, timed
 from tasks.window import WindowKey
 from tasks.window_content import WindowContent
 
@@ -43,6 +44,7 @@ class PlannedRevision:
         return self.key.window_id
 
 
+@timed(WINDOW)
 def plan_revision(
     *,
     content: WindowContent,

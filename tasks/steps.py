@@ -28,6 +28,7 @@ from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
 from tasks.planner import Cursor, CursorError
 from tasks.revision import document_bytes
+from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
 from tasks.window import WindowKey
 
 # Errors that a retry cannot fix: bad input, a write-once key holding other bytes, an
@@ -84,6 +85,7 @@ def report_progress(phase: str, done: int, total: int) -> None:
 
 
 @task(name="load-cursor", **IO_RETRIES)
+@timed(OBJECTS)
 def load_cursor(settings: Settings) -> Cursor:
     """The durable position of the pipeline; an empty cursor on the first run."""
     store = open_store(settings)
@@ -97,6 +99,7 @@ def load_cursor(settings: Settings) -> Cursor:
 
 
 @task(name="load-pending-plan", **IO_RETRIES)
+@timed(OBJECTS)
 def load_pending(settings: Settings) -> dict[str, Any] | None:
     """The write-ahead plan of a run that did not finish, if any."""
     store = open_store(settings)
@@ -107,6 +110,7 @@ def load_pending(settings: Settings) -> dict[str, Any] | None:
 
 
 @task(name="read-end-offsets", **IO_RETRIES)
+@timed(READ)
 def read_end_offsets(settings: Settings) -> dict[int, int]:
     """Per partition, the high watermark at run start: the exclusive end of this run's read."""
     with KafkaLog.from_settings(settings) as log:
@@ -114,6 +118,7 @@ def read_end_offsets(settings: Settings) -> dict[int, int]:
 
 
 @task(name="read-offset-ranges", **IO_RETRIES)
+@timed(READ)
 def read_offset_ranges(
     settings: Settings, ranges: Mapping[int, tuple[int, int]]
 ) -> list[SourceMessage]:
@@ -126,6 +131,7 @@ def read_offset_ranges(
 
 
 @task(name="load-latest-revisions", **IO_RETRIES)
+@timed(OBJECTS)
 def load_latest_revisions(
     settings: Settings, keys: Sequence[WindowKey]
 ) -> dict[WindowKey, dict[str, Any]]:
@@ -142,6 +148,7 @@ def load_latest_revisions(
 
 
 @task(name="write-plan", **IO_RETRIES)
+@timed(OBJECTS)
 def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
     """Store the write-ahead plan before any other write of the run.
 
@@ -177,6 +184,7 @@ def _put_all(
 
 
 @task(name="write-payloads", **IO_RETRIES)
+@timed(OBJECTS)
 def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
     """Write-once Parquet payloads; returns how many were newly created."""
     return _put_all(
@@ -185,6 +193,7 @@ def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
 
 
 @task(name="write-documents", **IO_RETRIES)
+@timed(OBJECTS)
 def write_documents(
     settings: Settings, docs: Mapping[str, dict[str, Any]], phase: str = "documents"
 ) -> int:
@@ -194,6 +203,7 @@ def write_documents(
 
 
 @task(name="anchor-batch", **IO_RETRIES)
+@timed(LEDGER)
 def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
     """Anchor the run's batch root (idempotent by key)."""
     with open_ledger(settings) as ledger:
@@ -201,6 +211,7 @@ def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
 
 
 @task(name="anchor-windows", **IO_RETRIES)
+@timed(LEDGER)
 def anchor_window_entries(
     settings: Settings, entries: Sequence[AnchorEntry]
 ) -> list[AnchorRef] | None:
@@ -219,6 +230,7 @@ def anchor_window_entries(
 
 
 @task(name="advance-cursor", **IO_RETRIES)
+@timed(OBJECTS)
 def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
     """Persist the next cursor, then drop the finished plan. Always the last write."""
     store = open_store(settings)

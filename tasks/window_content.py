@@ -17,6 +17,7 @@ from tasks.dedup import deduplicate
 from tasks.merkle import merkle_root
 from tasks.message import Classified
 from tasks.record import Observation
+from tasks.stage_timing import WINDOW, timed
 from tasks.window import WindowKey
 
 
@@ -71,6 +72,7 @@ def offset_ranges(items: Iterable[Classified]) -> dict[int, tuple[int, int]]:
     return dict(sorted(ranges.items()))
 
 
+@timed(WINDOW)
 def build_window(key: WindowKey, items: Iterable[Classified]) -> WindowContent:
     """Deduplicate, order, hash and aggregate the messages of one window.
 

@@ -91,9 +91,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
-    from flows.anchor_windows import anchor_windows
+    import time
 
+    from flows.anchor_windows import anchor_windows
+    from tasks.stage_timing import add_call_time
+
+    started = time.perf_counter()
     summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
+    add_call_time(summary["timings"], time.perf_counter() - started)
     return _emit(summary, as_json=args.json)
 
 
