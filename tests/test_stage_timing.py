@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from flows.anchor_windows import anchor_windows
@@ -15,6 +17,8 @@ from tasks import stage_timing
 from tasks.stage_timing import STAGES, StageClock, add_call_time, describe, timed
 from tasks.synth import SynthOptions, station_ids, station_releases
 from tests.pipeline_env import PipelineEnv, make_env
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
 
 def _busy(seconds: float) -> None:
@@ -96,3 +100,5 @@ def test_anchor_run_summary_reports_every_stage(env: PipelineEnv) -> None:
         assert timings["calls"][name] >= 1, name
     assert timings["calls"]["parquet"] == 2 * 4  # one payload per window
     assert sum(timings["stages"].values()) <= timings["wall_s"]
+    schema = json.loads((SCHEMAS / "stage_timings.schema.json").read_text())
+    jsonschema.validate(add_call_time(timings, timings["wall_s"] + 0.5), schema)
