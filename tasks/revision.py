@@ -147,6 +147,21 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _json_integer(value: int | None) -> int | str | None:
+    """`value` as a JSON integer if RFC 8785 can write it exactly, else as decimal text.
+
+    A producer may set any int64 Kafka timestamp (noida-db and Kafka store 2**63-1 as
+    given); RFC 8785 numbers are IEEE 754 doubles, so such a value would make the whole
+    write-ahead plan uncanonicalizable and wedge every run on the message.
+    """
+    if value is None or -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+        return value
+    return str(value)
+
+
 def quarantine_doc(c: Classified) -> dict[str, Any]:
     """The stored form of a rejected message: byte-exact, with position and reason."""
     m = c.message
@@ -155,7 +170,7 @@ def quarantine_doc(c: Classified) -> dict[str, Any]:
         "topic": m.topic,
         "partition": m.partition,
         "offset": m.offset,
-        "timestamp_ms": m.timestamp_ms,
+        "timestamp_ms": _json_integer(m.timestamp_ms),
         "key_b64": _b64(m.key),
         "value_b64": _b64(m.value),
         "reason": c.reason or "rejected",
