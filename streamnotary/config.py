@@ -87,6 +87,9 @@ class Settings:
     # issue 8: the signed anchor log
     log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
+    ledger_tx_timeout_seconds: float = 180.0  # evm: wait for mining, then retry (same nonce)
+    ledger_deploy: str = "first-use"  # evm: first-use | never | replace (contract deployment)
+    ledger_log_chunk_blocks: int = 2_000  # evm: eth_getLogs block range per request
 
     def __repr__(self) -> str:
         parts = []

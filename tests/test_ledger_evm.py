@@ -46,7 +46,7 @@ def test_anchor_lookup_read_and_lookup_by_root(anvil_node: AnvilNode, tmp_path: 
     entry = batch_entry()
     ref = ledger.anchor(entry)
     assert ref.backend == "evm" and ref.digest == entry.digest
-    assert set(ref.locator) == {"tx", "block", "log_index", "contract", "chain_id"}
+    assert set(ref.locator) == {"tx", "block", "log_index", "contract", "chain_id", "sender"}
     assert ref.confirmations == 1 and ref.final
     assert ledger.lookup(entry.key) == ref
     assert ledger.read(ref) == entry.body

@@ -255,7 +255,9 @@ class BitcoinLedger(Ledger):
         self._decoded: dict[str, list[tuple[int, bytes, bytes, int]]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BitcoinLedger:
+    def from_settings(
+        cls, settings: Any, trusted_identity: dict[str, Any] | None = None
+    ) -> BitcoinLedger:
         return cls(
             settings.ledger_url,
             user=settings.ledger_user,

@@ -5,18 +5,29 @@ What is on chain, per entry (one `anchor(root, key, digest, body)` call):
 * ``root`` (indexed topic): the batch Merkle root for a batch entry (``body["root"]``);
   for any other entry, its body digest. Auditors find a batch by root with `lookup_root`.
 * ``keyHash`` (indexed topic) = keccak256(key): the idempotency key, found with `lookup`.
+* ``sender`` (indexed topic) = ``msg.sender``: the writer. Only the *operator*'s events
+  count: the pinned identity's ``operator`` (``trusted_identity``, from the auditor's trust
+  file), else our own account. Events of anyone else are ignored by `lookup`, `anchor` and
+  `read` and listed by `foreign_entries` (the audit reports them as ``info``).
 * ``key``, ``digest`` (SHA-256 of the canonical body) and ``body`` (the RFC 8785 JSON itself),
   so `read` rebuilds the body from the chain alone and re-checks its digest.
-* the contract's ``digestOf[keyHash]`` binds a key to one digest forever: a second anchor
-  of the same key reverts, so even two racing writers leave exactly one event.
-
-Only batch entries go on chain (`supports_window_items` is False): a window is proven by
-its receipt's inclusion proof in the batch root.
+* the contract's ``digestOf[sender][keyHash]`` binds a (sender, key) to one digest forever: a
+  second anchor of the same key by the same sender reverts, so even two racing runs of the
+  operator leave exactly one event, and a third party cannot squat the operator's keys.
 
 The compiled contract (ABI + bytecode) is ``contracts/StreamNotaryAnchor.json``, produced by
-``node scripts/compile_contract.mjs`` with the pinned npm ``solc``. Without a configured
-`contract_address` the ledger deploys the contract on first use and records the address in
-a small JSON file (``<home>/evm_contract.json``), keyed by chain id, so later runs reuse it.
+``node scripts/compile_contract.mjs`` with the pinned npm ``solc``. Which contract is used:
+the pinned identity's, else ``ledger_contract``, else the one recorded for this chain id in
+``<home>/evm_contract.json`` (mode 0600; never holds the node URL, which may carry an API
+key). A contract is deployed only by `ledger_deploy` policy: ``first-use`` (default) when
+nothing is configured or recorded, ``replace`` (``streamnotary anchor --deploy``) also when
+the recorded address holds no code, ``never`` not at all. A recorded or configured address
+without our code is otherwise an error (`ContractMissing`): a lagging or reset node must not
+silently get a new contract, which would forget every key anchored so far.
+
+Transactions are nonce-stable (`storage.ledger.evm_tx`): a retry re-sends the same
+transaction instead of a new one. Logs are read in block ranges of ``log_chunk_blocks``
+(hosted providers cap eth_getLogs ranges), halving the range when a provider still refuses.
 """
 
 from __future__ import annotations
@@ -24,17 +35,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from eth_account import Account
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 
 from storage.ledger.base import (
     AnchorConflict,
@@ -46,50 +54,44 @@ from storage.ledger.base import (
     LedgerError,
     LedgerUnavailable,
 )
+from storage.ledger.evm_contract import (
+    DEPLOYMENTS_FILE,
+    ContractMissing,
+    Deployment,
+    DeploymentRecord,
+    contract_artifact,
+    entry_root,
+    first_block_with_code,
+    key_hash,
+)
+from storage.ledger.evm_tx import NonceStableSender, PendingSlots, TransactionFailed
+from streamnotary.masking import mask_text, safe_url, url_secrets
 from tasks.canonical import canonical_digest, canonical_json
 
 T = TypeVar("T")
 
-ARTIFACT = "StreamNotaryAnchor.json"
-DEPLOYMENTS_FILE = "evm_contract.json"
+PENDING_DIR = "evm_pending"
+DEPLOY_POLICIES = ("first-use", "never", "replace")
 _CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
 
-
-class ContractMissing(LedgerError):
-    """The configured address holds no StreamNotaryAnchor code (wrong chain or address)."""
-
-
-class TransactionFailed(LedgerError):
-    """The anchoring transaction reverted or was not mined in time."""
-
-
-@cache
-def contract_artifact() -> dict[str, Any]:
-    """The committed compiler output (ABI, bytecode, solc version and settings)."""
-    text = resources.files("storage.ledger").joinpath("contracts", ARTIFACT).read_text()
-    return dict(json.loads(text))
+__all__ = [
+    "ContractMissing",
+    "EvmLedger",
+    "ForeignAnchor",
+    "IdentityMismatch",
+    "TransactionFailed",
+    "contract_artifact",
+    "entry_root",
+    "key_hash",
+]
 
 
-def entry_root(entry_body: dict[str, Any], digest_hex: str) -> bytes:
-    """The indexed `root` of an entry: the batch root if the body names one, else its digest."""
-    root = entry_body.get("root")
-    if isinstance(root, str) and len(root) == 64:
-        try:
-            return bytes.fromhex(root)
-        except ValueError:
-            pass
-    return bytes.fromhex(digest_hex)
+class ForeignAnchor(LedgerError):
+    """A reference points at an event of a sender (or contract, chain) that is not pinned."""
 
 
-def key_hash(key: str) -> bytes:
-    """keccak256 of the UTF-8 key, exactly as the contract computes it."""
-    return bytes(keccak(key.encode()))
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    address: str
-    block: int
+class IdentityMismatch(LedgerError):
+    """The node serves another chain than the pinned identity names."""
 
 
 class EvmLedger(Ledger):
@@ -107,14 +109,28 @@ class EvmLedger(Ledger):
         deployment_block: int = 0,
         required_confirmations: int = 1,
         timeout: float = 10.0,
+        tx_timeout: float = 180.0,
         retries: int = 3,
         deployments_file: Path | None = None,
+        pending_dir: Path | None = None,
+        deploy: str = "first-use",
+        log_chunk_blocks: int = 2_000,
+        trusted_identity: dict[str, Any] | None = None,
     ) -> None:
+        """`timeout` bounds one RPC request, `tx_timeout` the wait for a transaction to be
+        mined (then `TransactionFailed`; the next attempt re-sends the same transaction)."""
+        if deploy not in DEPLOY_POLICIES:
+            raise LedgerError(f"ledger_deploy must be one of {DEPLOY_POLICIES}, not {deploy!r}")
         self.url = url
+        self.safe_url = safe_url(url)
         self.required_confirmations = required_confirmations
         self.timeout = timeout
         self.retries = retries
         self.deployments_file = deployments_file
+        self.record = DeploymentRecord(deployments_file)
+        self.deploy_policy = deploy
+        self.log_chunk_blocks = max(int(log_chunk_blocks), 1)
+        self._secrets = url_secrets(url)
         # Retries are ours (bounded, then LedgerUnavailable), not web3's silent ones.
         self.w3 = Web3(
             Web3.HTTPProvider(
@@ -123,122 +139,113 @@ class EvmLedger(Ledger):
         )
         self._account = Account.from_key(private_key) if private_key else None
         self._sender: str | None = self._account.address if self._account else None
-        artifact = contract_artifact()
-        self._abi = artifact["abi"]
+        self._abi = contract_artifact()["abi"]
+        self._pinned = dict(trusted_identity) if trusted_identity else None
         self._deployment: Deployment | None = (
             Deployment(to_checksum_address(contract_address), deployment_block)
             if contract_address
             else None
         )
+        self._verified = False  # the contract's code was checked on this node
+        self._chain: int | None = None
+        self.transactions = NonceStableSender(
+            self.w3, self._call, lambda: self.sender, self._account,
+            PendingSlots(pending_dir), tx_timeout,
+        )  # fmt: skip
 
     @classmethod
-    def from_settings(cls, settings: Any) -> EvmLedger:
+    def from_settings(
+        cls, settings: Any, trusted_identity: dict[str, Any] | None = None
+    ) -> EvmLedger:
+        home = Path(settings.home_path)
         return cls(
             settings.ledger_url,
             private_key=settings.ledger_private_key or None,
             contract_address=settings.ledger_contract or None,
             required_confirmations=max(int(settings.ledger_confirmations), 1),
-            deployments_file=Path(settings.home_path) / DEPLOYMENTS_FILE,
+            tx_timeout=float(settings.ledger_tx_timeout_seconds),
+            deployments_file=home / DEPLOYMENTS_FILE,
+            pending_dir=home / PENDING_DIR,
+            deploy=settings.ledger_deploy,
+            log_chunk_blocks=int(settings.ledger_log_chunk_blocks),
+            trusted_identity=trusted_identity,
         )
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one node interaction; connection errors are retried, then LedgerUnavailable."""
+        """Run one node interaction; connection errors are retried, then LedgerUnavailable.
+        Messages name the node by `safe_url` only (hosted URLs carry API keys)."""
         delay = 0.1
         for attempt in range(self.retries + 1):
             try:
                 return fn()
             except _CONNECTION_ERRORS as exc:
                 if attempt == self.retries:
+                    detail = mask_text(str(exc), self._secrets)
                     raise LedgerUnavailable(
-                        f"EVM node {self.url} unreachable ({what}) after {self.retries + 1} "
-                        f"attempts: {exc}"
-                    ) from exc
+                        f"EVM node {self.safe_url} unreachable ({what}) after "
+                        f"{self.retries + 1} attempts: {detail}"
+                    ) from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
     @property
     def sender(self) -> str:
+        """The account that signs our transactions (private key, else the node's first)."""
         if self._sender is None:
             accounts = self._call("eth_accounts", lambda: self.w3.eth.accounts)
             if not accounts:
                 raise LedgerError("no private key configured and the node has no unlocked account")
-            self._sender = str(accounts[0])
+            self._sender = to_checksum_address(accounts[0])
         return self._sender
 
-    def _transact(self, fn: Any) -> bytes:
-        """Sign (locally with the private key, else by the node) and send; return tx hash."""
-        if self._account is None:
-            return bytes(self._call("send", lambda: fn.transact({"from": self.sender})))
-        tx = self._call(
-            "build",
-            lambda: fn.build_transaction(
-                {
-                    "from": self.sender,
-                    "nonce": self.w3.eth.get_transaction_count(self.sender, "pending"),
-                }
-            ),
-        )
-        signed = self._account.sign_transaction(tx)
-        # Re-sending the same signed bytes is idempotent (same hash), so retries are safe.
-        raw = signed.raw_transaction
-        return bytes(self._call("send", lambda: self.w3.eth.send_raw_transaction(raw)))
+    @property
+    def operator(self) -> str:
+        """The only sender whose events count: the pinned one, else ourselves."""
+        if self._pinned is not None:
+            return to_checksum_address(str(self._pinned.get("operator", "")))
+        return self.sender
 
-    def _wait(self, tx_hash: bytes) -> Any:
-        try:
-            receipt = self._call(
-                "receipt",
-                lambda: self.w3.eth.wait_for_transaction_receipt(
-                    tx_hash, timeout=self.timeout, poll_latency=0.05
-                ),
-            )
-        except TimeExhausted as exc:
-            raise TransactionFailed(
-                f"tx 0x{tx_hash.hex()} not mined within {self.timeout}s"
-            ) from exc
-        if receipt["status"] != 1:
-            raise TransactionFailed(f"tx 0x{tx_hash.hex()} reverted")
-        return receipt
+    def _chain_id(self) -> int:
+        if self._chain is None:
+            self._chain = int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
+            if self._pinned is not None and int(self._pinned.get("chain_id", -1)) != self._chain:
+                raise IdentityMismatch(
+                    f"node {self.safe_url} serves chain id {self._chain}, the trust policy "
+                    f"pins {self._pinned.get('chain_id')}"
+                )
+        return self._chain
 
     # -- contract ---------------------------------------------------------------------------
 
-    def _chain_id(self) -> int:
-        return int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
-
-    def _has_our_code(self, address: str) -> bool:
-        code = self._call("eth_getCode", lambda: self.w3.eth.get_code(address))
+    def _has_our_code(self, address: str, block: int | str = "latest") -> bool:
+        code = self._call("eth_getCode", lambda: self.w3.eth.get_code(address, block))
         return "0x" + bytes(code).hex() == contract_artifact()["deployedBytecode"]
 
+    def _has_code_at(self, address: str) -> Callable[[int], bool]:
+        return lambda block: self._has_our_code(address, block)
+
+    def _deployment_block(self, address: str) -> int:
+        try:
+            return first_block_with_code(self._has_code_at(address), self._head())
+        except Web3RPCError:  # the node keeps no state history: scan from genesis
+            return 0
+
     def _recorded(self) -> Deployment | None:
-        if self.deployments_file is None or not self.deployments_file.is_file():
-            return None
-        doc = json.loads(self.deployments_file.read_text())
-        rec = doc.get("deployments", {}).get(str(self._chain_id()))
-        return Deployment(rec["address"], int(rec["block"])) if rec else None
+        return self.record.get(self._chain_id())
 
     def _record(self, dep: Deployment) -> None:
-        if self.deployments_file is None:
-            return
-        doc: dict[str, Any] = {"deployments": {}}
-        if self.deployments_file.is_file():
-            doc = json.loads(self.deployments_file.read_text())
-        doc.setdefault("deployments", {})[str(self._chain_id())] = {
-            "address": dep.address,
-            "block": dep.block,
-            "url": self.url,
-        }
-        self.deployments_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.deployments_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.deployments_file)
+        self.record.put(self._chain_id(), dep)
 
     def deploy(self) -> Deployment:
-        """Deploy a fresh StreamNotaryAnchor (and record it beside the home dir)."""
-        art = contract_artifact()
-        factory = self.w3.eth.contract(abi=self._abi, bytecode=art["bytecode"])
-        receipt = self._wait(self._transact(factory.constructor()))
+        """Deploy a fresh StreamNotaryAnchor and record it (explicitly, or by the policy)."""
+        factory = self.w3.eth.contract(abi=self._abi, bytecode=contract_artifact()["bytecode"])
+        receipt = self.transactions.send(
+            f"deploy:{self._chain_id()}",
+            lambda params: factory.constructor().build_transaction(params),
+        )
         dep = Deployment(
             to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
         )
@@ -246,24 +253,50 @@ class EvmLedger(Ledger):
         return dep
 
     def _resolve(self, *, deploy: bool) -> Deployment | None:
-        """The contract in use: configured, else recorded (and still present), else (only when
-        `deploy`, i.e. when anchoring) freshly deployed. Reads never write to the chain."""
-        if self._deployment is None:
+        """The contract in use (see the module docstring), its code checked once. Reads
+        never deploy; `None` only when nothing is configured or recorded and we read."""
+        if self._deployment is not None:
+            if not self._verified and not self._has_our_code(self._deployment.address):
+                raise ContractMissing(
+                    f"{self._deployment.address} on chain id {self._chain_id()} "
+                    f"({self.safe_url}) holds no StreamNotaryAnchor code"
+                )
+            self._verified = True
+            return self._deployment
+        where = f"on chain id {self._chain_id()} ({self.safe_url})"
+        if self._pinned is not None:
+            address = to_checksum_address(str(self._pinned.get("contract", "")))
+            if not self._has_our_code(address):
+                raise ContractMissing(f"pinned contract {address} holds no code {where}")
             rec = self._recorded()
-            if rec is None or not self._has_our_code(rec.address):
-                if not deploy:
-                    return None
-                rec = self.deploy()
-            self._deployment = rec
-        elif not self._has_our_code(self._deployment.address):
-            raise ContractMissing(
-                f"{self._deployment.address} on {self.url} holds no StreamNotaryAnchor code"
+            block = rec.block if rec and rec.address == address else None
+            self._deployment = Deployment(
+                address, self._deployment_block(address) if block is None else block
             )
+        else:
+            rec = self._recorded()
+            if rec is not None and self._has_our_code(rec.address):
+                self._deployment = rec
+            elif rec is not None and not (deploy and self.deploy_policy == "replace"):
+                raise ContractMissing(
+                    f"recorded contract {rec.address} holds no StreamNotaryAnchor code {where}: "
+                    "a lagging or reset node? Anchoring stops rather than deploying a new "
+                    "contract silently; if the chain really was reset, run "
+                    "`streamnotary anchor --deploy`"
+                )
+            elif deploy and (rec is not None or self.deploy_policy != "never"):
+                self._deployment = self.deploy()
+            elif deploy:
+                raise ContractMissing(
+                    f"no contract configured or recorded {where} and ledger_deploy is 'never': "
+                    "set ledger_contract, or deploy with `streamnotary anchor --deploy`"
+                )
+        self._verified = self._deployment is not None
         return self._deployment
 
     @property
     def deployment(self) -> Deployment:
-        """The contract in use, deployed on first use."""
+        """The contract in use for writing (deployed only as the policy allows)."""
         dep = self._resolve(deploy=True)
         assert dep is not None
         return dep
@@ -277,18 +310,37 @@ class EvmLedger(Ledger):
 
     # -- logs -------------------------------------------------------------------------------
 
-    def _logs(self, **filters: bytes) -> list[Any]:
+    def _all_logs(self, **filters: Any) -> list[Any]:
+        """`Anchored` events matching `filters` (any sender), read in block-range chunks."""
         dep = self._resolve(deploy=False)
         if dep is None:
             return []  # no contract yet: nothing was ever anchored here
-        contract = self.w3.eth.contract(address=dep.address, abi=self._abi)
-        logs = self._call(
-            "eth_getLogs",
-            lambda: contract.events.Anchored.get_logs(
-                from_block=dep.block, argument_filters=filters
-            ),
-        )
-        return [log for log in logs if not log.get("removed", False)]
+        event = self.w3.eth.contract(address=dep.address, abi=self._abi).events.Anchored
+        head = self._head()
+        out: list[Any] = []
+        start, chunk = dep.block, self.log_chunk_blocks
+        while start <= head:
+            end = min(start + chunk - 1, head)
+            try:
+                got = self._call(
+                    "eth_getLogs",
+                    lambda s=start, e=end: event.get_logs(
+                        from_block=s, to_block=e, argument_filters=filters
+                    ),
+                )
+            except Web3RPCError as exc:
+                if chunk == 1:
+                    detail = mask_text(str(exc), self._secrets)
+                    raise LedgerError(f"eth_getLogs refused by {self.safe_url}: {detail}") from None
+                chunk = max(chunk // 2, 1)  # the provider's range limit is below ours
+                continue
+            out += [log for log in got if not log.get("removed", False)]
+            start = end + 1
+        return out
+
+    def _logs(self, **filters: Any) -> list[Any]:
+        """The operator's events matching `filters`."""
+        return self._all_logs(sender=self.operator, **filters)
 
     def _head(self) -> int:
         return int(self._call("eth_blockNumber", lambda: self.w3.eth.block_number))
@@ -306,27 +358,60 @@ class EvmLedger(Ledger):
                 "log_index": int(log["logIndex"]),
                 "contract": to_checksum_address(log["address"]),
                 "chain_id": self._chain_id(),
+                "sender": to_checksum_address(log["args"]["sender"]),
             },
             confirmations=max(head - block + 1, 0),
             required_confirmations=self.required_confirmations,
         )
 
     def anchored_count(self, key: str) -> int:
-        """How many `Anchored` events carry `key` (the contract guarantees at most one)."""
+        """How many of the operator's `Anchored` events carry `key` (the contract allows one)."""
         return len(self._logs(keyHash=key_hash(key)))
 
+    def foreign_entries(self, key: str) -> list[dict[str, Any]]:
+        """Events under `key` by senders other than the operator (``tx``, ``block``,
+        ``sender``): ignored everywhere, reported by the audit as ``info``."""
+        operator = self.operator
+        return [
+            {
+                "tx": "0x" + bytes(log["transactionHash"]).hex(),
+                "block": int(log["blockNumber"]),
+                "sender": to_checksum_address(log["args"]["sender"]),
+            }
+            for log in self._all_logs(keyHash=key_hash(key))
+            if to_checksum_address(log["args"]["sender"]) != operator
+        ]
+
     # -- Ledger -----------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """``{"backend","chain_id","contract","operator"}``: what an auditor pins."""
+        dep = self._resolve(deploy=False)
+        if dep is None:
+            raise ContractMissing(
+                f"no contract recorded or configured on chain id {self._chain_id()}: "
+                "anchor once (or set ledger_contract) before exporting the identity"
+            )
+        return {
+            "backend": self.backend,
+            "chain_id": self._chain_id(),
+            "contract": dep.address,
+            "operator": self.operator,
+        }
 
     def lookup(self, key: str) -> AnchorRef | None:
         logs = self._logs(keyHash=key_hash(key))
         return self._ref(logs[0]) if logs else None
 
     def lookup_root(self, root_hex: str) -> list[AnchorRef]:
-        """Every entry anchored under the batch root `root_hex` (normally exactly one)."""
+        """The operator's entries anchored under the batch root `root_hex` (normally one)."""
         head = self._head()
         return [self._ref(log, head) for log in self._logs(root=bytes.fromhex(root_hex))]
 
     def anchor(self, entry: AnchorEntry) -> AnchorRef:
+        if self._pinned is not None and self.operator != self.sender:
+            raise ForeignAnchor(f"we sign as {self.sender}, the pinned operator is {self.operator}")
+        self._resolve(deploy=True)  # deploys only as ledger_deploy allows
         existing = self.lookup(entry.key)
         if existing is None:
             digest = entry.digest
@@ -337,41 +422,58 @@ class EvmLedger(Ledger):
                 canonical_json(entry.body).decode(),
             )
             try:
-                self._wait(self._transact(fn))
+                self.transactions.send(f"anchor:{entry.key}", fn.build_transaction)
             except (ContractCustomError, ContractLogicError, TransactionFailed):
-                # Reverted: most likely another writer anchored this key first (AlreadyAnchored).
+                # Reverted: most likely a racing run of ours anchored this key first.
                 if self.lookup(entry.key) is None:
                     raise
             existing = self.lookup(entry.key)
             if existing is None:
                 raise TransactionFailed(f"anchor of {entry.key} mined but no Anchored event found")
+        self.transactions.slots.clear(f"anchor:{entry.key}")  # mined: nothing left in flight
         if existing.digest != entry.digest:
             raise AnchorConflict(
-                f"{entry.key} is anchored on {self.url} with digest {existing.digest}, "
-                f"not {entry.digest}"
+                f"{entry.key} is anchored on chain id {self._chain_id()} with digest "
+                f"{existing.digest}, not {entry.digest}"
             )
         return existing
 
     def read(self, ref: AnchorRef) -> dict[str, Any]:
+        """The body of the event `ref` names, only if the operator emitted it from the
+        contract in use on this chain (a bundle built on a foreign event is rejected)."""
         tx = ref.locator.get("tx")
         if not tx:
             raise EntryNotFound(f"reference {ref.key} has no EVM transaction locator")
+        if int(ref.locator.get("chain_id", self._chain_id())) != self._chain_id():
+            raise ForeignAnchor(f"{tx} is on chain id {ref.locator.get('chain_id')}")
         try:
             receipt = self._call("receipt", lambda: self.w3.eth.get_transaction_receipt(tx))
         except Web3RPCError as exc:
-            raise EntryNotFound(f"transaction {tx} not found on {self.url}") from exc
+            raise EntryNotFound(f"transaction {tx} not found on {self.safe_url}") from exc
         except Exception as exc:  # web3 raises TransactionNotFound for an unknown hash
             if type(exc).__name__ == "TransactionNotFound":
-                raise EntryNotFound(f"transaction {tx} not found on {self.url}") from exc
+                raise EntryNotFound(f"transaction {tx} not found on {self.safe_url}") from exc
             raise
-        events = self._contract().events.Anchored().process_receipt(receipt)
-        for ev in events:
-            if int(ev["logIndex"]) == int(ref.locator.get("log_index", ev["logIndex"])):
-                if ev["args"]["key"] != ref.key:
-                    raise LedgerCorrupted(f"{tx} anchors {ev['args']['key']!r}, not {ref.key!r}")
-                body = json.loads(ev["args"]["body"])
-                digest = bytes(ev["args"]["digest"]).hex()
-                if canonical_digest(body) != digest:
-                    raise LedgerCorrupted(f"{tx}: on-chain body does not hash to its digest")
-                return dict(body)
-        raise EntryNotFound(f"no Anchored event at {ref.locator} on {self.url}")
+        dep = self._resolve(deploy=False)
+        if dep is None:
+            raise EntryNotFound(f"no contract configured or recorded; {tx} cannot be ours")
+        contract = self.w3.eth.contract(address=dep.address, abi=self._abi)
+        operator = self.operator
+        for log in receipt["logs"]:
+            if int(log["logIndex"]) != int(ref.locator.get("log_index", log["logIndex"])):
+                continue
+            if to_checksum_address(log["address"]) != contract.address:
+                raise ForeignAnchor(f"{tx}: event of {log['address']}, not of {contract.address}")
+            ev = contract.events.Anchored().process_log(log)
+            if to_checksum_address(ev["args"]["sender"]) != operator:
+                raise ForeignAnchor(
+                    f"{tx}: anchored by {ev['args']['sender']}, not by the operator {operator}"
+                )
+            if ev["args"]["key"] != ref.key:
+                raise LedgerCorrupted(f"{tx} anchors {ev['args']['key']!r}, not {ref.key!r}")
+            body = json.loads(ev["args"]["body"])
+            digest = bytes(ev["args"]["digest"]).hex()
+            if canonical_digest(body) != digest:
+                raise LedgerCorrupted(f"{tx}: on-chain body does not hash to its digest")
+            return dict(body)
+        raise EntryNotFound(f"no Anchored event at {ref.locator} on {self.safe_url}")

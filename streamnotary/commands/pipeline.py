@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     anchor.add_argument(
         "--drain", action="store_true", help="close every open window (end of a backfill)"
     )
+    anchor.add_argument(
+        "--deploy",
+        action="store_true",
+        help="evm: deploy a new contract even where the recorded one has no code "
+        "(only after a chain reset; see docs/ledgers.md)",
+    )
     anchor.add_argument("--json", action="store_true")
     anchor.set_defaults(func=cmd_anchor)
 
@@ -94,8 +100,11 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     import time
 
     from flows.anchor_windows import anchor_windows
+    from streamnotary.config import ENV_PREFIX
     from tasks.stage_timing import add_call_time
 
+    if args.deploy:  # explicit operator decision, for this process only
+        os.environ[f"{ENV_PREFIX}LEDGER_DEPLOY"] = "replace"
     started = time.perf_counter()
     summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
     add_call_time(summary["timings"], time.perf_counter() - started)
