@@ -353,14 +353,20 @@ class LedgerReader:
     ledger: Ledger
     cache: dict[str, LedgerObservation] = field(default_factory=dict)
 
-    def observe(self, key: str) -> LedgerObservation:
+    def observe(self, key: str, locator: dict[str, Any] | None = None) -> LedgerObservation:
+        """The entry under `key`; with the receipt's `locator` the ledger looks there (the
+        Bitcoin family finds anchors by txid, without the writer's wallet)."""
         if key not in self.cache:
-            self.cache[key] = self._observe(key)
+            self.cache[key] = self._observe(key, locator)
         return self.cache[key]
 
-    def _observe(self, key: str) -> LedgerObservation:
+    def _observe(self, key: str, locator: dict[str, Any] | None) -> LedgerObservation:
         try:
-            ref = self.ledger.lookup(key)
+            ref = (
+                self.ledger.locate(key, locator)
+                if isinstance(locator, dict)
+                else self.ledger.lookup(key)
+            )
             if ref is None:
                 return LedgerObservation(key)
             return LedgerObservation(key, ref=ref, body=self.ledger.read(ref))
@@ -398,7 +404,10 @@ def fetch_evidence(
     if rc is None:
         return
     try:
-        inp.batch_entry = reader.observe(layout.batch_entry_key(topic, str(rc["batch"]["root"])))
+        inp.batch_entry = reader.observe(
+            layout.batch_entry_key(topic, str(rc["batch"]["root"])),
+            ((rc.get("ledger") or {}).get("batch") or {}).get("locator"),
+        )
     except (KeyError, TypeError):
         return
     if reader.ledger.supports_window_items or (rc.get("ledger") or {}).get("window") is not None:
@@ -859,7 +868,10 @@ def prove_record(
     if index is None:
         raise ProofError(f"{key.window_id} r{rev} holds no record of {station} at {_ts(at)}")
     reader = LedgerReader(ledger)
-    batch_obs = reader.observe(layout.batch_entry_key(topic, receipt["batch"]["root"]))
+    batch_obs = reader.observe(
+        layout.batch_entry_key(topic, receipt["batch"]["root"]),
+        ((receipt.get("ledger") or {}).get("batch") or {}).get("locator"),
+    )
     if batch_obs.ref is None or batch_obs.body is None:
         raise ProofError(f"ledger entry {batch_obs.key} not found: {batch_obs.error or 'absent'}")
     window_ev = None

@@ -14,6 +14,8 @@ the repo root puts it in ``node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -190,6 +192,28 @@ def start_anvil(*, port: int | None = None, workdir: Path | None = None,
     return node.start(ready_timeout_s)
 
 
+def rpcauth_line(user: str, password: str, salt: str | None = None) -> str:
+    """``rpcauth=<user>:<salt>$<HMAC-SHA256(salt, password)>`` as Bitcoin Core's
+    share/rpcauth/rpcauth.py writes it: the node stores no password at all."""
+    salt = salt or secrets.token_hex(16)
+    digest = hmac.new(salt.encode(), password.encode(), hashlib.sha256).hexdigest()
+    return f"rpcauth={user}:{salt}${digest}"
+
+
+def write_rpcauth_conf(datadir: Path, user: str, password: str) -> Path:
+    """The node's config file (mode 0600, datadir 0700) with the RPC credential as
+    `rpcauth`: passwords on a command line are readable by every local user in
+    /proc/<pid>/cmdline."""
+    datadir.mkdir(parents=True, exist_ok=True)
+    datadir.chmod(0o700)
+    conf = datadir / "litecoin.conf"
+    text = f"regtest=1\n[regtest]\n{rpcauth_line(user, password)}\n"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return conf
+
+
 @dataclass
 class LitecoindNode:
     """A running ``litecoind -regtest`` with one wallet and a funded mining address."""
@@ -226,10 +250,11 @@ class LitecoindNode:
         args = [
             str(self.binary), "-regtest", f"-datadir={self.datadir}", "-server=1", "-listen=0",
             f"-port={self.p2p_port}", f"-rpcport={self.port}", "-rpcbind=127.0.0.1",
-            "-rpcallowip=127.0.0.1", f"-rpcuser={self.user}", f"-rpcpassword={self.password}",
+            "-rpcallowip=127.0.0.1",
             "-fallbackfee=0.0002", "-txindex=1", "-printtoconsole=0", "-dnsseed=0",
             "-discover=0", "-upnp=0", "-rpcservertimeout=2",
         ]
+        write_rpcauth_conf(self.datadir, self.user, self.password)
         log = self.datadir / "regtest" / "debug.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -248,7 +273,9 @@ class LitecoindNode:
                 self.rpc("loadwallet", self.wallet)
             except RuntimeError:
                 self.rpc("createwallet", self.wallet)
-        self.mining_address = self.rpc("getnewaddress", "", "bech32", wallet=True)
+        # Coinbase goes to the ledger's default operator address (label "streamnotary"), so
+        # that address pays for anchors (storage/ledger/bitcoin.py).
+        self.mining_address = self.rpc("getnewaddress", "streamnotary", "bech32", wallet=True)
         height = int(self.rpc("getblockcount"))
         if height < blocks:
             self.mine(blocks - height)

@@ -90,6 +90,7 @@ class Settings:
     ledger_tx_timeout_seconds: float = 180.0  # evm: wait for mining, then retry (same nonce)
     ledger_deploy: str = "first-use"  # evm: first-use | never | replace (contract deployment)
     ledger_log_chunk_blocks: int = 2_000  # evm: eth_getLogs block range per request
+    ledger_operator_address: str = ""  # bitcoin: address paying for anchors (default: labelled)
 
     def __repr__(self) -> str:
         parts = []

@@ -65,7 +65,7 @@ def test_anchor_lookup_read_confirm(litecoind_node: LitecoindNode) -> None:
     entry = batch_entry()
     ref = ledger.anchor(entry)
     assert ref.digest == entry.digest and ref.confirmations == 0 and not ref.final
-    assert set(ref.locator) == {"txid", "vout"}
+    assert set(ref.locator) == {"txid", "vout", "address"}
     assert ledger.lookup(entry.key) == ref
     assert ledger.read(ref) == entry.body
     assert canonical_digest(ledger.read(ref)) == ref.digest

@@ -166,6 +166,15 @@ class Ledger(ABC):
     def verify_integrity(self) -> None:  # noqa: B027 - optional hook, most chains need none
         """Check the ledger's own integrity where the backend can (hash chain, ...)."""
 
+    def locate(self, key: str, locator: dict[str, Any]) -> AnchorRef | None:
+        """The entry under `key` at the place a receipt recorded (`AnchorRef.locator`).
+
+        Auditors call this with the receipt's locator: backends that cannot search by key
+        without the writer's wallet (Bitcoin family: by txid) override it; the located
+        entry must still be the pinned writer's. Default: `lookup`, which ignores locators.
+        """
+        return self.lookup(key)
+
     def close(self) -> None:  # noqa: B027
         """Release connections."""
 

@@ -52,6 +52,7 @@ from storage.ledger.base import (
     Ledger,
     LedgerCorrupted,
     LedgerError,
+    LedgerIdentityMismatch,
     LedgerUnavailable,
 )
 from storage.ledger.evm_contract import (
@@ -90,8 +91,7 @@ class ForeignAnchor(LedgerError):
     """A reference points at an event of a sender (or contract, chain) that is not pinned."""
 
 
-class IdentityMismatch(LedgerError):
-    """The node serves another chain than the pinned identity names."""
+IdentityMismatch = LedgerIdentityMismatch  # the node serves another chain than pinned
 
 
 class EvmLedger(Ledger):
@@ -140,7 +140,6 @@ class EvmLedger(Ledger):
         self._account = Account.from_key(private_key) if private_key else None
         self._sender: str | None = self._account.address if self._account else None
         self._abi = contract_artifact()["abi"]
-        self._pinned = dict(trusted_identity) if trusted_identity else None
         self._deployment: Deployment | None = (
             Deployment(to_checksum_address(contract_address), deployment_block)
             if contract_address
@@ -148,10 +147,18 @@ class EvmLedger(Ledger):
         )
         self._verified = False  # the contract's code was checked on this node
         self._chain: int | None = None
+        self.pin(trusted_identity)
         self.transactions = NonceStableSender(
             self.w3, self._call, lambda: self.sender, self._account,
             PendingSlots(pending_dir), tx_timeout,
         )  # fmt: skip
+
+    def pin(self, trusted_identity: dict[str, Any] | None) -> None:
+        """Accept only the pinned chain id, contract and operator from now on (checked
+        against the node on first use: `LedgerIdentityMismatch`, `ContractMissing`)."""
+        super().pin(trusted_identity)
+        if trusted_identity is not None:
+            self._deployment, self._verified, self._chain = None, False, None
 
     @classmethod
     def from_settings(
@@ -204,17 +211,20 @@ class EvmLedger(Ledger):
     @property
     def operator(self) -> str:
         """The only sender whose events count: the pinned one, else ourselves."""
-        if self._pinned is not None:
-            return to_checksum_address(str(self._pinned.get("operator", "")))
+        if self.trusted_identity is not None:
+            return to_checksum_address(str(self.trusted_identity.get("operator", "")))
         return self.sender
 
     def _chain_id(self) -> int:
         if self._chain is None:
             self._chain = int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
-            if self._pinned is not None and int(self._pinned.get("chain_id", -1)) != self._chain:
+            if (
+                self.trusted_identity is not None
+                and int(self.trusted_identity.get("chain_id", -1)) != self._chain
+            ):
                 raise IdentityMismatch(
                     f"node {self.safe_url} serves chain id {self._chain}, the trust policy "
-                    f"pins {self._pinned.get('chain_id')}"
+                    f"pins {self.trusted_identity.get('chain_id')}"
                 )
         return self._chain
 
@@ -264,8 +274,8 @@ class EvmLedger(Ledger):
             self._verified = True
             return self._deployment
         where = f"on chain id {self._chain_id()} ({self.safe_url})"
-        if self._pinned is not None:
-            address = to_checksum_address(str(self._pinned.get("contract", "")))
+        if self.trusted_identity is not None:
+            address = to_checksum_address(str(self.trusted_identity.get("contract", "")))
             if not self._has_our_code(address):
                 raise ContractMissing(f"pinned contract {address} holds no code {where}")
             rec = self._recorded()
@@ -409,7 +419,7 @@ class EvmLedger(Ledger):
         return [self._ref(log, head) for log in self._logs(root=bytes.fromhex(root_hex))]
 
     def anchor(self, entry: AnchorEntry) -> AnchorRef:
-        if self._pinned is not None and self.operator != self.sender:
+        if self.trusted_identity is not None and self.operator != self.sender:
             raise ForeignAnchor(f"we sign as {self.sender}, the pinned operator is {self.operator}")
         self._resolve(deploy=True)  # deploys only as ledger_deploy allows
         existing = self.lookup(entry.key)
