@@ -311,31 +311,46 @@ def ensure_anvil(home: Path) -> dict[str, str]:
 
     The node keeps its chain in ``<home>/anvil/state.json`` (written when it is stopped by
     ``streamnotary down``), runs on after the demo so that ``streamnotary audit`` can
-    verify against it, and is reused by the next demo. Returns the ledger settings.
+    verify against it, and is reused by the next demo. ``anvil.json`` records its identity
+    (PID + start time + data directory, `streamnotary.processes`) beside port and URL, so
+    that only this very process is ever reused or stopped. Returns the ledger settings.
     """
-    from streamnotary.services import pid_alive
+    from streamnotary.processes import ProcessIdentity, write_identity
+    from streamnotary.services import private_dir
 
-    workdir = home / "anvil"
+    workdir = private_dir(home / "anvil")
     info_path = workdir / "anvil.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if pid_alive(int(info["pid"]), "anvil"):
-            with contextlib.suppress(Exception):
-                if _jsonrpc(info["url"], "eth_chainId", [], timeout=2.0) is not None:
-                    return {"ledger_url": info["url"]}
-        port = int(info["port"])
+    info = _anvil_info(info_path)
+    if info is not None:
+        ident, port, url = info
+        if ident is not None and ident.matches():
+            with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
+                if _jsonrpc(url, "eth_chainId", [], timeout=2.0) is not None:
+                    return {"ledger_url": url}
     else:
         port = free_port()
     node = start_anvil(port=port, workdir=workdir, state_file=workdir / "state.json")
-    info_path.write_text(json.dumps({"pid": node.pid, "port": node.port, "url": node.url}))
+    write_identity(info_path, ProcessIdentity.of(node.pid, workdir))
+    doc = {**json.loads(info_path.read_text()), "port": node.port, "url": node.url}
+    info_path.write_text(json.dumps(doc))
     return {"ledger_url": node.url}
 
 
-def stop_anvil(home: Path, timeout_s: float = 10.0) -> bool:
-    """Stop the demo's anvil by its recorded PID (SIGTERM lets it write its state file)."""
-    from streamnotary.services import stop_pid
+def _anvil_info(path: Path) -> tuple[Any, int, str] | None:
+    """(identity or None, port, url) from ``anvil.json``, None if there is none."""
+    from streamnotary.processes import read_identity
 
-    info_path = home / "anvil" / "anvil.json"
-    if not info_path.is_file():
-        return False
-    return stop_pid(int(json.loads(info_path.read_text())["pid"]), "anvil", timeout_s)
+    try:
+        doc = json.loads(path.read_text())
+        return read_identity(path), int(doc["port"]), str(doc["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stop_anvil(home: Path, timeout_s: float = 10.0) -> bool:
+    """Stop the demo's anvil if it is still the process we started (SIGTERM lets it write
+    its state file); a recycled PID is left alone."""
+    from streamnotary.processes import read_identity, stop_identified
+
+    ident = read_identity(home / "anvil" / "anvil.json")
+    return ident is not None and stop_identified(ident, timeout_s)

@@ -8,8 +8,12 @@
 * explicit overrides (CLI flags, flow parameters).
 
 Pointing the pipeline at a real Kafka cluster and MinIO is therefore a change of URLs and
-credentials only. Secrets (`*_secret*`, `*password*`, librdkafka `sasl.password`) never
-appear in `repr()` or logs.
+credentials only. Secrets never appear in `repr()`, `public_dict()` or logs: masked by
+name (`*secret*`, `*password*`, `*token*`, `*private_key*`, librdkafka `sasl.password`,
+`ssl.key.*`, `*.pem`, `sasl.oauthbearer.config`) and, for every other value, by value
+(PEM blocks, `clientSecret=`-style pairs, URL userinfo and query; streamnotary/masking.py).
+`load_settings` also installs a log-record filter that masks the configured secret values
+wherever they would appear in a log line.
 """
 
 from __future__ import annotations
@@ -24,9 +28,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tasks.dwd import DwdLimits
 
+from streamnotary.masking import MASK, install_log_masking, mask_text, safe_url, url_secrets
+
 ENV_PREFIX = "STREAMNOTARY_"
 DWD_OPEN_DATA = ("https://opendata.dwd.de/climate_environment/CDC/",)
-_SECRET_MARKERS = ("secret", "password", "token", "private_key")
+# Setting (and librdkafka property) names whose values are secret as a whole.
+_SECRET_MARKERS = (
+    "secret",
+    "password",
+    "token",
+    "private_key",
+    ".pem",  # ssl.key.pem, ssl.certificate.pem, ssl.ca.pem: PEM text inline
+    "ssl.key",  # ssl.key.location is harmless, ssl.key.password/ssl.key.pem are not
+    "oauthbearer.config",  # clientSecret=... inside
+    "sasl.jaas.config",
+)
+_URL_WITH_KEY = ("ledger_url",)  # hosted JSON-RPC URLs carry the API key in the path
 
 
 def default_home() -> Path:
@@ -136,6 +153,17 @@ class Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **{k: _coerce(k, v) for k, v in clean.items()})
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret value (for masking by value in logs and messages)."""
+        out: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                out += [str(v) for k, v in value.items() if v and is_secret(k)]
+            elif isinstance(value, str) and value and is_secret(f.name):
+                out.append(value)
+        return out + (url_secrets(self.ledger_url)[1:] if self.ledger_url else [])
+
     def public_dict(self) -> dict[str, Any]:
         """All settings with secrets masked: safe to print and log."""
         return {f.name: redact(f.name, getattr(self, f.name)) for f in fields(self)}
@@ -146,10 +174,20 @@ def is_secret(name: str) -> bool:
 
 
 def redact(name: str, value: Any) -> Any:
+    """`value` safe to show: secret by name → ``***``; any other string masked by value
+    (PEM blocks, ``clientSecret=``, URL userinfo and queries; streamnotary/masking.py), and
+    URLs that may carry an API key in their path (``ledger_url``) reduced to scheme, host
+    and port."""
     if isinstance(value, dict):
         return {k: redact(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(name, v) for v in value]
     if value and is_secret(name):
-        return "***"
+        return MASK
+    if isinstance(value, str) and value:
+        if name in _URL_WITH_KEY and "://" in value:
+            return safe_url(value)
+        return mask_text(value)
     return value
 
 
@@ -243,4 +281,5 @@ def load_settings(**overrides: Any) -> Settings:
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
     if not settings.store_uri:
         settings = replace(settings, store_uri=(home / "objects").as_uri())
+    install_log_masking(settings.secret_values())
     return settings

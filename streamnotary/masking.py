@@ -5,11 +5,13 @@ private key in librdkafka's ``ssl.key.pem``, ``clientSecret=...`` inside
 ``sasl.oauthbearer.config``, an API key in a hosted EVM endpoint's userinfo, path or query
 (``https://user:pw@host``, ``https://mainnet.example/v3/<key>``, ``?apikey=...``). Every
 string that may reach a repr, a log line, status output or an exception message goes
-through `mask_text`; URLs that are shown go through `safe_url`. Pure functions, no I/O.
+through `mask_text`; URLs that are shown go through `safe_url`. Pure functions, no I/O —
+except `install_log_masking`, which puts `mask_text` in front of every log record.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -75,3 +77,34 @@ def url_secrets(url: str) -> list[str]:
     if parts.query:
         out.append(parts.query)
     return out
+
+
+_KNOWN_SECRETS: set[str] = set()
+_INSTALLED: list[bool] = []
+
+
+def install_log_masking(secrets: Iterable[str]) -> None:
+    """Mask `secrets` (and every pattern `mask_text` knows) in all log records from now on.
+
+    A log-record factory rather than a handler filter, so that records of every logger,
+    Prefect's included, are masked before any handler formats or ships them. Idempotent;
+    later calls add secret values.
+    """
+    _KNOWN_SECRETS.update(s for s in secrets if s and len(s) >= 4)
+    if _INSTALLED:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed %-format: leave it to logging
+            return record
+        masked = mask_text(message, _KNOWN_SECRETS)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _INSTALLED.append(True)

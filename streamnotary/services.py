@@ -8,7 +8,7 @@ Layout under the home::
 
     services.json        ports, URLs, credentials and the "settings" object that
                          streamnotary/config.py (`embedded_defaults`) reads; mode 0600
-    run/kafka.pid, run/s3.pid
+    run/kafka.pid, run/s3.pid   {"pid", "start_time", "data_dir"}: streamnotary/processes.py
     logs/kafka.log, logs/s3.log
     data/kafka/, data/s3/
 
@@ -18,8 +18,10 @@ and derives gRPC ports as HTTP port + 10000 (the embedded worker ignores
 ``-admin.port.grpc``). Every port is therefore chosen free *together with* its +10000
 twin, passed explicitly, and the optional components are disabled, so two instances (the
 user's `up` and a test session) never collide. Ports are chosen at first start and
-remembered; processes are stopped by their recorded PID (SIGTERM, then SIGKILL after a
-deadline) and only after checking that the PID still runs the expected binary.
+remembered; processes are stopped by their recorded identity (PID + start time + data
+directory, `streamnotary.processes`: SIGTERM, then SIGKILL after a deadline), so a
+recycled PID — even another home's `weed` — is never signalled. Home and data
+directories are 0700, services.json and the run records 0600.
 
 The same start functions serve the test fixtures (tests/fixtures/services.py).
 """
@@ -41,6 +43,14 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from streamnotary.processes import (
+    ProcessGone,
+    ProcessIdentity,
+    read_identity,
+    stop_identified,
+    write_identity,
+)
 
 SERVICES_FILE = "services.json"
 SERVICES_SCHEMA = "streamnotary.services/1"  # docs/schemas/services.schema.json
@@ -540,7 +550,6 @@ class _Paths:
         return self.home / "data" / name
 
 
-_MARKERS = {"kafka": "noida-db", "s3": "weed"}
 
 
 def _read_doc(paths: _Paths) -> dict[str, Any]:
@@ -548,6 +557,14 @@ def _read_doc(paths: _Paths) -> dict[str, Any]:
         return dict(json.loads(paths.services.read_text()))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it 0700: homes and data directories hold
+    credentials, keys and the ledger."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -560,22 +577,22 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _running_pid(paths: _Paths, name: str) -> int | None:
-    pid = _read_pid(paths.pid(name))
-    return pid if pid is not None and pid_alive(pid, _MARKERS[name]) else None
+    """The PID of the service we started, if that very process still runs."""
+    ident = read_identity(paths.pid(name))
+    return ident.pid if ident is not None and ident.matches() else None
+
+
+def _record_start(paths: _Paths, name: str, pid: int) -> None:
+    write_identity(paths.pid(name), ProcessIdentity.of(pid, paths.data(name)))
 
 
 def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesInfo:
     """Start whatever is not running (idempotent), create the bucket, write services.json."""
     paths = _Paths(home)
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
+    for name in ("kafka", "s3"):
+        private_dir(paths.data(name))
     doc = _read_doc(paths)
     access_key_id = str(doc.get("s3", {}).get("access_key_id") or f"sn{secrets.token_hex(8)}")
     secret = str(doc.get("s3", {}).get("secret_access_key") or secrets.token_urlsafe(24))
@@ -589,7 +606,7 @@ def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesIn
         server = start_kafka_server(
             paths.data("kafka"), paths.log("kafka"), kafka_port, timeout_s=timeout_s, detach=True
         )
-        _write_private(paths.pid("kafka"), f"{server.process.pid}\n")
+        _record_start(paths, "kafka", server.process.pid)
         started.append("kafka")
 
     ports_doc = doc.get("s3", {}).get("ports")
@@ -607,7 +624,7 @@ def start_services(home: Path, timeout_s: float = READY_TIMEOUT_S) -> ServicesIn
             detach=True,
         )
         assert s3.process is not None
-        _write_private(paths.pid("s3"), f"{s3.process.pid}\n")
+        _record_start(paths, "s3", s3.process.pid)
         started.append("s3")
     assert ports is not None
 
@@ -658,8 +675,9 @@ def services_status(home: Path) -> ServicesInfo | None:
         return None
 
     def state(name: str, url: str) -> ServiceState:
-        pid = _read_pid(paths.pid(name))
-        alive = pid is not None and pid_alive(pid, _MARKERS[name])
+        ident = read_identity(paths.pid(name))
+        pid = ident.pid if ident is not None else None
+        alive = ident is not None and ident.matches()
         return ServiceState(name, pid, alive, url, paths.log(name), paths.data(name))
 
     s3 = doc.get("s3", {})
@@ -682,9 +700,12 @@ def stop_services(home: Path, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     paths = _Paths(home)
     stopped: list[str] = []
     for name in ("kafka", "s3"):
-        pid = _read_pid(paths.pid(name))
-        if pid is not None and stop_pid(pid, _MARKERS[name], timeout_s):
-            stopped.append(name)
+        ident = read_identity(paths.pid(name))
+        try:
+            if ident is not None and stop_identified(ident, timeout_s):
+                stopped.append(name)
+        except ProcessGone as exc:
+            raise ServiceError(str(exc)) from exc
         with contextlib.suppress(FileNotFoundError):
             paths.pid(name).unlink()
     from streamnotary.chain_nodes import stop_anvil  # the demo's EVM node, if it started one

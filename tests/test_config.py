@@ -79,3 +79,52 @@ def test_secrets_never_appear_in_repr_or_public_dict(
     for text in (repr(s), str(s), json.dumps(s.public_dict())):  # ...but never printed
         assert SECRET not in text
     assert s.public_dict()["kafka_client"] == {"sasl.password": "***", "sasl.username": "notary"}
+
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + SECRET + "\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+def _secret_settings(clean_env: Path) -> object:
+    return load_settings(
+        kafka_client={
+            "ssl.key.pem": PEM,  # secret by name
+            "sasl.kerberos.keytab.content": PEM,  # only its value says it is secret
+            "sasl.oauthbearer.config": f"clientId=notary clientSecret={SECRET} scope=kafka",
+            "sasl.oauthbearer.extensions": f"logicalCluster=lkc-1,token={SECRET}",
+            "security.protocol": "SASL_SSL",
+        },
+        ledger_url=f"https://notary:pw{SECRET}@eth.example/v3/{SECRET}?apikey={SECRET}",
+        s3_endpoint_url=f"https://minio.internal:9000/?X-Amz-Signature={SECRET}",
+    )
+
+
+def test_secrets_are_masked_by_value_not_only_by_name(clean_env: Path) -> None:
+    s = _secret_settings(clean_env)
+    assert s.kafka_client["ssl.key.pem"] == PEM  # usable by the code...
+    public = s.public_dict()
+    for text in (repr(s), str(s), json.dumps(public)):  # ...never shown
+        assert SECRET not in text and "MIIEvQ" not in text
+    assert public["ledger_url"] == "https://eth.example/…"
+    assert public["kafka_client"]["security.protocol"] == "SASL_SSL"
+    assert "clientId=notary" in public["kafka_client"]["sasl.oauthbearer.config"] or (
+        public["kafka_client"]["sasl.oauthbearer.config"] == "***"
+    )
+
+
+def test_log_lines_mask_configured_secrets(
+    clean_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    s = _secret_settings(clean_env)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("prefect.flow_runs").info("connecting to %s", s.ledger_url)
+        logging.getLogger("streamnotary.test").warning(
+            "kafka config %s / %s", s.kafka_client["sasl.oauthbearer.config"], PEM
+        )
+        logging.getLogger("streamnotary.test").error("node said: bad key " + SECRET)
+    assert caplog.records and SECRET not in caplog.text and "MIIEvQ" not in caplog.text
+    assert "connecting to https://" in caplog.text

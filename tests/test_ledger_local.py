@@ -183,3 +183,19 @@ def test_factory_and_settings(tmp_path: Path) -> None:
     led = LocalLedger.from_settings(Settings(home=str(tmp_path), ledger_url=custom.as_uri()))
     assert led.path == custom
     led.close()
+
+
+def test_ledger_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ledger = LocalLedger(tmp_path / "home" / "ledger.sqlite3")
+        ledger.anchor(AnchorEntry("batch/t/" + "ab" * 32, "batch", {"kind": "batch"}))
+        ledger.close()
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "home").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700

@@ -45,6 +45,8 @@ def test_up_status_down_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         secret = doc["settings"]["s3_secret_access_key"]
         assert secret and secret not in first.stdout and secret not in first.stderr
         assert stat.S_IMODE((home / "services.json").stat().st_mode) == 0o600
+        for private in (home, home / "data" / "kafka", home / "data" / "s3", home / "run"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
         assert doc["settings"]["store_uri"] == "s3://streamnotary"
 
         status = _cli(home, "status", "--json")

@@ -33,6 +33,7 @@ anchor, so concurrent processes never fork the chain.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -88,7 +89,10 @@ class LocalLedger(Ledger):
     def __init__(self, path: Path, required_confirmations: int = 0) -> None:
         self.path = Path(path)
         self.required_confirmations = int(required_confirmations)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Owner-only: the file *is* the ledger. SQLite gives its -wal/-shm files the same mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.path.chmod(0o600)
         self._lock = threading.Lock()
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where they matter.
         self._db = sqlite3.connect(
