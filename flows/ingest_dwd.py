@@ -22,6 +22,7 @@ from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, open_store
 from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
+from streamnotary.masking import mask_text
 from streamnotary.paths import check_source
 from tasks.dwd import DwdFormatError, read_observations
 from tasks.record import canonical_bytes
@@ -128,13 +129,13 @@ def ingest_dwd(
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             done = already_ingested(settings, sha)
             if done is not None:
-                print(f"{source}: already ingested ({done['records']} records), skipped")
+                print(f"{mask_text(source)}: already ingested ({done['records']} records), skipped")
                 results[source] = {"records": 0, "skipped": True, "sha256": sha}
                 continue
             counts = produce_observations(settings, path, lenient)
             manifest = {
                 "schema": INGEST_SCHEMA,
-                "source": source,
+                "source": mask_text(source),  # a signed URL's query is a credential
                 "file": path.name,
                 "sha256": sha,
                 "topic": settings.topic,
@@ -145,7 +146,8 @@ def ingest_dwd(
                 "rejected_lines": counts["rejected_lines"],
             }
             write_manifest(settings, sha, manifest)
-            print(f"{source}: produced {counts['records']} observations to {settings.topic}")
+            shown = mask_text(source)
+            print(f"{shown}: produced {counts['records']} observations to {settings.topic}")
             results[source] = {"records": counts["records"], "skipped": False, "sha256": sha}
     return results
 
