@@ -88,6 +88,10 @@ class Settings:
     report_dir: str = ""  # audit flow json_path/html_path resolve in here (default <home>/reports)
     ingest_roots: list[str] = field(default_factory=list)  # local ingest sources must lie below
     ingest_url_prefixes: list[str] = field(default_factory=lambda: list(DWD_OPEN_DATA))
+    ledger_tx_timeout_seconds: float = 180.0  # evm: wait for mining, then retry (same nonce)
+    ledger_deploy: str = "first-use"  # evm: first-use | never | replace (contract deployment)
+    ledger_log_chunk_blocks: int = 2_000  # evm: eth_getLogs block range per request
+    ledger_operator_address: str = ""  # bitcoin: address paying for anchors (default: labelled)
     # issue 9 (i9input): input limits, documented in docs/operations.md "Input limits"
     dwd_max_member_bytes: int = 64 << 20  # a DWD product file or zip member, expanded
     dwd_max_total_bytes: int = 128 << 20  # all product/metadata members of one zip, expanded
@@ -104,10 +108,6 @@ class Settings:
     # issue 8: the signed anchor log
     log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
-    ledger_tx_timeout_seconds: float = 180.0  # evm: wait for mining, then retry (same nonce)
-    ledger_deploy: str = "first-use"  # evm: first-use | never | replace (contract deployment)
-    ledger_log_chunk_blocks: int = 2_000  # evm: eth_getLogs block range per request
-    ledger_operator_address: str = ""  # bitcoin: address paying for anchors (default: labelled)
 
     def __repr__(self) -> str:
         parts = []
