@@ -20,15 +20,30 @@ MASK = "***"
 
 # RFC 7468 textual encoding: any "-----BEGIN X-----" ... "-----END X-----" block.
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.S)
-# key=value pairs whose key names a secret (sasl.oauthbearer.config, connection strings).
-_SECRET_PAIR = re.compile(
-    r"(?i)\b([\w.\-]*(?:secret|password|passwd|pwd|token|apikey|api_key|api-key|"
-    r"private_key|privatekey|credential)[\w.\-]*)"
-    r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)"
-)
-# scheme://userinfo@host
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]+@")
-_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+")
+# key=value pairs whose key names a secret (sasl.oauthbearer.config, connection strings):
+# found by the secret word, then extended by hand, so that no pattern can backtrack
+# quadratically on long log lines.
+_SECRET_WORD = re.compile(r"(?i)secret|passw(?:or)?d|pwd|token|api[_-]?key|private_?key|credential")
+_ASSIGNMENT = re.compile(r"[ \t]*[=:][ \t]*(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)")
+_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}\Z")
+_URL_REST = re.compile(r"[^\s\"'<>]+")
+_NAME_TAIL = re.compile(r"[\w.\-]{0,64}")
+
+
+def _mask_pairs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _SECRET_WORD.finditer(text):
+        if m.start() < pos:
+            continue
+        tail = _NAME_TAIL.match(text, m.end())
+        value = _ASSIGNMENT.match(text, tail.end() if tail else m.end())
+        if value is None:
+            continue
+        out += [text[pos : value.start(1)], MASK]
+        pos = value.end(1)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -37,12 +52,36 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(value, MASK)
     text = _PEM.sub(MASK, text)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    text = _URL.sub(lambda m: _mask_query(m.group(0)), text)
-    return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _mask_urls(text)
+    return _mask_pairs(text)
 
 
-def _mask_query(url: str) -> str:
+def _mask_urls(text: str) -> str:
+    """Userinfo and query of every ``scheme://...`` in `text` masked (linear: each ``://``
+    is found with str.find and its scheme read from at most 32 characters before it)."""
+    out: list[str] = []
+    pos = 0
+    i = text.find("://")
+    while i != -1:
+        scheme = _SCHEME_BEFORE.search(text, max(pos, i - 32), i)
+        rest = None if scheme is None else _URL_REST.match(text, i + 3)
+        if scheme is None or rest is None:
+            i = text.find("://", i + 3)
+            continue
+        out.append(text[pos : scheme.start()])
+        out.append(_mask_url(text[scheme.start() : rest.end()]))
+        pos = rest.end()
+        i = text.find("://", pos)
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = f"{MASK}@{authority.rsplit('@', 1)[1]}"
+    url = f"{scheme}://{authority}{slash}{path}"
     base, sep, _query = url.partition("?")
     return f"{base}?{MASK}" if sep else url
 
