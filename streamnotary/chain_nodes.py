@@ -329,8 +329,11 @@ def ensure_anvil(home: Path) -> dict[str, str]:
                     return {"ledger_url": url}
     else:
         port = free_port()
+    fresh_chain = not (workdir / "state.json").is_file()
     node = start_anvil(port=port, workdir=workdir, state_file=workdir / "state.json")
     write_identity(info_path, ProcessIdentity.of(node.pid, workdir))
+    if fresh_chain:  # the demo knows this chain is new: its old contract record is void
+        (home / "evm_contract.json").unlink(missing_ok=True)
     doc = {**json.loads(info_path.read_text()), "port": node.port, "url": node.url}
     info_path.write_text(json.dumps(doc))
     return {"ledger_url": node.url}
