@@ -39,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _report_to_local_prefect(args)
     return int(args.func(args) or 0)
+
+
+def _report_to_local_prefect(args: argparse.Namespace) -> None:
+    """Flows of this command report to the Prefect server `up` started, if it runs
+    (no temporary server start per command; runs show in its UI)."""
+    from pathlib import Path
+
+    from streamnotary.config import default_home
+    from streamnotary.prefect_server import use_local_server
+
+    home = getattr(args, "home", None)
+    use_local_server(Path(home).expanduser().resolve() if home else default_home())
 
 
 if __name__ == "__main__":

@@ -85,6 +85,11 @@ def run_demo(
     err = Console(stderr=True, quiet=quiet)
     err.print(f"[bold]streamnotary demo[/] (home {home})")
     start_services(home)
+    from streamnotary.commands.services import start_local_prefect
+
+    prefect_url, _ = start_local_prefect(home)
+    if prefect_url:
+        os.environ["PREFECT_API_URL"] = prefect_url
     profile: dict[str, Any] = {"ledger": ledger, "topic": DEMO_TOPICS[ledger]}
     if ledger == "evm":
         from streamnotary.chain_nodes import ensure_anvil
@@ -103,6 +108,8 @@ def run_demo(
         summary = anchor_windows(topic=profile["topic"], drain=True, ledger=ledger)
         add_call_time(summary["timings"], time.perf_counter() - started)
     summary["ingested_records"] = sum(r["records"] for r in ingested.values())
+    if prefect_url:
+        summary["prefect_ui"] = prefect_url.removesuffix("/api")
     return summary
 
 
@@ -142,6 +149,13 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         console.print("[bold]Nothing new to anchor:[/] every closed window is already anchored.")
     else:
         console.print(f"[bold green]{summary['new_anchors']} window revision(s) anchored.[/]")
+    if summary.get("prefect_ui"):
+        console.print(
+            f"Prefect UI: {summary['prefect_ui']} (every run of this home)\n"
+            "Next: `streamnotary audit` (verify every window), "
+            "`streamnotary prove --station 00433 --at 2019-09-07T17:00Z` (inclusion proof), "
+            "`streamnotary status`."
+        )
 
 
 def render_held_open(summary: dict[str, Any], console: Console) -> None:

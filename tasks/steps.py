@@ -7,13 +7,16 @@ Caching is off: the steps are cheap to repeat and their inputs can be large.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import Task
+from prefect.utilities.annotations import quote
 
 from storage import layout
 from storage.kafka import KafkaLog
@@ -30,6 +33,8 @@ from tasks.planner import Cursor, CursorError
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
 from tasks.window import WindowKey
+
+R = TypeVar("R")
 
 # Errors that a retry cannot fix: bad input, a write-once key holding other bytes, an
 # anchor key committed with another digest, a cursor for another configuration. Retrying
@@ -65,6 +70,26 @@ IO_RETRIES: dict[str, Any] = {
 
 WRITE_CONCURRENCY = 8
 
+
+def unwalked(t: Task[..., R]) -> Callable[..., R]:
+    """Call task `t` with every argument wrapped in `prefect.utilities.annotations.quote`.
+
+    Prefect walks every task argument recursively (`visit_collection`) to find upstream
+    futures and states, looking each element up in the run's result links; for a run's
+    messages, payloads and documents that is tens of calls per record and was a quarter of
+    the demo's anchor run (issue 10). Our steps take plain data, never futures, so nothing
+    is lost by not walking it. `.fn` and `.task` stay reachable for tests and composition.
+    """
+
+    @functools.wraps(t.fn)
+    def call(*args: Any, **kwargs: Any) -> R:
+        return t(*map(quote, args), **{k: quote(v) for k, v in kwargs.items()})
+
+    call.fn = t.fn  # type: ignore[attr-defined]
+    call.task = t  # type: ignore[attr-defined]
+    return call
+
+
 # In-process progress hook for the CLI: called with (phase, done, total).
 ProgressHook = Callable[[str, int, int], None]
 _progress_hooks: list[ProgressHook] = []
@@ -84,6 +109,7 @@ def report_progress(phase: str, done: int, total: int) -> None:
         hook(phase, done, total)
 
 
+@unwalked
 @task(name="load-cursor", **IO_RETRIES)
 @timed(OBJECTS)
 def load_cursor(settings: Settings) -> Cursor:
@@ -98,6 +124,7 @@ def load_cursor(settings: Settings) -> Cursor:
     return cursor
 
 
+@unwalked
 @task(name="load-pending-plan", **IO_RETRIES)
 @timed(OBJECTS)
 def load_pending(settings: Settings) -> dict[str, Any] | None:
@@ -109,6 +136,7 @@ def load_pending(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
+@unwalked
 @task(name="read-end-offsets", **IO_RETRIES)
 @timed(READ)
 def read_end_offsets(settings: Settings) -> dict[int, int]:
@@ -117,6 +145,7 @@ def read_end_offsets(settings: Settings) -> dict[int, int]:
         return {p: log.watermarks(p)[1] for p in log.partitions()}
 
 
+@unwalked
 @task(name="read-offset-ranges", **IO_RETRIES)
 @timed(READ)
 def read_offset_ranges(
@@ -130,6 +159,7 @@ def read_offset_ranges(
         return log.read_ranges(wanted, timeout_s=settings.read_timeout_seconds)
 
 
+@unwalked
 @task(name="load-latest-revisions", **IO_RETRIES)
 @timed(OBJECTS)
 def load_latest_revisions(
@@ -147,6 +177,7 @@ def load_latest_revisions(
     return found
 
 
+@unwalked
 @task(name="write-plan", **IO_RETRIES)
 @timed(OBJECTS)
 def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
@@ -183,6 +214,7 @@ def _put_all(
     return created
 
 
+@unwalked
 @task(name="write-payloads", **IO_RETRIES)
 @timed(OBJECTS)
 def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
@@ -192,6 +224,7 @@ def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
     )
 
 
+@unwalked
 @task(name="write-documents", **IO_RETRIES)
 @timed(OBJECTS)
 def write_documents(
@@ -202,6 +235,7 @@ def write_documents(
     return _put_all(open_store(settings), objects, "application/json", phase)
 
 
+@unwalked
 @task(name="anchor-batch", **IO_RETRIES)
 @timed(LEDGER)
 def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
@@ -210,6 +244,7 @@ def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
         return ledger.anchor(entry)
 
 
+@unwalked
 @task(name="anchor-windows", **IO_RETRIES)
 @timed(LEDGER)
 def anchor_window_entries(
@@ -229,6 +264,7 @@ def anchor_window_entries(
         return refs
 
 
+@unwalked
 @task(name="advance-cursor", **IO_RETRIES)
 @timed(OBJECTS)
 def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:

@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="start the embedded Kafka broker and S3 server")
     up.add_argument("--home", type=Path, help=help_home)
     up.add_argument("--json", action="store_true", help="print the status as JSON")
+    up.add_argument(
+        "--no-prefect",
+        action="store_true",
+        help="do not start the local Prefect server (each flow then starts a temporary one)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the embedded services (data is kept)")
@@ -60,20 +65,42 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ServiceError as exc:
         print(f"streamnotary up: {exc}", file=sys.stderr)
         return 1
+    prefect_url, prefect_started = None, False
+    if not args.no_prefect:
+        try:
+            prefect_url, prefect_started = start_local_prefect(home)
+        except ServiceError as exc:
+            print(f"streamnotary up: {exc}", file=sys.stderr)
+            return 1
     if not args.json:
-        if info.started:
-            print(f"started {', '.join(info.started)}")
+        started = [*info.started, *(["prefect"] if prefect_started else [])]
+        if started:
+            print(f"started {', '.join(started)}")
         else:
             print("already running, nothing to do")
     _print_status(info, args.json)
+    if prefect_url and not args.json:
+        print(f"prefect   {prefect_url.removesuffix('/api')}  (UI; flows of this home report here)")
     return 0
 
 
+def start_local_prefect(home: Path) -> tuple[str | None, bool]:
+    """This home's Prefect server, unless the user configured a Prefect API of their own."""
+    from streamnotary.prefect_server import start_server, user_configured_api
+
+    if user_configured_api():
+        return None, False
+    return start_server(home)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
+    from streamnotary.prefect_server import stop_server
     from streamnotary.services import ServiceError, stop_services
 
     try:
         stopped = stop_services(_home(args))
+        if stop_server(_home(args)):
+            stopped.append("prefect")
     except ServiceError as exc:
         print(f"streamnotary down: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,116 @@
+"""Benchmark of the demo's anchor run: `streamnotary anchor --drain` as a user runs it.
+
+    python benchmarks/anchor_run.py [--repeat 3] [--prefect-api URL]
+
+Starts the embedded broker and S3 server in a temporary home, ingests the two shared DWD
+files (26,400 hourly records, 1,100 daily windows) into a fresh topic per repeat, then
+times the CLI process `streamnotary anchor --drain --json` (imports, Prefect flow engine,
+the run itself) and prints its per-stage timings (`streamnotary.stage_timings/1`).
+Without `--prefect-api` every CLI process starts Prefect's temporary server, as a fresh
+install does; with it, the runs report to that server. The issue 10 baseline was 41-44 s
+per anchor run on this 2-core machine. Services are stopped at the end (by PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamnotary.demo import set_profile  # noqa: E402
+from streamnotary.services import start_services, stop_services  # noqa: E402
+from tasks.dwd import demo_files  # noqa: E402
+
+
+def cli(home: Path, *args: str, api: str | None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "STREAMNOTARY_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }
+    if api:
+        env["PREFECT_API_URL"] = api
+    else:
+        env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamnotary.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        sys.exit(f"streamnotary {args[0]} failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--prefect-api", help="PREFECT_API_URL of a running Prefect server")
+    args = parser.parse_args()
+    sources = [str(p) for p in demo_files()]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sn-anchor-bench-") as tmp:
+        home = Path(tmp)
+        start_services(home)
+        try:
+            for i in range(args.repeat):
+                topic = f"bench.anchor.{os.getpid()}.{i}"
+                set_profile(home, topic=topic, ledger="local")
+                cli(home, "ingest", *sources, api=args.prefect_api)
+                started = time.perf_counter()
+                out = cli(home, "anchor", "--drain", "--json", api=args.prefect_api)
+                wall = time.perf_counter() - started
+                summary = json.loads(out.stdout)
+                assert summary["new_anchors"] == 1100, summary["new_anchors"]
+                rows.append((wall, summary.get("timings") or {"stages": {}}))
+                print(f"run {i + 1}: {wall:.1f} s", file=sys.stderr)
+        finally:
+            stop_services(home)
+    walls = sorted(w for w, _ in rows)
+    print(
+        f"# anchor run of the demo data (1,100 windows, 26,400 records), {args.repeat} runs, "
+        f"load average {os.getloadavg()[0]:.1f}, Prefect "
+        f"{'server ' + args.prefect_api if args.prefect_api else 'temporary server per process'}"
+    )
+    print()
+    print("| measurement | median | min..max |")
+    print("|---|---:|---:|")
+    print(
+        f"| CLI process wall time | {statistics.median(walls):.1f} s | "
+        f"{walls[0]:.1f}..{walls[-1]:.1f} |"
+    )
+    med = statistics.median(walls)
+    print(
+        f"| records/s end to end | {26_400 / med:,.0f} | "
+        f"{26_400 / walls[-1]:,.0f}..{26_400 / walls[0]:,.0f} |"
+    )
+    print(
+        f"| windows/s end to end | {1_100 / med:,.0f} | "
+        f"{1_100 / walls[-1]:,.0f}..{1_100 / walls[0]:,.0f} |"
+    )
+    keys = ["wall_s", "unattributed_s", "call_s", "flow_overhead_s"]
+    stages = list(rows[0][1]["stages"])  # empty for code before stage timings
+    for k in stages:
+        vals = sorted(t["stages"][k] for _, t in rows)
+        print(f"| stage {k} | {statistics.median(vals):.2f} s | {vals[0]:.2f}..{vals[-1]:.2f} |")
+    for k in keys:
+        vals = sorted(t.get(k, 0.0) for _, t in rows)
+        print(f"| {k} | {statistics.median(vals):.2f} s | {vals[0]:.2f}..{vals[-1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`streamnotary up` starts a local Prefect server; CLI flows report to it; `down` stops it.
+
+Real processes only: the embedded broker and S3 server, `prefect server start`, and the
+`streamnotary` CLI as a user runs it (no PREFECT_API_URL in its environment).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from streamnotary.prefect_server import _is_prefect_server, server_url
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STREAMNOTARY_", "PREFECT_API_URL"))
+    }
+    env.update(STREAMNOTARY_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return subprocess.run(
+        [sys.executable, "-m", "streamnotary.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_cli_flows_report_to_the_server_up_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    try:
+        up = _cli(home, "up")
+        assert up.returncode == 0, up.stderr
+        assert "prefect" in up.stdout.splitlines()[0]  # "started kafka, s3, prefect"
+        url = server_url(home)
+        assert url is not None
+        pid = int((home / "run" / "prefect.pid").read_text())
+        assert _is_prefect_server(pid)
+
+        again = _cli(home, "up")
+        assert "already running" in again.stdout
+        assert int((home / "run" / "prefect.pid").read_text()) == pid
+
+        anchor = _cli(home, "anchor", "--topic", "prefect.server.test")
+        assert anchor.returncode == 0, anchor.stderr
+        output = anchor.stdout + anchor.stderr
+        assert "ERROR" not in output  # e.g. no "Failed to send telemetry" of a temporary server
+        runs = requests.post(f"{url}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
+        names = {
+            requests.get(f"{url}/flows/{r['flow_id']}", timeout=10).json()["name"] for r in runs
+        }
+        assert "anchor-windows" in names
+        assert any(r["state_type"] == "COMPLETED" for r in runs)
+    finally:
+        down = _cli(home, "down")
+    assert "prefect" in down.stdout
+    assert not _is_prefect_server(pid)
+    assert server_url(home) is None
