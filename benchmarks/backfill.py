@@ -1,0 +1,234 @@
+"""Backfill benchmark: generated DWD history through the real broker, SeaweedFS and ledger.
+
+    python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
+                                  [--repeat 3] [--keep-going]
+
+One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
+quirks) are written once; each repeat ingests them into a fresh topic of the embedded
+noida-db broker with `streamnotary ingest`, then anchors everything with
+`streamnotary anchor --drain --json` into SeaweedFS and the local ledger, both as CLI
+processes reporting to a local Prefect server (as after `streamnotary up`). Printed:
+
+* records/s and windows/s end to end (the anchor run; ingest separately), median of the
+  repeats with spread, the anchor run's per-stage times (`streamnotary.stage_timings/1`)
+  and its peak RSS (from `wait4`, the anchor process alone);
+* in the same run, the ceilings these are measured against: broker read rate (all
+  messages of the topic through `KafkaLog.read_ranges`), S3 PUT rate (small write-once
+  objects, the pipeline's 8 threads) and the core rate with decoding (classify + one
+  `build_window` and Parquet payload per window, in process);
+* the issue 10 targets and whether each is met.
+
+Targets on the 2-core build machine: >= 20,000 records/s and >= 800 windows/s end to end
+for hourly data, >= 50,000 records/s for 10-minute data, peak RSS <= 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.core import pipeline_core  # noqa: E402
+from storage.kafka import KafkaLog  # noqa: E402
+from storage.objectstore import open_store  # noqa: E402
+from streamnotary.commands.generate import write_history  # noqa: E402
+from streamnotary.config import load_settings  # noqa: E402
+from streamnotary.demo import set_profile  # noqa: E402
+from streamnotary.prefect_server import start_server, stop_server  # noqa: E402
+from streamnotary.services import start_services, stop_services  # noqa: E402
+from tasks.synth import HOURLY, TEN_MINUTES, SynthOptions  # noqa: E402
+from tasks.window import WindowSpec  # noqa: E402
+
+TARGETS = {HOURLY: (20_000, 800), TEN_MINUTES: (50_000, None)}
+RSS_TARGET = 1 << 30
+ROWS_PER_DAY = {HOURLY: 24, TEN_MINUTES: 144}
+
+
+def run_cli(home: Path, api: str, *args: str) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of one `streamnotary` process."""
+    env = {
+        **os.environ,
+        "STREAMNOTARY_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamnotary.cli", *args], env=env, stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"streamnotary {args[0]} failed:\n{err.read()[-3000:]}")
+        return wall, usage.ru_maxrss * 1024, out.read()
+
+
+def broker_ceiling(topic: str) -> float:
+    """Messages/s of reading the whole topic through the pipeline's bounded reader."""
+    settings = load_settings(topic=topic)
+    with KafkaLog.from_settings(settings) as log:
+        ranges = {p: (0, log.watermarks(p)[1]) for p in log.partitions()}
+        started = time.perf_counter()
+        messages = log.read_ranges(ranges, timeout_s=600)
+        return len(messages) / (time.perf_counter() - started)
+
+
+def put_ceiling(topic: str, n: int = 400) -> float:
+    """Small write-once PUTs/s with the pipeline's concurrency (8 threads)."""
+    store = open_store(load_settings(topic=topic))
+    body = b"x" * 2048
+    store.put_once(f"bench/{topic}/warm", body, "application/octet-stream")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: store.put_once(f"bench/{topic}/{i}", body, "application/octet-stream"),
+                range(n),
+            )
+        )
+    return n / (time.perf_counter() - started)
+
+
+def core_ceiling(topic: str, sample: int = 200_000) -> tuple[float, float]:
+    """(records/s, windows/s) of classify + build_window + Parquet per window, in process."""
+    settings = load_settings(topic=topic)
+    with KafkaLog.from_settings(settings) as log:
+        parts = log.partitions()
+        per = sample // len(parts) + 1
+        ranges = {p: (0, min(per, log.watermarks(p)[1])) for p in parts}
+        messages = log.read_ranges(ranges, timeout_s=600)
+    spec = WindowSpec(settings.window_seconds)
+    started = time.perf_counter()
+    windows = pipeline_core(messages, spec, parquet=True)
+    seconds = time.perf_counter() - started
+    return len(messages) / seconds, windows / seconds
+
+
+def med(values: list[float]) -> str:
+    v = sorted(values)
+    return f"{statistics.median(v):,.1f} ({v[0]:,.1f}..{v[-1]:,.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--observations", type=int, default=10_000_000)
+    parser.add_argument("--product", choices=(HOURLY, TEN_MINUTES), default=HOURLY)
+    parser.add_argument("--days", type=int, default=365, help="days of history per station")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
+    options = SynthOptions(
+        seed=10, stations=stations, start=date(2015, 1, 1), days=args.days, product=args.product
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sn-backfill-bench-") as tmp:
+        home = Path(tmp) / "home"
+        history = Path(tmp) / "history"
+        t0 = time.perf_counter()
+        written = write_history(options, history)
+        generated = sum(q["rows"] for _, q in written)
+        print(
+            f"generated {len(written)} archives, {generated:,} rows, {stations} stations x "
+            f"{args.days} days ({args.product}) in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+        )
+        start_services(home)
+        api, _ = start_server(home)
+        try:
+            for i in range(args.repeat):
+                topic = f"bench.backfill.{os.getpid()}.{i}"
+                window = 86_400
+                set_profile(home, topic=topic, ledger="local", window_seconds=window)
+                os.environ["STREAMNOTARY_HOME"] = str(home)
+                sources = [str(p) for p, _ in written]
+                ingest_s, ingest_rss, _ = run_cli(home, api, "ingest", *sources)
+                anchor_s, anchor_rss, out = run_cli(home, api, "anchor", "--drain", "--json")
+                summary = json.loads(out)
+                records = sum(s["records"] for s in summary["stations"].values())
+                row = {
+                    "ingest_s": ingest_s,
+                    "anchor_s": anchor_s,
+                    "records": records,
+                    "messages": summary["messages_read"],
+                    "windows": summary["new_anchors"],
+                    "rss": anchor_rss,
+                    "ingest_rss": ingest_rss,
+                    "timings": summary["timings"],
+                    "broker": broker_ceiling(topic),
+                    "puts": put_ceiling(topic),
+                    "core": core_ceiling(topic),
+                }
+                rows.append(row)
+                print(
+                    f"run {i + 1}: ingest {ingest_s:.0f} s, anchor {anchor_s:.0f} s, "
+                    f"{row['messages']:,} messages, {row['windows']:,} windows",
+                    file=sys.stderr,
+                )
+        finally:
+            stop_server(home)
+            stop_services(home)
+    report(args, stations, generated, rows)
+
+
+def report(
+    args: argparse.Namespace, stations: int, generated: int, rows: list[dict[str, Any]]
+) -> None:
+    rec = [r["messages"] / r["anchor_s"] for r in rows]
+    win = [r["windows"] / r["anchor_s"] for r in rows]
+    print(
+        f"# backfill benchmark: {generated:,} generated rows ({args.product}, {stations} "
+        f"stations x {args.days} days), {len(rows)} runs, load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    print()
+    print("| measurement | median (min..max) |")
+    print("|---|---:|")
+    print(f"| anchor run, messages/s end to end | {med(rec)} |")
+    print(f"| anchor run, windows/s end to end | {med(win)} |")
+    print(f"| anchor run wall s | {med([r['anchor_s'] for r in rows])} |")
+    print(f"| ingest, messages/s | {med([r['messages'] / r['ingest_s'] for r in rows])} |")
+    print(f"| anchor peak RSS MiB | {med([r['rss'] / 2**20 for r in rows])} |")
+    print(f"| ingest peak RSS MiB | {med([r['ingest_rss'] / 2**20 for r in rows])} |")
+    for stage in rows[0]["timings"]["stages"]:
+        print(f"| stage {stage} s | {med([r['timings']['stages'][stage] for r in rows])} |")
+    for k in ("unattributed_s", "wall_s"):
+        print(f"| {k} | {med([r['timings'][k] for r in rows])} |")
+    print(f"| ceiling: broker read messages/s | {med([r['broker'] for r in rows])} |")
+    print(f"| ceiling: S3 PUT/s (8 threads) | {med([r['puts'] for r in rows])} |")
+    print(f"| ceiling: core with decoding rec/s | {med([r['core'][0] for r in rows])} |")
+    print(f"| ceiling: core with decoding windows/s | {med([r['core'][1] for r in rows])} |")
+    print()
+    rec_target, win_target = TARGETS[args.product]
+    rss = statistics.median(r["rss"] for r in rows)
+    print(f"target records/s >= {rec_target:,}: {_met(statistics.median(rec) >= rec_target)}")
+    if win_target:
+        print(f"target windows/s >= {win_target:,}: {_met(statistics.median(win) >= win_target)}")
+    print(f"target peak RSS <= 1 GiB: {_met(rss <= RSS_TARGET)}")
+    if generated < 10_000_000:
+        print(f"(at {generated:,} rows, not the 10,000,000 of the target's definition)")
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+if __name__ == "__main__":
+    main()
