@@ -367,9 +367,10 @@ class LedgerReader:
                 if isinstance(locator, dict)
                 else self.ledger.lookup(key)
             )
+            foreign = tuple(self.ledger.foreign_entries(key))
             if ref is None:
-                return LedgerObservation(key)
-            return LedgerObservation(key, ref=ref, body=self.ledger.read(ref))
+                return LedgerObservation(key, foreign=foreign)
+            return LedgerObservation(key, ref=ref, body=self.ledger.read(ref), foreign=foreign)
         except EntryNotFound:
             return LedgerObservation(key)
         except LedgerUnavailable as exc:

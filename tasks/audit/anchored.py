@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.audit.core import FAIL, NOT_CHECKABLE, PENDING, CheckResult
+from tasks.audit.core import FAIL, INFO, NOT_CHECKABLE, PENDING, CheckResult
 from tasks.audit.evidence import LedgerIntegrity, LedgerObservation, RevisionInputs
 from tasks.batch import verify_batch_proof
 from tasks.canonical import canonical_digest
@@ -144,6 +144,14 @@ def _check_entry(
     if obs.error is not None:
         res.add(FAIL, f"{kind}_entry_unreadable", f"{obs.key}: {obs.error}")
         return
+    if obs.foreign:
+        writers = sorted({str(w) for item in obs.foreign for w in item.get("publishers", ())})
+        res.add(
+            INFO,
+            f"{kind}_entry_foreign_items",
+            f"{len(obs.foreign)} item(s) under {obs.key} by untrusted writer(s) "
+            f"{', '.join(writers)} ignored",
+        )
     if obs.ref is None or obs.body is None:
         res.add(FAIL, f"{kind}_entry_missing", f"no ledger entry under {obs.key}")
         return

@@ -30,6 +30,9 @@ class LedgerObservation:
     body: dict[str, Any] | None = None
     error: str | None = None
     unavailable: bool = False
+    # Entries under the key by writers the ledger does not trust (MultiChain publishers
+    # other than the pinned/operator address): ignored by lookup, reported as `info`.
+    foreign: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
