@@ -80,6 +80,7 @@ class Settings:
     # issue 11 (MultiChain)
     ledger_publisher: str = ""  # MultiChain address to publish from (default: stream creator)
     ledger_publish_chunk: int = 32  # MultiChain items per publishmulti transaction (chain cap 32)
+    ledger_multichain_conf: str = ""  # multichain.conf to read rpcuser/rpcpassword from
     # Windows
     window_seconds: int = 86_400
     allowed_lateness_seconds: int = 3_600

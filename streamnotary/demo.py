@@ -22,7 +22,11 @@ from rich.table import Table
 from streamnotary.config import default_home
 from tasks.stage_timing import add_call_time, describe
 
-DEMO_TOPICS = {"local": "dwd.observations", "evm": "dwd.observations.evm"}
+DEMO_TOPICS = {
+    "local": "dwd.observations",
+    "evm": "dwd.observations.evm",
+    "multichain": "dwd.observations.multichain",
+}
 _PHASES = {
     "produce": "replaying into Kafka",
     "payloads": "writing Parquet payloads",
@@ -95,6 +99,10 @@ def run_demo(
         from streamnotary.chain_nodes import ensure_anvil
 
         profile.update(ensure_anvil(home))
+    if ledger == "multichain":
+        from streamnotary.multichain_node import ensure_multichain
+
+        profile.update(ensure_multichain(home))
     set_profile(home, **profile)
 
     from flows.anchor_windows import anchor_windows

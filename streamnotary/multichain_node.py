@@ -281,5 +281,107 @@ def start_multichain(
     return node.start(ready_timeout_s, new_session=new_session)
 
 
-def write_info(node: MultiChainNode, path: Path) -> None:
-    path.write_text(json.dumps(node.info(), indent=2, sort_keys=True))
+# -- the demo's node (`streamnotary demo --ledger multichain`, `streamnotary down`) -----------
+
+DEMO_CHAIN = "streamnotary"
+DEMO_STREAM = "streamnotary"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process start time (clock ticks since boot, /proc/<pid>/stat field 22): with the
+    PID and the data directory it names one process, even after PID reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def _recorded_node(info: dict[str, Any]) -> bool:
+    """Whether the PID recorded in `info` still runs *that* multichaind (PID, start time,
+    data directory on its command line)."""
+    from streamnotary.services import pid_alive
+
+    pid = int(info.get("pid", 0))
+    if not pid_alive(pid, "multichaind") or _start_ticks(pid) != info.get("start_ticks"):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"-datadir={info.get('datadir')}".encode() in cmdline
+
+
+def ensure_multichain(home: Path) -> dict[str, Any]:
+    """A persistent MultiChain node for the demo, started once per home.
+
+    The chain lives in ``<home>/multichain/streamnotary`` (2 s blocks, so that the demo's
+    anchors are final by the time `audit` runs); the node keeps running after the demo so
+    that ``streamnotary audit`` can verify against it, and `streamnotary down` stops it.
+    Returns the ledger settings; the RPC password stays in the chain's own
+    ``multichain.conf`` (setting ``ledger_multichain_conf``), not in services.json.
+    """
+    workdir = home / "multichain"
+    info_path = workdir / "node.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info and _recorded_node(info):
+        node = MultiChainNode(
+            find_multichain_bin_dir(),
+            workdir,
+            DEMO_CHAIN,
+            int(info["rpc_port"]),
+            int(info["p2p_port"]),
+        )
+        with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
+            if node.ready():
+                return _demo_settings(node)
+    node = start_multichain(
+        datadir=workdir,
+        chain_name=DEMO_CHAIN,
+        rpc_port=info.get("rpc_port"),
+        p2p_port=info.get("p2p_port"),
+        new_session=True,
+    )
+    doc = {**node.info(), "start_ticks": _start_ticks(node.pid)}
+    info_path.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    return _demo_settings(node)
+
+
+def _demo_settings(node: MultiChainNode) -> dict[str, Any]:
+    return {
+        "ledger_url": node.url,
+        "ledger_chain_name": node.chain_name,
+        "ledger_stream": DEMO_STREAM,
+        "ledger_multichain_conf": str(node.chain_dir / "multichain.conf"),
+        "ledger_confirmations": 1,
+    }
+
+
+def stop_demo_multichain(home: Path, timeout_s: float = 30.0) -> bool:
+    """Stop the demo's node: RPC ``stop``, then wait for the recorded PID; SIGTERM/SIGKILL
+    by that PID only if it is still the same process (PID, start time, data directory)."""
+    from streamnotary.services import stop_pid
+
+    info_path = home / "multichain" / "node.json"
+    if not info_path.is_file():
+        return False
+    info = json.loads(info_path.read_text())
+    if not _recorded_node(info):
+        return False
+    node = MultiChainNode(
+        find_multichain_bin_dir(),
+        Path(info["datadir"]),
+        str(info["chain_name"]),
+        int(info["rpc_port"]),
+        int(info["p2p_port"]),
+    )
+    with contextlib.suppress(
+        requests.RequestException, RuntimeError, ValueError, KeyError, OSError
+    ):
+        node.rpc("stop", timeout=5.0)
+    deadline = time.monotonic() + timeout_s
+    while _recorded_node(info) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _recorded_node(info):
+        stop_pid(int(info["pid"]), "multichaind", 10.0)
+    return True

@@ -712,4 +712,8 @@ def stop_services(home: Path, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
 
     if stop_anvil(home, timeout_s):
         stopped.append("anvil")
+    from streamnotary.multichain_node import stop_demo_multichain  # the demo's MultiChain node
+
+    if stop_demo_multichain(home, timeout_s):
+        stopped.append("multichain")
     return stopped

@@ -1,7 +1,7 @@
 """`streamnotary demo` as a user runs it: real CLI processes, embedded services, then audit.
 
 Each test uses its own STREAMNOTARY_HOME, so `demo` starts its own noida-db and SeaweedFS
-(and, with `--ledger evm`, its own anvil) exactly as on a fresh machine, and stops them
+(and, with `--ledger evm` / `multichain`, its own anvil / MultiChain node) exactly as on a fresh machine, and stops them
 with `streamnotary down` at the end. Flow runs report to the session's Prefect test server.
 """
 
@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,31 @@ def test_demo_on_an_evm_chain_and_audit_against_the_chain(home: Path) -> None:
     assert report["verdict"] == "pass"
     assert report["ledger"]["backend"] == "evm"
     assert report["summary"]["checks"]["anchored"]["pass"] == 1100
+
+
+def test_demo_on_a_multichain_node_and_audit_against_it(home: Path, multichain_bin_dir: Path):
+    """`demo --ledger multichain` starts a chain under the home, anchors the window items in
+    publishmulti transactions, `audit --all` verifies against the node, `down` stops it."""
+    summary = json.loads(cli(home, "demo", "--ledger", "multichain", "--json").stdout)
+    assert summary["ledger"] == "multichain"
+    assert summary["new_anchors"] == 1100
+    assert summary["ledger_entries"] >= 1 + 1100  # batch root + one keyed item per window
+    node = json.loads((home / "multichain" / "node.json").read_text())
+    assert node["url"].startswith("http://127.0.0.1:")
+    services = json.loads((home / "services.json").read_text())
+    assert "ledger_password" not in services["settings"]  # read from the chain's own conf
+
+    deadline = time.monotonic() + 120
+    while True:  # blocks come every 2 s on the demo chain; poll until nothing is pending
+        report = json.loads(cli(home, "audit", "--all", "--json", check=False).stdout)
+        if report["verdict"] != "pending" or time.monotonic() > deadline:
+            break
+    validate_report(report)
+    assert report["verdict"] == "pass"
+    assert report["ledger"]["backend"] == "multichain"
+    assert report["summary"]["checks"]["anchored"]["pass"] == 1100
+
+    assert "multichain" in cli(home, "down").stdout
+    assert not Path(f"/proc/{node['pid']}").exists() or b"multichaind" not in Path(
+        f"/proc/{node['pid']}/cmdline"
+    ).read_bytes()

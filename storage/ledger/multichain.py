@@ -24,6 +24,7 @@ Items are listed at once with ``confirmations: 0`` (mempool); an item is final o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from storage.ledger.base import (
@@ -71,6 +72,16 @@ class IdentityMismatch(LedgerIdentityMismatch):
 
 class ForeignPublisher(LedgerCorrupted):
     """A reference points at an item published by an address that is not trusted."""
+
+
+def _read_conf(path: Path) -> dict[str, str]:
+    """``key=value`` lines of a ``multichain.conf``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LedgerError(f"cannot read MultiChain RPC credentials from {path}: {exc}") from exc
+    pairs = (line.strip().partition("=") for line in text.splitlines())
+    return {k.strip(): v.strip() for k, sep, v in pairs if sep and not k.startswith("#")}
 
 
 def _check_key(key: str) -> None:
@@ -128,14 +139,25 @@ class MultiChainLedger(Ledger):
         self._stream_ready = False
         self._trusted: frozenset[str] | None = None
         self._foreign: dict[str, list[dict[str, Any]]] = {}
+        # Items seen by the last lookups, by (txid, vout): `read` right after `lookup` (what
+        # the audit does per window) needs no second round trip.
+        self._seen: dict[tuple[str, int], dict[str, Any]] = {}
         self.pin(trusted_identity)
 
     @classmethod
     def from_settings(cls, settings: Any) -> MultiChainLedger:
+        """The ledger the settings name; RPC credentials from ``ledger_user`` /
+        ``ledger_password``, else from the node's own ``multichain.conf``
+        (``ledger_multichain_conf``: the node and the pipeline share a host)."""
+        user, password = settings.ledger_user, settings.ledger_password
+        conf_path = getattr(settings, "ledger_multichain_conf", "")
+        if conf_path and not (user and password):
+            conf = _read_conf(Path(conf_path))
+            user, password = user or conf.get("rpcuser", ""), conf.get("rpcpassword", "")
         return cls(
             settings.ledger_url,
-            user=settings.ledger_user,
-            password=settings.ledger_password,
+            user=user,
+            password=password,
             chain_name=settings.ledger_chain_name,
             stream=settings.ledger_stream or "streamnotary",
             required_confirmations=int(settings.ledger_confirmations),
@@ -301,7 +323,12 @@ class MultiChainLedger(Ledger):
         txid = ref.locator.get("txid")
         if not txid:
             raise EntryNotFound(f"reference for {ref.key} carries no MultiChain txid")
-        item = self._tx_item(stream, str(txid), ref.locator.get("vout"), ref.key)
+        vout = ref.locator.get("vout")
+        seen = self._seen.get((str(txid), int(vout))) if vout is not None else None
+        if seen is not None and stream == self.stream:
+            item = seen
+        else:
+            item = self._tx_item(stream, str(txid), vout, ref.key)
         if not set(item.get("publishers", ())) & self.trusted_publishers():
             raise ForeignPublisher(
                 f"item {txid} in stream {stream} was published by {item.get('publishers')}, "
@@ -372,6 +399,9 @@ class MultiChainLedger(Ledger):
                 continue
             document = self._document(item)
             if document is not None and document["entry_key"] == key:
+                if len(self._seen) > 4096:
+                    self._seen.clear()
+                self._seen[(str(item["txid"]), int(item.get("vout", 0)))] = item
                 yield item, document
 
     def item_data(self, item: dict[str, Any]) -> Any:

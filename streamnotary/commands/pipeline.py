@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--ledger",
-        choices=("local", "evm"),
+        choices=("local", "evm", "multichain"),
         default="local",
-        help="where to anchor (default: local)",
+        help="where to anchor (default: local; evm starts anvil, multichain a MultiChain node)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     demo.add_argument(
