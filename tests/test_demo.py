@@ -1,8 +1,9 @@
 """`streamnotary demo` as a user runs it: real CLI processes, embedded services, then audit.
 
 Each test uses its own STREAMNOTARY_HOME, so `demo` starts its own noida-db and SeaweedFS
-(and, with `--ledger evm` / `multichain`, its own anvil / MultiChain node) exactly as on a fresh machine, and stops them
-with `streamnotary down` at the end. Flow runs report to the session's Prefect test server.
+(and, with `--ledger evm` / `multichain`, its own anvil / MultiChain node) exactly as on a
+fresh machine, and stops them with `streamnotary down` at the end. Flow runs report to the
+session's Prefect test server.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def test_demo_on_a_multichain_node_and_audit_against_it(home: Path, multichain_b
     assert report["summary"]["checks"]["anchored"]["pass"] == 1100
 
     assert "multichain" in cli(home, "down").stdout
-    assert not Path(f"/proc/{node['pid']}").exists() or b"multichaind" not in Path(
-        f"/proc/{node['pid']}/cmdline"
-    ).read_bytes()
+    assert (
+        not Path(f"/proc/{node['pid']}").exists()
+        or b"multichaind" not in Path(f"/proc/{node['pid']}/cmdline").read_bytes()
+    )
