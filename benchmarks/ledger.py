@@ -1,21 +1,25 @@
-"""Anchors per second for each ledger backend that runs here: per window vs per batch.
+"""Anchors per second for each ledger backend that runs here: per window, chunked, per batch.
 
 The same N synthetic checkpoint digests (default 200 windows) are anchored on every
-backend in two ways:
+backend, `--repeats` times (default 3, fresh keys each time); each figure is the median
+with its spread (min–max) over the repeats:
 
 * ``per window``: one ledger entry per window (a batch of one: root = RFC 6962 leaf hash
-  of the window's checkpoint digest), N entries;
-* ``per batch``: one ledger entry for batches of B windows (the pipeline's way: one batch
-  root per run, each window proven by its receipt's inclusion proof), N / B entries.
+  of the window's checkpoint digest), N entries, one `anchor` call (one transaction) each;
+* ``publishmulti`` (MultiChain only): the same N per-window entries through
+  `anchor_many`, which sends them in ``publishmultifrom`` transactions of `--chunk` items
+  (default 32, the chain's ``max-std-op-returns-count``): ceil(N / chunk) transactions;
+* ``per batch``: one ledger entry for batches of B windows (one batch root per run, each
+  window proven by its receipt's inclusion proof), N / B entries.
 
 Backends: ``local`` (SQLite hash chain), ``evm`` (a real anvil, auto-mining one block per
 transaction), ``bitcoin`` (a real litecoind in regtest; anchors return at 0 confirmations,
-in the mempool), and ``multichain`` against the in-process **emulator** of
-tests/multichain_emulator.py (no MultiChain node installs here: its figure measures our
-client and the emulator, not MultiChain). Nodes are started with `streamnotary.chain_nodes`
-and stopped by PID.
+in the mempool), ``multichain`` (a real MultiChain 2.3.3 node on a fresh chain, 2 s blocks,
+started by `streamnotary.multichain_node`; it also reports the time from publishing to the
+first confirmation). Nodes are stopped by PID.
 
-    python benchmarks/ledger.py [--windows 200] [--batch 50] [--backends local,evm,...]
+    python benchmarks/ledger.py [--windows 200] [--batch 50] [--repeats 3] [--chunk 32]
+                                [--backends local,evm,bitcoin,multichain]
 
 Prints a Markdown table (and writes it to benchmarks/out/ledger.md).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -49,23 +54,27 @@ class Result:
     backend: str
     mode: str
     windows: int
-    entries: int
-    seconds: float
+    entries: int  # ledger transactions / entries per run
+    seconds: list[float]  # one per repeat
 
     @property
-    def anchors_per_s(self) -> float:
-        return self.entries / self.seconds
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
 
-    @property
-    def windows_per_s(self) -> float:
-        return self.windows / self.seconds
+    def rate(self, n: int) -> tuple[float, float, float]:
+        """(median, min, max) of n / seconds over the repeats."""
+        rates = [n / s for s in self.seconds]
+        return statistics.median(rates), min(rates), max(rates)
 
 
 def synthetic_members(n: int, salt: str) -> list[BatchMember]:
     """N checkpoint digests of N distinct daily windows (salted so reruns never collide)."""
     return [
-        BatchMember(f"{salt}-station{i:04d}-20240101T000000Z-86400s", 0,
-                    hashlib.sha256(f"{salt}/{i}".encode()).hexdigest())
+        BatchMember(
+            f"{salt}-station{i:04d}-20240101T000000Z-86400s",
+            0,
+            hashlib.sha256(f"{salt}/{i}".encode()).hexdigest(),
+        )
         for i in range(n)
     ]
 
@@ -80,28 +89,62 @@ def batch_entry(members: list[BatchMember]) -> AnchorEntry:
 Settle = Callable[[int], None]
 
 
-def run(backend: str, ledger: Ledger, members: list[BatchMember], batch_size: int,
-        settle: Settle | None = None) -> list[Result]:
-    """Time both modes over the same checkpoints (keys differ by root, so no collisions).
+def window_entries(members: list[BatchMember]) -> list[AnchorEntry]:
+    return [batch_entry([m]) for m in members]
 
-    `settle(n)` runs after the n-th anchor, untimed: the bitcoin run mines a block every
-    20 anchors there, as a real chain would, to stay under the mempool's ancestor limit.
-    """
-    results = []
-    for mode, groups in (
-        ("per window", [[m] for m in members]),
-        (f"per batch of {batch_size}",
-         [members[i : i + batch_size] for i in range(0, len(members), batch_size)]),
-    ):
-        spent = 0.0
-        for n, group in enumerate(groups, 1):
-            started = time.perf_counter()
-            ledger.anchor(batch_entry(group))
-            spent += time.perf_counter() - started
-            if settle is not None:
-                settle(n)
-        results.append(Result(backend, mode, len(members), len(groups), spent))
-    return results
+
+def modes(n: int, batch_size: int, chunked: bool) -> list[tuple[str, list[list[AnchorEntry]]]]:
+    """Each mode as a list of `anchor_many` calls (a call of one entry is one `anchor`), on
+    its own fresh checkpoints: a mode must never find the previous mode's keys anchored."""
+
+    def fresh() -> list[BatchMember]:
+        return synthetic_members(n, secrets.token_hex(4))
+
+    out = [("per window", [[e] for e in window_entries(fresh())])]
+    if chunked:
+        out.append(("publishmulti", [window_entries(fresh())]))
+    members = fresh()
+    batches = [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    out.append((f"per batch of {batch_size}", [[batch_entry(b)] for b in batches]))
+    return out
+
+
+def run_once(
+    ledger: Ledger, calls: list[list[AnchorEntry]], settle: Settle | None
+) -> tuple[float, int]:
+    """Seconds spent anchoring (untimed settles), and the number of distinct transactions."""
+    spent, txs = 0.0, set()
+    for n, call in enumerate(calls, 1):
+        started = time.perf_counter()
+        refs = ledger.anchor_many(call) if len(call) > 1 else [ledger.anchor(call[0])]
+        spent += time.perf_counter() - started
+        txs.update(
+            str(r.locator.get("txid") or r.locator.get("tx_hash") or (r.key, i))
+            for i, r in enumerate(refs)
+        )
+        if settle is not None:
+            settle(n)
+    return spent, len(txs)
+
+
+def run(
+    backend: str,
+    ledger: Ledger,
+    n: int,
+    batch_size: int,
+    repeats: int,
+    settle: Settle | None = None,
+    chunked: bool = False,
+) -> list[Result]:
+    """Time every mode `repeats` times, each on fresh keys."""
+    seconds: dict[str, list[float]] = {}
+    entries: dict[str, int] = {}
+    for _ in range(repeats):
+        for mode, calls in modes(n, batch_size, chunked):
+            spent, txs = run_once(ledger, calls, settle)
+            seconds.setdefault(mode, []).append(spent)
+            entries[mode] = txs
+    return [Result(backend, mode, n, entries[mode], s) for mode, s in seconds.items()]
 
 
 @contextmanager
@@ -143,38 +186,67 @@ def bitcoin_ledger() -> Iterator[tuple[Ledger, Settle | None]]:
         node.stop()
 
 
-@contextmanager
-def multichain_emulator_ledger() -> Iterator[tuple[Ledger, Settle | None]]:
-    from storage.ledger.multichain import MultiChainLedger
-    from tests.multichain_emulator import MultiChainEmulator
+CONFIRMATION_TIMES: list[float] = []
 
-    emulator = MultiChainEmulator(password=secrets.token_hex(16)).start()
-    ledger = MultiChainLedger(emulator.url, user=emulator.user, password=emulator.password,
-                              chain_name=emulator.chain_name, stream="bench")
-    try:
-        yield ledger, None
-    finally:
-        ledger.close()
-        emulator.stop()
+
+@contextmanager
+def multichain_ledger() -> Iterator[tuple[Ledger, Settle | None]]:
+    from storage.ledger.multichain import MultiChainLedger
+    from streamnotary.multichain_node import start_multichain
+
+    with tempfile.TemporaryDirectory() as d:
+        node = start_multichain(datadir=Path(d))
+        ledger = MultiChainLedger(
+            node.url,
+            user=node.user,
+            password=node.password,
+            chain_name=node.chain_name,
+            stream="bench",
+            publish_chunk=CHUNK[0],
+        )
+        try:
+            yield ledger, None
+            CONFIRMATION_TIMES.extend(confirmation_times(ledger))
+        finally:
+            ledger.close()
+            node.stop()
+
+
+def confirmation_times(ledger: Ledger, samples: int = 5) -> list[float]:
+    """Seconds from `anchor` returning to the entry having one confirmation (polled)."""
+    out = []
+    for member in synthetic_members(samples, secrets.token_hex(4)):
+        entry = batch_entry([member])
+        started = time.perf_counter()
+        ledger.anchor(entry)
+        while not (ref := ledger.lookup(entry.key)) or not ref.final:
+            time.sleep(0.05)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+CHUNK = [32]
 
 
 BACKENDS: dict[str, tuple[str, Callable[[], contextmanager]]] = {  # type: ignore[type-arg]
     "local": ("local (SQLite)", local_ledger),
     "evm": ("evm (anvil 1.7.1)", evm_ledger),
     "bitcoin": ("bitcoin (litecoind 0.21.2 regtest)", bitcoin_ledger),
-    "multichain": ("multichain (EMULATOR, not a node)", multichain_emulator_ledger),
+    "multichain": ("multichain (MultiChain 2.3.3 node)", multichain_ledger),
 }
 
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| backend | mode | windows | ledger entries | seconds | anchors/s | windows/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| backend | mode | windows | ledger transactions | seconds (median) "
+        "| windows/s median (min–max) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in results:
+        med, lo, hi = r.rate(r.windows)
         lines.append(
-            f"| {r.backend} | {r.mode} | {r.windows} | {r.entries} | {r.seconds:.2f} "
-            f"| {r.anchors_per_s:.1f} | {r.windows_per_s:.1f} |"
+            f"| {r.backend} | {r.mode} | {r.windows} | {r.entries} | {r.median_s:.2f} "
+            f"| {med:.1f} ({lo:.1f}–{hi:.1f}) |"
         )
     return "\n".join(lines)
 
@@ -183,16 +255,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=200, help="checkpoints (windows)")
     ap.add_argument("--batch", type=int, default=50, help="windows per batch entry")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per figure (median, spread)")
+    ap.add_argument("--chunk", type=int, default=32, help="MultiChain items per publishmulti")
     ap.add_argument("--backends", default=",".join(BACKENDS))
     args = ap.parse_args(argv)
-    members = synthetic_members(args.windows, secrets.token_hex(4))
+    CHUNK[0] = args.chunk
     results: list[Result] = []
     for name in args.backends.split(","):
         label, opener = BACKENDS[name]
         with opener() as (ledger, settle):
-            results += run(label, ledger, members, args.batch, settle)
-        print("\n".join(table(results[-2:]).splitlines()[2:]), file=sys.stderr)
+            got = run(
+                label,
+                ledger,
+                args.windows,
+                args.batch,
+                max(1, args.repeats),
+                settle,
+                chunked=name == "multichain",
+            )
+        results += got
+        print("\n".join(table(got).splitlines()[2:]), file=sys.stderr)
     out = table(results)
+    if CONFIRMATION_TIMES:
+        c = CONFIRMATION_TIMES
+        out += (
+            f"\n\nMultiChain (2 s target block time): anchor → 1 confirmation in "
+            f"{statistics.median(c):.2f} s median ({min(c):.2f}–{max(c):.2f} s, n={len(c)})"
+        )
     print(out)
     target = REPO / "benchmarks" / "out" / "ledger.md"
     target.parent.mkdir(parents=True, exist_ok=True)

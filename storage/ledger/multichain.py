@@ -257,10 +257,14 @@ class MultiChainLedger(Ledger):
         refs: dict[str, AnchorRef] = {}
         todo: dict[str, AnchorEntry] = {}
         digests: dict[str, str] = {}
+        used = self._keys_in_use([entry.key for entry in entries])
         for entry in entries:
             if digests.setdefault(entry.key, entry.digest) != entry.digest:
                 raise AnchorConflict(f"{entry.key} given twice with different digests")
             if entry.key in refs or entry.key in todo:
+                continue
+            if entry.key not in used:  # no item at all under the key: nothing to look up
+                todo[entry.key] = entry
                 continue
             existing = list(self._entry_items(entry.key))
             if existing and existing[0][1]["digest"] != entry.digest:
@@ -276,6 +280,18 @@ class MultiChainLedger(Ledger):
         for i in range(0, len(pending), self.publish_chunk):
             refs.update(self._publish_chunk(pending[i : i + self.publish_chunk]))
         return [refs[entry.key] for entry in entries]
+
+    def _keys_in_use(self, keys: list[str]) -> set[str]:
+        """The keys that have any item (mempool included), by ``liststreamkeys`` in pages:
+        one round trip per page instead of one ``liststreamkeyitems`` per key."""
+        used: set[str] = set()
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), self.key_items_page):
+            page = unique[i : i + self.key_items_page]
+            for row in self.rpc.call("liststreamkeys", self.stream, page, False):
+                if int(row.get("items", 0)) > 0:
+                    used.add(str(row["key"]))
+        return used
 
     def _publish_chunk(self, chunk: list[AnchorEntry]) -> dict[str, AnchorRef]:
         """One transaction for `chunk`; vouts are read back from the node, not assumed."""
