@@ -307,29 +307,27 @@ DEMO_CHAIN = "streamnotary"
 DEMO_STREAM = "streamnotary"
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process start time (clock ticks since boot, /proc/<pid>/stat field 22): with the
-    PID and the data directory it names one process, even after PID reuse."""
+def _recorded(info_path: Path) -> tuple[Any, dict[str, Any]] | None:
+    """(identity, record) of ``node.json``: the PID + start time + data directory of
+    `streamnotary.processes` beside chain name and ports; None if there is no record."""
+    from streamnotary.processes import read_identity
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        doc = json.loads(info_path.read_text())
+    except (OSError, ValueError):
         return None
-    return int(stat.rpartition(")")[2].split()[19])
+    ident = read_identity(info_path)
+    return (ident, doc) if ident is not None and isinstance(doc, dict) else None
 
 
-def _recorded_node(info: dict[str, Any]) -> bool:
-    """Whether the PID recorded in `info` still runs *that* multichaind (PID, start time,
-    data directory on its command line)."""
-    from streamnotary.services import pid_alive
-
-    pid = int(info.get("pid", 0))
-    if not pid_alive(pid, "multichaind") or _start_ticks(pid) != info.get("start_ticks"):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"-datadir={info.get('datadir')}".encode() in cmdline
+def _node_of(doc: dict[str, Any], datadir: Path) -> MultiChainNode:
+    return MultiChainNode(
+        find_multichain_bin_dir(),
+        datadir,
+        str(doc["chain_name"]),
+        int(doc["rpc_port"]),
+        int(doc["p2p_port"]),
+    )
 
 
 def ensure_multichain(home: Path) -> dict[str, Any]:
@@ -338,31 +336,29 @@ def ensure_multichain(home: Path) -> dict[str, Any]:
     The chain lives in ``<home>/multichain/streamnotary`` (2 s blocks, so that the demo's
     anchors are final by the time `audit` runs); the node keeps running after the demo so
     that ``streamnotary audit`` can verify against it, and `streamnotary down` stops it.
+    ``node.json`` records its identity (PID + start time + data directory,
+    `streamnotary.processes`), so only this very process is ever reused or stopped.
     Returns the ledger settings; the RPC password stays in the chain's own
     ``multichain.conf`` (setting ``ledger_multichain_conf``), not in services.json.
     """
-    workdir = home / "multichain"
+    from streamnotary.processes import ProcessIdentity, write_identity
+    from streamnotary.services import private_dir
+
+    workdir = private_dir(home / "multichain")
     info_path = workdir / "node.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if info and _recorded_node(info):
-        node = MultiChainNode(
-            find_multichain_bin_dir(),
-            workdir,
-            DEMO_CHAIN,
-            int(info["rpc_port"]),
-            int(info["p2p_port"]),
-        )
-        with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
-            if node.ready():
-                return _demo_settings(node)
-    node = start_multichain(
-        datadir=workdir,
-        chain_name=DEMO_CHAIN,
-        rpc_port=info.get("rpc_port"),
-        p2p_port=info.get("p2p_port"),
-        new_session=True,
-    )
-    doc = {**node.info(), "start_ticks": _start_ticks(node.pid)}
+    recorded = _recorded(info_path)
+    ports: dict[str, Any] = {}
+    if recorded is not None:
+        ident, doc = recorded
+        ports = {"rpc_port": doc.get("rpc_port"), "p2p_port": doc.get("p2p_port")}
+        if ident.matches():
+            node = _node_of(doc, workdir)
+            with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
+                if node.ready():
+                    return _demo_settings(node)
+    node = start_multichain(datadir=workdir, chain_name=DEMO_CHAIN, new_session=True, **ports)
+    write_identity(info_path, ProcessIdentity.of(node.pid, workdir))
+    doc = {**json.loads(info_path.read_text()), **node.info()}
     info_path.write_text(json.dumps(doc, indent=2, sort_keys=True))
     return _demo_settings(node)
 
@@ -378,30 +374,23 @@ def _demo_settings(node: MultiChainNode) -> dict[str, Any]:
 
 
 def stop_demo_multichain(home: Path, timeout_s: float = 30.0) -> bool:
-    """Stop the demo's node: RPC ``stop``, then wait for the recorded PID; SIGTERM/SIGKILL
-    by that PID only if it is still the same process (PID, start time, data directory)."""
-    from streamnotary.services import stop_pid
+    """Stop the demo's node if it is still the process we started: RPC ``stop`` (1-2 s;
+    SIGTERM takes ~30 s on 2.3.3), then wait for that PID; SIGTERM/SIGKILL by the
+    recorded identity only if it does not exit. A recycled PID is left alone."""
+    from streamnotary.processes import stop_identified
 
-    info_path = home / "multichain" / "node.json"
-    if not info_path.is_file():
+    workdir = home / "multichain"
+    recorded = _recorded(workdir / "node.json")
+    if recorded is None or not recorded[0].matches():
         return False
-    info = json.loads(info_path.read_text())
-    if not _recorded_node(info):
-        return False
-    node = MultiChainNode(
-        find_multichain_bin_dir(),
-        Path(info["datadir"]),
-        str(info["chain_name"]),
-        int(info["rpc_port"]),
-        int(info["p2p_port"]),
-    )
+    ident, doc = recorded
     with contextlib.suppress(
-        requests.RequestException, RuntimeError, ValueError, KeyError, OSError
+        requests.RequestException, RuntimeError, ValueError, KeyError, OSError, NodeStartError
     ):
-        node.rpc("stop", timeout=5.0)
+        _node_of(doc, workdir).rpc("stop", timeout=5.0)
     deadline = time.monotonic() + timeout_s
-    while _recorded_node(info) and time.monotonic() < deadline:
+    while ident.matches() and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _recorded_node(info):
-        stop_pid(int(info["pid"]), "multichaind", 10.0)
+    if ident.matches():
+        stop_identified(ident, 10.0)
     return True
