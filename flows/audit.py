@@ -81,6 +81,7 @@ from tasks.audit.documents import (
     schema_problem,
 )
 from tasks.audit.log import RememberedHead, check_log
+from tasks.canonical import parse_document
 from tasks.checkpoint import checkpoint_digest, ranges_of
 from tasks.merkle import merkle_root
 from tasks.message import classify
@@ -258,7 +259,7 @@ def discover_windows(
 
 def _load_json(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        doc = json.loads(store.get(key))
+        doc = parse_document(store.get(key))
     except ObjectNotFound:
         return None, "missing from the object store"
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -22,6 +22,7 @@ from storage.objectstore import ObjectStore, ObjectStoreError
 from storage.tlog import LogError, LogReader
 from tasks.audit.documents import schema_problem
 from tasks.audit.log import HeadEvidence, LogEvidence, RememberedHead
+from tasks.canonical import parse_document
 from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
 from tasks.tlog.entries import LogEntryError
 from tasks.tlog.note import NoteError, Verifier
@@ -47,7 +48,7 @@ class TrustPolicy:
     @classmethod
     def load(cls, path: str | Path) -> TrustPolicy:
         try:
-            doc = json.loads(Path(path).read_bytes())
+            doc = parse_document(Path(path).read_bytes())
         except (OSError, ValueError, RecursionError) as exc:
             raise TrustPolicyError(f"trust policy {path}: {exc}") from exc
         problem = schema_problem(doc, TRUST_SCHEMA_FILE)
@@ -83,7 +84,7 @@ def load_state(
         return None, None
     path = state_file(state_dir, origin)
     try:
-        return RememberedHead.from_json(json.loads(path.read_bytes())), None
+        return RememberedHead.from_json(parse_document(path.read_bytes())), None
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError, RecursionError) as exc:

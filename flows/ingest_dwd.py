@@ -10,7 +10,6 @@ collapse in the windows' deduplication (counted as duplicates, never double-coun
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
 from streamnotary.masking import mask_text
 from streamnotary.paths import check_source
+from tasks.canonical import parse_document
 from tasks.dwd import DwdFormatError, read_observations
 from tasks.record import canonical_bytes
 from tasks.revision import document_bytes
@@ -57,7 +57,7 @@ def fetch_source(source: str, workdir: str, limits: FetchLimits) -> Path:
 @task(name="check-ingested", **IO_RETRIES)
 def already_ingested(settings: Settings, sha256: str) -> dict[str, Any] | None:
     try:
-        return json.loads(open_store(settings).get(manifest_key(settings.topic, sha256)))
+        return parse_document(open_store(settings).get(manifest_key(settings.topic, sha256)))
     except ObjectNotFound:
         return None
 

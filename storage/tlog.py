@@ -14,13 +14,12 @@ Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from storage.objectstore import ObjectChanged, ObjectNotFound, ObjectStore
-from tasks.canonical import canonical_json
+from tasks.canonical import canonical_json, parse_document
 from tasks.merkle import hash_leaf, verify_consistency
 from tasks.tlog.checkpoint import LogCheckpoint, open_checkpoint, sign_checkpoint
 from tasks.tlog.entries import parse_entry
@@ -238,7 +237,8 @@ class LogReader:
     def stored_consistency(self, old_size: int, new_size: int) -> dict[str, Any] | None:
         """The consistency document the writer stored between two heads, if any."""
         try:
-            return dict(json.loads(self.store.get(consistency_key(self.topic, old_size, new_size))))
+            data = self.store.get(consistency_key(self.topic, old_size, new_size))
+            return dict(parse_document(data))
         except ObjectNotFound:
             return None
 

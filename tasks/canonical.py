@@ -9,13 +9,24 @@ byte-identical to this function by a property test.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from typing import Any
 
 import rfc8785
 
+# Documents this project reads (checkpoints, receipts, plans, proofs, log entries) are a
+# few levels deep; 64 leaves ample room and keeps the C parser far from the C stack's end.
+MAX_DOCUMENT_DEPTH = 64
+_BRACKET_OR_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
 
 class CanonicalizationError(ValueError):
     """A value cannot be represented in canonical JSON (NaN, infinity, unsupported type)."""
+
+
+class DocumentError(ValueError):
+    """Bytes that should hold a JSON document do not (not UTF-8, not JSON, too deep)."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -33,3 +44,36 @@ def sha256_hex(data: bytes) -> str:
 def canonical_digest(value: Any) -> str:
     """SHA-256 (lowercase hex) of the canonical JSON bytes of `value`."""
     return sha256_hex(canonical_json(value))
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest bracket nesting of JSON text, brackets inside strings ignored.
+
+    Checked before parsing because the parser recurses once per level: deep nesting raises
+    `RecursionError` at the default recursion limit and, once a library has raised that
+    limit (py_ecc, imported by web3, sets 100,000), overflows the C stack and kills the
+    process. A hostile object in the bucket must be a finding, never a crash.
+    """
+    depth = deepest = 0
+    for m in _BRACKET_OR_STRING_RE.finditer(text):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_document(data: bytes | bytearray | str, max_depth: int = MAX_DOCUMENT_DEPTH) -> Any:
+    """Parse untrusted JSON bytes (RFC 8259) with a nesting bound; `DocumentError` otherwise."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"not UTF-8: {exc}") from exc
+    if ("[" in text or "{" in text) and nesting_depth(text) > max_depth:
+        raise DocumentError(f"JSON nesting deeper than {max_depth}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DocumentError(f"not JSON: {str(exc)[:200]}") from exc

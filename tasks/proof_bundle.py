@@ -21,7 +21,7 @@ from typing import Any
 
 from storage import layout
 from tasks.batch import verify_batch_proof
-from tasks.canonical import CanonicalizationError, canonical_digest, canonical_json
+from tasks.canonical import CanonicalizationError, canonical_digest, canonical_json, parse_document
 from tasks.checkpoint import CheckpointError, checkpoint_digest, load_schema, validate_checkpoint
 from tasks.merkle import MerkleError, inclusion_proof, verify_inclusion
 from tasks.record import RecordRejected, canonical_bytes, from_json_value
@@ -106,7 +106,7 @@ def verify_bundle(bundle: dict[str, Any]) -> list[str]:
     # 1. the record is canonical and belongs to the window
     record_bytes = bundle["record"].encode("utf-8")
     try:
-        value = json.loads(record_bytes)
+        value = parse_document(record_bytes)
         if canonical_json(value) != record_bytes:
             raise ProofBundleError("record is not in canonical (RFC 8785) form")
         obs = from_json_value(value)

@@ -28,6 +28,8 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
+from tasks.canonical import nesting_depth
+
 RECORD_SCHEMA = "streamnotary.observation/1"
 
 STATION_ID_RE = re.compile(r"[0-9]{5}")  # use with fullmatch: `$` would accept "00433\n"
@@ -344,7 +346,6 @@ _NOT_IJSON_RE = re.compile(r"[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _NEEDS_STRICT_RE = re.compile(
     r"\\|[0-9]{16}|[0-9.][eE]|NaN|Infinity|[\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]"
 )
-_BRACKET_OR_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def decode_record(data: bytes) -> Observation:
@@ -369,7 +370,7 @@ def decode_record(data: bytes) -> Observation:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordRejected("not_utf8", str(exc)) from exc
-    if (text.count("{") > 1 or "[" in text) and _nesting_depth(text) > MAX_JSON_DEPTH:
+    if (text.count("{") > 1 or "[" in text) and nesting_depth(text) > MAX_JSON_DEPTH:
         raise RecordRejected("too_deep", f"JSON nesting deeper than {MAX_JSON_DEPTH}")
     strict = _NEEDS_STRICT_RE.search(text) is not None
     try:
@@ -388,23 +389,6 @@ def decode_record(data: bytes) -> Observation:
             raise
         raise RecordRejected("bad_json", str(exc)) from exc
     return from_json_value(value)
-
-
-def _nesting_depth(text: str) -> int:
-    """Deepest bracket nesting of JSON text, brackets inside strings ignored.
-
-    Checked before parsing because the parser recurses once per level: 100k nested
-    arrays would raise `RecursionError`, which is no verdict.
-    """
-    depth = deepest = 0
-    for m in _BRACKET_OR_STRING_RE.finditer(text):
-        token = m.group()
-        if token in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in "]}":
-            depth -= 1
-    return deepest
 
 
 def _check_string(text: str, where: str) -> None:

@@ -8,7 +8,6 @@ Caching is off: the steps are cheap to repeat and their inputs can be large.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from storage.objectstore import ObjectConflict, ObjectNotFound, ObjectStore, ope
 from storage.sources import SourceError
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
+from tasks.canonical import parse_document
 from tasks.checkpoint import CheckpointError
 from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
@@ -116,7 +116,7 @@ def load_cursor(settings: Settings) -> Cursor:
     """The durable position of the pipeline; an empty cursor on the first run."""
     store = open_store(settings)
     try:
-        doc = json.loads(store.get(layout.cursor_key(settings.topic)))
+        doc = parse_document(store.get(layout.cursor_key(settings.topic)))
     except ObjectNotFound:
         return Cursor.empty(settings.topic, settings.window_seconds)
     cursor = Cursor.from_json(doc)
@@ -131,7 +131,7 @@ def load_pending(settings: Settings) -> dict[str, Any] | None:
     """The write-ahead plan of a run that did not finish, if any."""
     store = open_store(settings)
     try:
-        return json.loads(store.get(layout.pending_key(settings.topic)))
+        return parse_document(store.get(layout.pending_key(settings.topic)))
     except ObjectNotFound:
         return None
 
@@ -172,8 +172,8 @@ def load_latest_revisions(
         receipts = list(store.list(layout.window_receipts_prefix(settings.topic, key)))
         if not receipts:
             continue
-        latest = json.loads(store.get(max(receipts, key=layout.revision_of)))
-        found[key] = json.loads(store.get(latest["checkpoint_key"]))
+        latest = parse_document(store.get(max(receipts, key=layout.revision_of)))
+        found[key] = parse_document(store.get(latest["checkpoint_key"]))
     return found
 
 

@@ -32,7 +32,6 @@ transaction instead of a new one. Logs are read in block ranges of ``log_chunk_b
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +66,7 @@ from storage.ledger.evm_contract import (
 )
 from storage.ledger.evm_tx import NonceStableSender, PendingSlots, TransactionFailed
 from streamnotary.masking import mask_text, safe_url, url_secrets
-from tasks.canonical import canonical_digest, canonical_json
+from tasks.canonical import canonical_digest, canonical_json, parse_document
 
 T = TypeVar("T")
 
@@ -481,7 +480,7 @@ class EvmLedger(Ledger):
                 )
             if ev["args"]["key"] != ref.key:
                 raise LedgerCorrupted(f"{tx} anchors {ev['args']['key']!r}, not {ref.key!r}")
-            body = json.loads(ev["args"]["body"])
+            body = parse_document(ev["args"]["body"])
             digest = bytes(ev["args"]["digest"]).hex()
             if canonical_digest(body) != digest:
                 raise LedgerCorrupted(f"{tx}: on-chain body does not hash to its digest")

@@ -32,7 +32,6 @@ anchor, so concurrent processes never fork the chain.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -52,7 +51,13 @@ from storage.ledger.base import (
     LedgerError,
     LedgerIdentityMismatch,
 )
-from tasks.canonical import canonical_digest, canonical_json, sha256_hex
+from tasks.canonical import (
+    DocumentError,
+    canonical_digest,
+    canonical_json,
+    parse_document,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:
     from streamnotary.config import Settings
@@ -206,7 +211,7 @@ class LocalLedger(Ledger):
                 f"entry {ref.key!r} is at seq {seq} / {ehash}, the reference says "
                 f"seq {want_seq} / {want_hash}"
             )
-        body = json.loads(body_text)
+        body = parse_document(body_text)
         actual = canonical_digest(body)
         if actual != digest:
             raise LedgerCorrupted(
@@ -259,8 +264,8 @@ class LocalLedger(Ledger):
             if prev_hash != prev:
                 raise LedgerCorrupted(f"entry seq {seq}: prev_hash does not link to seq {seq - 1}")
             try:
-                body = json.loads(body_text)
-            except json.JSONDecodeError as exc:
+                body = parse_document(body_text)
+            except DocumentError as exc:
                 raise LedgerCorrupted(f"entry seq {seq}: body is not JSON") from exc
             if canonical_json(body).decode("utf-8") != body_text:
                 raise LedgerCorrupted(f"entry seq {seq}: body is not canonical JSON")

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tasks.canonical import parse_document
+
 EXIT_PASS, EXIT_FAIL, EXIT_UNSETTLED = 0, 1, 2
 
 
@@ -156,7 +158,7 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     from tasks.proof_bundle import ProofBundleError, verify_bundle
 
     try:
-        bundle = json.loads(Path(args.bundle).read_bytes())
+        bundle = parse_document(Path(args.bundle).read_bytes())
         steps = verify_bundle(bundle)
     except (OSError, ValueError, ProofBundleError) as exc:
         print(f"NOT VERIFIED: {exc}")

@@ -16,11 +16,10 @@ JSON Schema: docs/schemas/log_entry.schema.json.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tasks.canonical import CanonicalizationError, canonical_json
+from tasks.canonical import CanonicalizationError, DocumentError, canonical_json, parse_document
 from tasks.tlog.tiles import MAX_ENTRY_SIZE, EntryTooLarge
 
 LOG_ENTRY_SCHEMA = "streamnotary.log_entry/v1"
@@ -121,8 +120,8 @@ def entry_bytes(entry: dict[str, Any]) -> bytes:
 def parse_entry(data: bytes) -> dict[str, Any]:
     """Decode leaf bytes; `LogEntryError` unless they are the canonical bytes of an entry."""
     try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        doc = parse_document(data)
+    except DocumentError as exc:
         raise LogEntryError(f"log entry is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("schema") != LOG_ENTRY_SCHEMA:
         raise LogEntryError(f"not a {LOG_ENTRY_SCHEMA} document")
