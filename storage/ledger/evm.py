@@ -63,6 +63,7 @@ from storage.ledger.evm_contract import (
     entry_root,
     first_block_with_code,
     key_hash,
+    scan_in_chunks,
 )
 from storage.ledger.evm_tx import NonceStableSender, PendingSlots, TransactionFailed
 from streamnotary.masking import mask_text, safe_url, url_secrets
@@ -325,27 +326,19 @@ class EvmLedger(Ledger):
         if dep is None:
             return []  # no contract yet: nothing was ever anchored here
         event = self.w3.eth.contract(address=dep.address, abi=self._abi).events.Anchored
-        head = self._head()
-        out: list[Any] = []
-        start, chunk = dep.block, self.log_chunk_blocks
-        while start <= head:
-            end = min(start + chunk - 1, head)
-            try:
-                got = self._call(
-                    "eth_getLogs",
-                    lambda s=start, e=end: event.get_logs(
-                        from_block=s, to_block=e, argument_filters=filters
-                    ),
-                )
-            except Web3RPCError as exc:
-                if chunk == 1:
-                    detail = mask_text(str(exc), self._secrets)
-                    raise LedgerError(f"eth_getLogs refused by {self.safe_url}: {detail}") from None
-                chunk = max(chunk // 2, 1)  # the provider's range limit is below ours
-                continue
-            out += [log for log in got if not log.get("removed", False)]
-            start = end + 1
-        return out
+
+        def fetch(start: int, end: int) -> list[Any]:
+            logs = self._call(
+                "eth_getLogs",
+                lambda: event.get_logs(from_block=start, to_block=end, argument_filters=filters),
+            )
+            return [log for log in logs if not log.get("removed", False)]
+
+        try:
+            return scan_in_chunks(fetch, dep.block, self._head(), self.log_chunk_blocks)
+        except Web3RPCError as exc:
+            detail = mask_text(str(exc), self._secrets)
+            raise LedgerError(f"eth_getLogs refused by {self.safe_url}: {detail}") from None
 
     def _logs(self, **filters: Any) -> list[Any]:
         """The operator's events matching `filters`."""

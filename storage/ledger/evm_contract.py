@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_utils import keccak
+from web3.exceptions import Web3RPCError
 
 from storage.ledger.base import LedgerError
 
@@ -71,6 +72,30 @@ def first_block_with_code(has_code: Callable[[int], bool], head: int) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+def scan_in_chunks(
+    fetch: Callable[[int, int], list[Any]], start: int, head: int, chunk: int
+) -> list[Any]:
+    """``fetch(from, to)`` over ``[start, head]`` in block ranges of at most `chunk`.
+
+    Hosted providers refuse ``eth_getLogs`` over wide ranges (10k blocks, 2k, sometimes
+    less); when one refuses even `chunk`, the range is halved until it answers, down to a
+    single block (then its error propagates).
+    """
+    out: list[Any] = []
+    chunk = max(chunk, 1)
+    while start <= head:
+        end = min(start + chunk - 1, head)
+        try:
+            out += fetch(start, end)
+        except Web3RPCError:
+            if chunk == 1:
+                raise
+            chunk = max(chunk // 2, 1)  # the provider's range limit is below ours
+            continue
+        start = end + 1
+    return out
 
 
 @dataclass(frozen=True)
