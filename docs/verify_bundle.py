@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Verify a streamnotary proof bundle with nothing but the Python standard library.
 
-    python3 verify_bundle.py BUNDLE.json          (exit 0: verified, 1: not verified)
+    python3 verify_bundle.py --trust TRUST.json BUNDLE.json   (exit 0: verified, 1: not)
+
+TRUST.json is the auditor's pinned trust policy (`streamnotary trust export`,
+streamnotary.trust/v1): the log's origin and C2SP verifier key. They are never taken
+from the bundle. Bundles v1 (batch anchors, before the signed log) verify without it.
 
 Written for an outsider who does not want to install (or trust) streamnotary: it is one
 file, uses only `hashlib` and `json`, and re-derives every hash in the bundle:
@@ -13,8 +17,15 @@ file, uses only `hashlib` and `json`, and re-derives every hash in the bundle:
 5. the ledger entry bodies hash to the digests of their references and commit to the
    batch root (and to the window revision).
 
+Bundle v2 (streamnotary.proof-bundle/2) replaces 4-5 by: the checkpoint digest is named
+by the window's log entry; the entry's RFC 8785 bytes are included (RFC 9162 inclusion
+proof) in a C2SP tlog-checkpoint whose signed-note Ed25519 signature verifies with the
+pinned key (Ed25519 verification per RFC 8032 section 5.1.7, in pure Python below); that
+head is consistent (RFC 9162 consistency proof) with the head anchored on the ledger.
+
 What remains is online: ask the ledger named in the output for the entry key and check
-that it holds the printed digest.
+that it holds the printed digest. Everything printed is escaped: no control character
+or escape sequence from the bundle reaches the terminal.
 
 RFC 8785 here is deliberately a SUBSET: checkpoints and records contain only objects,
 arrays, strings, integers, booleans and null, so numbers are written as integers and
@@ -29,6 +40,8 @@ import re
 import sys
 
 BUNDLE_SCHEMA = "streamnotary.proof-bundle/1"
+BUNDLE_SCHEMA_V2 = "streamnotary.proof-bundle/2"
+TRUST_SCHEMA = "streamnotary.trust/v1"
 _ESCAPES = {
     0x08: "\\b",
     0x09: "\\t",
@@ -157,21 +170,18 @@ def _check_entry(evidence, key, expected):
         raise NotVerified(f"ledger entry {key}: body does not hash to the referenced digest")
 
 
-def verify(bundle):
-    """Return the list of verified steps; raise NotVerified at the first failing one."""
+def _record_steps(bundle):
+    """Steps 1-2 of every bundle version: the record, and its path to the window root."""
     steps = []
-    if not isinstance(bundle, dict) or bundle.get("schema") != BUNDLE_SCHEMA:
-        raise NotVerified(f"not a {BUNDLE_SCHEMA} document")
     try:
         cp = bundle["checkpoint"]
         record_text = bundle["record"]
         window = cp["window"]
         merkle = cp["merkle"]
-        batch = bundle["batch"]
-        topic = cp["source"]["topic"]
-        ledger = bundle["ledger"]
     except (KeyError, TypeError) as exc:
         raise NotVerified(f"bundle lacks {exc}") from None
+    if not isinstance(record_text, str):
+        raise NotVerified("record is not a string")
 
     # 1. the record: canonical, an observation, inside the window
     record_bytes = record_text.encode("utf-8")
@@ -220,6 +230,24 @@ def verify(bundle):
         f"leaf {bundle['leaf_index']} of {bundle['tree_size']} hashes to window root {root}"
     )
 
+    return steps
+
+
+def verify(bundle):
+    """Return the list of verified steps; raise NotVerified at the first failing one."""
+    if not isinstance(bundle, dict) or bundle.get("schema") != BUNDLE_SCHEMA:
+        raise NotVerified(f"not a {BUNDLE_SCHEMA} document")
+    steps = _record_steps(bundle)
+    try:
+        cp = bundle["checkpoint"]
+        window = cp["window"]
+        merkle = cp["merkle"]
+        batch = bundle["batch"]
+        topic = cp["source"]["topic"]
+        ledger = bundle["ledger"]
+    except (KeyError, TypeError) as exc:
+        raise NotVerified(f"bundle lacks {exc}") from None
+
     # 3. checkpoint -> batch root
     cp_digest = digest(cp)
     if cp_digest != bundle["checkpoint_digest"]:
@@ -235,9 +263,7 @@ def verify(bundle):
         raise NotVerified(
             "batch path gives root {}, bundle says {}".format(batch_root, batch["root"])
         )
-    steps.append(
-        f"checkpoint {cp_digest} is leaf {batch['index']} of batch root {batch_root}"
-    )
+    steps.append(f"checkpoint {cp_digest} is leaf {batch['index']} of batch root {batch_root}")
 
     # 4. ledger entries
     _check_entry(
@@ -263,6 +289,10 @@ def verify(bundle):
         )
         refs.append(ledger["window"]["ref"])
     steps.append("ledger entry bodies match their digests and commit to the batch root")
+    steps.append(
+        "proved: {} revision {} (v1 bundle: batch anchor, no signed log; whether a later "
+        "revision supersedes it is not proven)".format(window["id"], cp["revision"])
+    )
     for ref in refs:
         steps.append(
             "to finish online: on the {} ledger, entry {} must have digest {} (locator {})".format(
@@ -275,19 +305,279 @@ def verify(bundle):
     return steps
 
 
+# ---- Ed25519 verification, RFC 8032 section 5.1.7 (pure Python; slow but only one) ------
+
+_P = 2**255 - 19
+_Q = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_I = pow(2, (_P - 1) // 4, _P)
+
+
+def _recover_x(y, sign):
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)
+    if x2 == 0:
+        return None if sign else 0
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _I % _P
+    if (x * x - x2) % _P:
+        return None
+    if (x & 1) != sign:
+        x = _P - x
+    return x
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_G = (_recover_x(_GY, 0), _GY, 1, _recover_x(_GY, 0) * _GY % _P)
+
+
+def _add(a, b):
+    aa = (a[1] - a[0]) * (b[1] - b[0]) % _P
+    bb = (a[1] + a[0]) * (b[1] + b[0]) % _P
+    c = 2 * a[3] * b[3] * _D % _P
+    d = 2 * a[2] * b[2] % _P
+    e, f, g, h = bb - aa, d - c, d + c, bb + aa
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _mul(s, point):
+    q = (0, 1, 1, 0)
+    while s:
+        if s & 1:
+            q = _add(q, point)
+        point = _add(point, point)
+        s >>= 1
+    return q
+
+
+def _equal(a, b):
+    return (a[0] * b[2] - b[0] * a[2]) % _P == 0 and (a[1] * b[2] - b[1] * a[2]) % _P == 0
+
+
+def _decompress(data):
+    if len(data) != 32:
+        return None
+    y = int.from_bytes(data, "little")
+    sign = y >> 255
+    y &= (1 << 255) - 1
+    x = _recover_x(y, sign)
+    return None if x is None else (x, y, 1, x * y % _P)
+
+
+def ed25519_verify(public, message, signature):
+    """True iff `signature` is a valid Ed25519 signature of `message` by `public`."""
+    if len(public) != 32 or len(signature) != 64:
+        return False
+    a, r = _decompress(public), _decompress(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or r is None or s >= _Q:
+        return False
+    h = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(), "little") % _Q
+    return _equal(_mul(s, _G), _add(r, _mul(h, a)))
+
+
+# ---- C2SP signed-note and tlog-checkpoint --------------------------------------------------
+
+
+def _b64(text, what):
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise NotVerified(f"{what} is not standard base64") from None
+
+
+def load_trust(path):
+    """(origin, name, key id, Ed25519 public key) from a streamnotary.trust/v1 file."""
+    with open(path, "rb") as fh:
+        doc = json.loads(fh.read().decode("utf-8"))
+    if not isinstance(doc, dict) or doc.get("schema") != TRUST_SCHEMA:
+        raise NotVerified(f"trust policy is not a {TRUST_SCHEMA} document")
+    try:
+        origin, vkey = doc["log"]["origin"], doc["log"]["verifier_key"]
+        name, kid_hex, material = vkey.split("+")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise NotVerified(
+            "trust policy lacks log.origin / log.verifier_key name+hash+key"
+        ) from None
+    raw = _b64(material, "verifier key")
+    if len(raw) != 33 or raw[0] != 1 or not re.fullmatch("[0-9a-f]{8}", kid_hex):
+        raise NotVerified("verifier key is not an Ed25519 C2SP key")
+    kid = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if kid.hex() != kid_hex or name != origin:
+        raise NotVerified("verifier key hash or name does not match the pinned origin")
+    return origin, name, kid, raw[1:]
+
+
+def open_signed_checkpoint(note, trust):
+    """Verify the pinned key's signature on a C2SP note; return (origin, size, root hex)."""
+    origin, name, kid, public = trust
+    if not isinstance(note, str) or any(ord(c) < 0x20 and c != "\n" for c in note):
+        raise NotVerified("signed checkpoint is not a note")
+    split = note.rfind("\n\n")
+    if split < 0 or not note.endswith("\n"):
+        raise NotVerified("signed checkpoint has no signature block")
+    text, block = note[: split + 1], note[split + 2 : -1]
+    verified = False
+    for line in block.split("\n"):
+        if not line.startswith("\u2014 "):
+            raise NotVerified("signature line does not start with an em dash")
+        signer, _, blob = line[2:].rpartition(" ")
+        raw = _b64(blob, "signature")
+        if signer != name or raw[:4] != kid:
+            continue  # signed-note: signatures by unknown keys are ignored
+        if not ed25519_verify(public, text.encode("utf-8"), raw[4:]):
+            raise NotVerified("the pinned key's signature on the checkpoint does not verify")
+        verified = True
+    if not verified:
+        raise NotVerified("the checkpoint carries no signature by the pinned key")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or lines[0] != origin:
+        raise NotVerified("checkpoint is not of the pinned log (origin line)")
+    if not re.fullmatch("0|[1-9][0-9]*", lines[1]):
+        raise NotVerified("checkpoint tree size is not a canonical decimal")
+    root = _b64(lines[2], "checkpoint root")
+    if len(root) != 32:
+        raise NotVerified("checkpoint root is not 32 bytes")
+    return origin, int(lines[1]), root.hex()
+
+
+def consistency_ok(old_size, new_size, old_root, new_root, proof):
+    """RFC 9162 section 2.1.4.2 consistency proof verification (roots as bytes)."""
+    path = [_hex32(h, "consistency proof hash") for h in proof]
+    if not 0 <= old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not path and old_root == new_root
+    if old_size == 0:
+        return not path
+    if not path:
+        return False
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = _node(c, fr), _node(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = _node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def verify_v2(bundle, trust):
+    """Bundle v2: steps 1-2 as v1, then log entry -> signed head -> anchored head."""
+    steps = _record_steps(bundle)
+    cp = bundle["checkpoint"]
+    log, anchor = bundle["log"], bundle["anchor"]
+    entry = log["entry"]
+    cp_digest = digest(cp)
+    if cp_digest != bundle["checkpoint_digest"]:
+        raise NotVerified("checkpoint digest differs from the bundle's")
+    if not isinstance(entry, dict) or entry.get("type") != "window":
+        raise NotVerified("log entry is not a window entry")
+    named = (entry.get("topic"), entry.get("window_id"), entry.get("revision"))
+    if named != (cp["source"]["topic"], cp["window"]["id"], cp["revision"]):
+        raise NotVerified("log entry names another window revision")
+    ranges = {str(r["partition"]): [[r["start"], r["end"]]] for r in cp["source"]["ranges"]}
+    if entry.get("checkpoint_digest") != cp_digest or entry.get("ranges") != ranges:
+        raise NotVerified("log entry names another checkpoint digest or other ranges")
+    steps.append(
+        "checkpoint {} is the one log entry {} names for {} r{}".format(
+            cp_digest, log["index"], cp["window"]["id"], cp["revision"]
+        )
+    )
+    _origin, size, root = open_signed_checkpoint(log["checkpoint"], trust)
+    if size != log["size"]:
+        raise NotVerified("signed head size differs from the proof's")
+    if inclusion_root(jcs(entry).encode("utf-8"), log["index"], size, log["proof"]) != root:
+        raise NotVerified("log entry is not in the signed log head")
+    steps.append(
+        "log entry {} is in the head of size {} signed by {}+{} (pinned)".format(
+            log["index"], size, trust[1], trust[2].hex()
+        )
+    )
+    topic = cp["source"]["topic"]
+    body, ref = anchor["body"], anchor["ref"]
+    a_size, a_root = body.get("size"), body.get("root")
+    if body.get("kind") != "head" or body.get("topic") != topic:
+        raise NotVerified("anchor is not a log head entry of this topic")
+    if not isinstance(a_size, int) or isinstance(a_size, bool) or a_size < size:
+        raise NotVerified("anchored head is malformed or older than the signed head")
+    if ref.get("key") != f"head/{topic}/{a_size}" or digest(body) != ref.get("digest"):
+        raise NotVerified("anchored head reference does not match its body")
+    a_root = _hex32(a_root, "anchored root")
+    if not consistency_ok(size, a_size, bytes.fromhex(root), a_root, anchor["consistency"]):
+        raise NotVerified("signed head is not a prefix of the anchored head")
+    steps.append(
+        f"the signed head is consistent with the anchored head of size {a_size}"
+        + (" (same head)" if a_size == size else f" (consistency proof {size} -> {a_size})")
+    )
+    steps.append(
+        "proved: {} revision {} (checkpoint {}...); a later revision would supersede it "
+        "(verify-proof --online checks)".format(cp["window"]["id"], cp["revision"], cp_digest[:16])
+    )
+    steps.append(
+        "to finish online: on the pinned {} ledger, entry {} must have digest {} "
+        "(locator {})".format(
+            ref.get("backend"),
+            ref.get("key"),
+            ref.get("digest"),
+            json.dumps(ref.get("locator"), sort_keys=True),
+        )
+    )
+    return steps
+
+
+def printable(text):
+    """Escape every non-printable character (and the backslash) of `text`."""
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
 def main(argv):
-    if len(argv) != 2:
-        print("usage: verify_bundle.py BUNDLE.json", file=sys.stderr)
+    args = argv[1:]
+    trust_path = None
+    if len(args) == 3 and args[0] == "--trust":
+        trust_path, args = args[1], args[2:]
+    if len(args) != 1:
+        print("usage: verify_bundle.py [--trust TRUST.json] BUNDLE.json", file=sys.stderr)
         return 2
     try:
-        with open(argv[1], "rb") as fh:
+        trust = load_trust(trust_path) if trust_path else None
+        with open(args[0], "rb") as fh:
             bundle = json.loads(fh.read().decode("utf-8"))
-        steps = verify(bundle)
-    except (NotVerified, ValueError, KeyError, TypeError) as exc:
-        print(f"NOT VERIFIED: {exc}")
+        if isinstance(bundle, dict) and bundle.get("schema") == BUNDLE_SCHEMA_V2:
+            if trust is None:
+                raise NotVerified("a v2 bundle is verified against a pinned key: give --trust")
+            steps = verify_v2(bundle, trust)
+        else:
+            steps = verify(bundle)
+    except (NotVerified, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(printable(f"NOT VERIFIED: {exc}"))
+        return 1
+    except RecursionError:
+        print("NOT VERIFIED: bundle is nested too deeply")
         return 1
     for s in steps:
-        print("ok  " + s)
+        print(printable("ok  " + s))
     print("VERIFIED (offline part); finish with the ledger lookup above")
     return 0
 

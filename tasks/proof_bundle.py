@@ -21,13 +21,31 @@ from typing import Any
 
 from storage import layout
 from tasks.batch import verify_batch_proof
-from tasks.canonical import CanonicalizationError, canonical_digest, canonical_json, parse_document
-from tasks.checkpoint import CheckpointError, checkpoint_digest, load_schema, validate_checkpoint
+from tasks.canonical import (
+    CanonicalizationError,
+    canonical_digest,
+    canonical_json,
+    parse_document,
+)
+from tasks.checkpoint import CheckpointError, checkpoint_digest, validate_checkpoint
 from tasks.merkle import MerkleError, inclusion_proof, verify_inclusion
 from tasks.record import RecordRejected, canonical_bytes, from_json_value
 from tasks.window import WindowKey, WindowSpecError
 
 BUNDLE_SCHEMA = "streamnotary.proof-bundle/1"
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped (\\n, \\x1b, \\u2028 ...).
+
+    Bundles are hostile input: nothing they carry may reach a terminal as a control or
+    escape sequence (a forged "VERIFIED" line, a cleared screen). Both verifiers print
+    only what passed through this.
+    """
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 class ProofBundleError(ValueError):
@@ -79,24 +97,32 @@ def make_bundle(
 
 
 def validate_bundle_schema(bundle: Any) -> None:
-    """Raise `ProofBundleError` unless `bundle` conforms to proof_bundle.schema.json."""
-    import jsonschema
+    """Raise `ProofBundleError` unless `bundle` conforms to its schema (v1 or v2)."""
+    name = (
+        "proof_bundle_v2.schema.json"
+        if isinstance(bundle, dict) and bundle.get("schema") == "streamnotary.proof-bundle/2"
+        else "proof_bundle.schema.json"
+    )
+    verify_schema(bundle, name)
+
+
+def verify_schema(bundle: Any, schema_file: str) -> None:
+    """Raise `ProofBundleError` unless `bundle` conforms to `schema_file` (never raises else)."""
+    from tasks.checkpoint import schema_validator
 
     try:
-        jsonschema.validate(bundle, load_schema("proof_bundle.schema.json"))
-    except jsonschema.ValidationError as exc:
-        path = "/".join(str(p) for p in exc.absolute_path)
-        raise ProofBundleError(f"bundle invalid at /{path}: {exc.message}") from exc
+        error = next(iter(schema_validator(schema_file).iter_errors(bundle)), None)
+    except RecursionError:
+        raise ProofBundleError("bundle is nested too deeply") from None
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path)
+        raise ProofBundleError(f"bundle invalid at /{path}: {error.message}"[:500])
 
 
-def verify_bundle(bundle: dict[str, Any]) -> list[str]:
-    """Check every hash in the bundle; return the steps that passed, in order.
-
-    The last step names the ledger lookup that remains to be done online (the bundle can
-    prove that *this* entry commits to the record, not that the ledger holds it).
-    """
+def verify_record(bundle: dict[str, Any]) -> tuple[list[str], WindowKey]:
+    """Steps 1-2, shared by v1 and v2: the record is canonical, in its window, and its audit
+    path leads to the checkpoint's Merkle root. Returns (steps, window)."""
     steps: list[str] = []
-    validate_bundle_schema(bundle)
     cp = bundle["checkpoint"]
     try:
         validate_checkpoint(cp)
@@ -110,7 +136,7 @@ def verify_bundle(bundle: dict[str, Any]) -> list[str]:
         if canonical_json(value) != record_bytes:
             raise ProofBundleError("record is not in canonical (RFC 8785) form")
         obs = from_json_value(value)
-    except (ValueError, CanonicalizationError) as exc:
+    except (ValueError, CanonicalizationError, RecursionError) as exc:
         if isinstance(exc, ProofBundleError):
             raise
         what = exc.reason if isinstance(exc, RecordRejected) else "bad_json"
@@ -144,6 +170,26 @@ def verify_bundle(bundle: dict[str, Any]) -> list[str]:
         f"leaf {bundle['leaf_index']} of {bundle['tree_size']} hashes to window root "
         f"{cp['merkle']['root']}"
     )
+
+    return steps, key
+
+
+def verify_bundle(bundle: dict[str, Any], trust: tuple[str, Any] | None = None) -> list[str]:
+    """Check every hash in the bundle; return the steps that passed, in order.
+
+    v2 bundles (`tasks.proof_bundle_v2`) need `trust` = (origin, pinned Verifier). For v1
+    the last step names the ledger lookup that remains to be done online (the bundle can
+    prove that *this* entry commits to the record, not that the ledger holds it).
+    """
+    if isinstance(bundle, dict) and bundle.get("schema") == "streamnotary.proof-bundle/2":
+        from tasks.proof_bundle_v2 import verify_bundle_v2
+
+        if trust is None:
+            raise ProofBundleError("a v2 bundle is verified against a pinned log key (--trust)")
+        return verify_bundle_v2(bundle, trust[1], trust[0])
+    validate_bundle_schema(bundle)
+    steps, key = verify_record(bundle)
+    cp = bundle["checkpoint"]
 
     # 3. checkpoint digest -> batch root
     digest = checkpoint_digest(cp)
@@ -184,6 +230,10 @@ def verify_bundle(bundle: dict[str, Any]) -> list[str]:
         )
         pending.append(window["ref"])
     steps.append("ledger entry bodies match their digests and commit to the batch root")
+    steps.append(
+        f"proved: {key.window_id} revision {cp['revision']} (v1 bundle: batch anchor, no signed "
+        "log; whether a later revision supersedes it is not proven)"
+    )
     for ref in pending:
         steps.append(
             f"to finish online: on the {ref['backend']} ledger, entry {ref['key']} "

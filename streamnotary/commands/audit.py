@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.canonical import parse_document
-
 EXIT_PASS, EXIT_FAIL, EXIT_UNSETTLED = 0, 1, 2
 
 
@@ -54,7 +52,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "prove",
         help="write a proof bundle for one record",
-        description="Proof that one record is in an anchored window (streamnotary.proof-bundle/1).",
+        description="Proof that one record is in an anchored window "
+        "(streamnotary.proof-bundle/2 through the signed log; /1 for windows before the log).",
     )
     p.add_argument("--station", required=True, help="station id, e.g. 00433")
     p.add_argument("--at", required=True, help="observation time, e.g. 2019-09-07T17:00Z")
@@ -68,6 +67,17 @@ def register(subparsers: Any) -> None:
         description="Verify a proof bundle without any service (see also docs/verify_bundle.py).",
     )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `streamnotary prove`")
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="trust policy pinning the log key and ledger (default: this machine's own log key)",
+    )
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also look the anchored head up on the pinned ledger and report newer revisions",
+    )
+    p.add_argument("--topic", help="Kafka topic for --online (default: the bundle's)")
     p.set_defaults(func=cmd_verify_proof)
 
 
@@ -125,10 +135,15 @@ def _print_summary(report: dict[str, Any]) -> None:
 def cmd_prove(args: argparse.Namespace) -> int:
     from flows.audit import ProofError, parse_time, prove_record
     from storage.ledger.factory import open_ledger
+    from storage.logkey import LogKeyError, log_verifier
     from storage.objectstore import open_store
     from streamnotary.config import load_settings
 
     settings = load_settings(topic=args.topic)
+    try:
+        verifier = log_verifier(settings)
+    except LogKeyError:
+        verifier = None
     try:
         with open_ledger(settings) as ledger:
             bundle = prove_record(
@@ -138,6 +153,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 station=args.station,
                 at=parse_time(args.at),
                 window_seconds=settings.window_seconds,
+                verifier=verifier,
             )
     except ProofError as exc:
         print(f"streamnotary prove: {exc}", file=sys.stderr)
@@ -155,15 +171,51 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> int:
-    from tasks.proof_bundle import ProofBundleError, verify_bundle
+    """Verify offline (and with --online, against the pinned ledger and the log). Every
+    line printed passes through `printable`: bundles are hostile input."""
+    from flows.audit_log import TrustPolicy, TrustPolicyError
+    from tasks.canonical import parse_document
+    from tasks.proof_bundle import ProofBundleError, printable, verify_bundle
 
+    notes: list[str] = []
     try:
         bundle = parse_document(Path(args.bundle).read_bytes())
-        steps = verify_bundle(bundle)
-    except (OSError, ValueError, ProofBundleError) as exc:
-        print(f"NOT VERIFIED: {exc}")
+        trust = TrustPolicy.load(args.trust) if args.trust else None
+        pinned = (trust.origin, trust.verifier) if trust else _local_key(bundle, notes)
+        steps = verify_bundle(bundle, pinned)
+        if args.online:
+            from flows.prove import check_online
+
+            steps += check_online(bundle, trust, pinned, args.topic)
+    except (OSError, ValueError, RecursionError, ProofBundleError, TrustPolicyError) as exc:
+        for note in notes:
+            print(printable(note))
+        print(printable(f"NOT VERIFIED: {exc}"))
         return EXIT_FAIL
+    for note in notes:
+        print(printable(note))
     for step in steps:
-        print(f"ok  {step}")
-    print("VERIFIED (offline part); finish with the ledger lookup above")
+        print(printable(f"ok  {step}"))
+    if any(step.startswith("NEWER REVISION") for step in steps):
+        print("VERIFIED, BUT SUPERSEDED: a newer revision of the window is anchored")
+        return EXIT_UNSETTLED
+    tail = "" if args.online else "; finish with the ledger lookup above (or --online)"
+    print(f"VERIFIED{' (offline part)' if not args.online else ''}{tail}")
     return EXIT_PASS
+
+
+def _local_key(bundle: Any, notes: list[str]) -> tuple[str, Any] | None:
+    """Without --trust: this machine's own log key (an operator checking their own bundle)."""
+    from storage.logkey import LogKeyError, log_origin, log_verifier
+    from streamnotary.config import load_settings
+
+    topic = None
+    if isinstance(bundle, dict) and isinstance(bundle.get("checkpoint"), dict):
+        topic = (bundle["checkpoint"].get("source") or {}).get("topic")
+    settings = load_settings(topic=topic if isinstance(topic, str) else None)
+    try:
+        verifier = log_verifier(settings)
+    except LogKeyError:
+        return None
+    notes.append("note: no --trust given: checking against this machine's own log key")
+    return log_origin(settings), verifier

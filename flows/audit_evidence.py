@@ -1,0 +1,193 @@
+"""Evidence fetching for an audit run: documents, one read of Kafka, ledger lookups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.audit_select import Discovery
+from storage import layout
+from storage.kafka import KafkaLog, OffsetRangeUnavailable
+from storage.ledger.base import EntryNotFound, Ledger, LedgerError, LedgerUnavailable
+from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
+from tasks.audit import (
+    Finding,
+    KafkaView,
+    LedgerIntegrity,
+    LedgerObservation,
+    PartitionScan,
+    RevisionInputs,
+    integrity_from_error,
+)
+from tasks.audit.coverage import Accounting
+from tasks.audit.documents import (
+    CHECKPOINT_SCHEMA_FILE,
+    schema_problem,
+)
+from tasks.canonical import parse_document
+from tasks.checkpoint import ranges_of
+from tasks.message import classify
+from tasks.window import WindowKey, WindowSpec
+
+# ---------------------------------------------------------------------------------------
+# Evidence fetching
+# ---------------------------------------------------------------------------------------
+
+
+def load_json(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        doc = parse_document(store.get(key))
+    except ObjectNotFound:
+        return None, "missing from the object store"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return None, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}"
+    if not isinstance(doc, dict):
+        return None, "not a JSON object"
+    return doc, None
+
+
+@dataclass
+class Documents:
+    """The small documents of every selected revision, and the findings of discovery."""
+
+    revisions: dict[WindowKey, list[RevisionInputs]]
+    window_findings: dict[WindowKey, list[Finding]] = field(default_factory=dict)
+    run_findings: list[Finding] = field(default_factory=list)
+
+
+def load_documents(store: ObjectStore, topic: str, discovery: Discovery) -> Documents:
+    """Receipts and checkpoints of every selected revision (payloads come later)."""
+    out: dict[WindowKey, list[RevisionInputs]] = {}
+    for key, revisions in discovery.windows.items():
+        items = []
+        for rev in revisions:
+            inp = RevisionInputs(
+                revision=rev,
+                receipt_key=layout.receipt_key(topic, key, rev),
+                checkpoint_key=layout.checkpoint_key(topic, key, rev),
+                payload_key=layout.payload_key(topic, key, rev),
+            )
+            inp.receipt, inp.receipt_problem = load_json(store, inp.receipt_key)
+            inp.checkpoint, inp.checkpoint_problem = load_json(store, inp.checkpoint_key)
+            items.append(inp)
+        out[key] = items
+    return Documents(out, discovery.window_findings, discovery.run_findings)
+
+
+def read_partitions(
+    kafka: KafkaLog,
+    documents: dict[WindowKey, list[RevisionInputs]],
+    timeout_s: float,
+    accounting: Accounting | None = None,
+) -> KafkaView:
+    """Read each partition once, up to the high watermark, classifying each message once.
+
+    Without an anchor log: from the lowest offset any selected revision needs (partitions
+    no range touches from their low watermark, so late data is still found). With one
+    (`accounting`): every partition from its low watermark, so that coverage can account
+    for every offset the log says was consumed, and see messages before the log's start.
+    """
+    starts: dict[int, int] = {}
+    for revisions in documents.values():
+        for inp in revisions:
+            if inp.checkpoint is None or schema_problem(inp.checkpoint, CHECKPOINT_SCHEMA_FILE):
+                continue  # a hostile checkpoint must not steer the read
+            for p, (lo, _hi) in ranges_of(inp.checkpoint).items():
+                starts[p] = min(lo, starts.get(p, lo))
+    sizes = {k.size_seconds for k in documents}
+    if accounting is not None:
+        starts = {}
+        sizes.update(accounting.index.window_sizes())
+    specs = [WindowSpec(s) for s in sorted(sizes)]
+    scans: list[PartitionScan] = []
+    classified = []
+    for p in kafka.partitions():
+        low, high = kafka.watermarks(p)
+        start = max(starts.get(p, low), low)
+        if start >= high:
+            scans.append(PartitionScan(p, start, high, low))
+            continue
+        try:
+            messages = kafka.read_range(p, start, high, timeout_s=timeout_s)
+        except OffsetRangeUnavailable as exc:
+            scans.append(PartitionScan(p, start, high, low, error=str(exc)))
+            continue
+        scans.append(PartitionScan(p, start, high, low, messages=len(messages)))
+        for m in messages:
+            per_size = [classify(m, spec) for spec in specs]
+            if accounting is not None and per_size:
+                accounting.add(per_size)
+            classified.extend(c for c in per_size if c.window in documents)
+    view = KafkaView.of(scans, classified)
+    if accounting is not None:
+        view.log_extent = dict(accounting.extent)
+    return view
+
+
+@dataclass
+class LedgerReader:
+    """Ledger lookups for an audit run, cached by key (all windows of a batch share one)."""
+
+    ledger: Ledger
+    cache: dict[str, LedgerObservation] = field(default_factory=dict)
+
+    def observe(self, key: str, locator: dict[str, Any] | None = None) -> LedgerObservation:
+        """The entry under `key`; with the receipt's `locator` the ledger looks there (the
+        Bitcoin family finds anchors by txid, without the writer's wallet)."""
+        if key not in self.cache:
+            self.cache[key] = self._observe(key, locator)
+        return self.cache[key]
+
+    def _observe(self, key: str, locator: dict[str, Any] | None) -> LedgerObservation:
+        try:
+            ref = (
+                self.ledger.locate(key, locator)
+                if isinstance(locator, dict)
+                else self.ledger.lookup(key)
+            )
+            foreign = tuple(self.ledger.foreign_entries(key))
+            if ref is None:
+                return LedgerObservation(key, foreign=foreign)
+            return LedgerObservation(key, ref=ref, body=self.ledger.read(ref), foreign=foreign)
+        except EntryNotFound:
+            return LedgerObservation(key)
+        except LedgerUnavailable as exc:
+            return LedgerObservation(key, error=str(exc), unavailable=True)
+        except LedgerError as exc:
+            return LedgerObservation(key, error=f"{type(exc).__name__}: {exc}")
+
+    def integrity(self) -> LedgerIntegrity:
+        try:
+            self.ledger.verify_integrity()
+        except LedgerUnavailable as exc:
+            return LedgerIntegrity(
+                self.ledger.backend, ok=False, detail=f"unavailable: {exc}", seq=-1
+            )
+        except LedgerError as exc:
+            return integrity_from_error(self.ledger.backend, exc)
+        return LedgerIntegrity(self.ledger.backend)
+
+
+def fetch_evidence(
+    store: ObjectStore, reader: LedgerReader, topic: str, key: WindowKey, inp: RevisionInputs
+) -> None:
+    """Fill in the payload and the ledger observations of one revision."""
+    try:
+        inp.payload = store.get(inp.payload_key)
+    except ObjectNotFound:
+        inp.payload_problem = "missing from the object store"
+    except ObjectStoreError as exc:
+        inp.payload_problem = str(exc)
+    inp.payload_uri = store.uri(inp.payload_key)
+    rc = inp.receipt
+    if rc is None:
+        return
+    try:
+        inp.batch_entry = reader.observe(
+            layout.batch_entry_key(topic, str(rc["batch"]["root"])),
+            ((rc.get("ledger") or {}).get("batch") or {}).get("locator"),
+        )
+    except (KeyError, TypeError):
+        return
+    if reader.ledger.supports_window_items or (rc.get("ledger") or {}).get("window") is not None:
+        inp.window_entry = reader.observe(layout.window_entry_key(topic, key, inp.revision))

@@ -1,0 +1,249 @@
+"""Proof of one record: a v2 bundle through the signed log, or v1 for pre-log windows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flows.audit_evidence import LedgerReader, load_json
+from flows.audit_select import iso_z
+from storage import layout
+from storage.ledger.base import Ledger
+from storage.objectstore import ObjectNotFound, ObjectStore
+from storage.tlog import LogError, LogReader
+from tasks.audit import LedgerObservation
+from tasks.audit.documents import (
+    CHECKPOINT_SCHEMA_FILE,
+    RECEIPT_SCHEMA_FILE,
+    parse_object_name,
+    schema_problem,
+)
+from tasks.checkpoint import checkpoint_digest
+from tasks.merkle import MerkleError, merkle_root, verify_consistency
+from tasks.payload import PayloadError, decode_payload
+from tasks.proof_bundle import LedgerEvidence, ProofBundleError, make_bundle
+from tasks.proof_bundle_v2 import make_bundle_v2
+from tasks.record import canonical_bytes
+from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
+from tasks.tlog.entries import LogEntryError
+from tasks.tlog.note import NoteError, Verifier
+from tasks.tlog.tiles import TileError
+from tasks.window import WindowKey, WindowSpec
+
+
+class ProofError(RuntimeError):
+    """No proof can be produced for the requested record."""
+
+
+# ---------------------------------------------------------------------------------------
+# Proof of one record
+# ---------------------------------------------------------------------------------------
+
+
+def _revisions_of(store: ObjectStore, topic: str, key: WindowKey) -> list[int]:
+    """Revisions with a receipt; stray objects in the window's prefix are ignored."""
+    names = (
+        parse_object_name(topic, k) for k in store.list(layout.window_receipts_prefix(topic, key))
+    )
+    return sorted(n.revision for n in names if n.revision is not None and n.window == key)
+
+
+def _window_for(store: ObjectStore, topic: str, station: str, at: datetime, size: int) -> WindowKey:
+    key = WindowSpec(size).key_of(station, at)
+    if _revisions_of(store, topic, key):
+        return key
+    for k in store.list(layout.receipts_prefix(topic, station)):  # other window sizes
+        other = parse_object_name(topic, k)
+        if other.revision is not None and other.window and other.window.contains(at):
+            return other.window
+    raise ProofError(
+        f"no anchored window of station {station} contains {iso_z(at)} in topic {topic!r}"
+    )
+
+
+def prove_record(
+    *,
+    store: ObjectStore,
+    ledger: Ledger,
+    topic: str,
+    station: str,
+    at: datetime,
+    window_seconds: int,
+    verifier: Verifier | None = None,
+) -> dict[str, Any]:
+    """Proof bundle of the record of `station` at `at`, in its window's latest revision.
+
+    Every link is checked against the stored evidence before the bundle is written: a
+    bundle is never issued from a payload or checkpoint that does not match the anchors.
+    A revision anchored through the signed log (its receipt carries `log`) gets a v2
+    bundle, verified here with the operator's log key `verifier`; older ones get v1.
+    """
+    key = _window_for(store, topic, station, at, window_seconds)
+    rev = _revisions_of(store, topic, key)[-1]
+    receipt, problem = load_json(store, layout.receipt_key(topic, key, rev))
+    checkpoint, cp_problem = load_json(store, layout.checkpoint_key(topic, key, rev))
+    if receipt is not None:
+        problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
+    if checkpoint is not None:
+        cp_problem = schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE)
+    if receipt is None or checkpoint is None or problem or cp_problem:
+        raise ProofError(
+            f"{key.window_id} r{rev}: receipt {problem or 'ok'}, checkpoint {cp_problem or 'ok'}"
+        )
+    digest = checkpoint_digest(checkpoint)
+    if digest != receipt["checkpoint_digest"]:
+        raise ProofError(
+            f"{key.window_id} r{rev}: stored checkpoint does not match the anchored digest"
+        )
+    try:
+        records = decode_payload(store.get(layout.payload_key(topic, key, rev)))
+    except (ObjectNotFound, PayloadError) as exc:
+        raise ProofError(f"{key.window_id} r{rev}: payload unusable: {exc}") from exc
+    leaves = [canonical_bytes(r) for r in records]
+    if merkle_root(leaves).hex() != checkpoint["merkle"]["root"]:
+        raise ProofError(f"{key.window_id} r{rev}: payload does not hash to the anchored root")
+    index = next((i for i, r in enumerate(records) if r.observed_at == at), None)
+    if index is None:
+        raise ProofError(f"{key.window_id} r{rev} holds no record of {station} at {iso_z(at)}")
+    reader = LedgerReader(ledger)
+    if isinstance(receipt.get("log"), dict):
+        return _bundle_v2(store, reader, topic, checkpoint, receipt["log"], leaves, index, verifier)
+    batch_obs = reader.observe(
+        layout.batch_entry_key(topic, receipt["batch"]["root"]),
+        ((receipt.get("ledger") or {}).get("batch") or {}).get("locator"),
+    )
+    if batch_obs.ref is None or batch_obs.body is None:
+        raise ProofError(f"ledger entry {batch_obs.key} not found: {batch_obs.error or 'absent'}")
+    window_ev = None
+    if receipt["ledger"].get("window") is not None:
+        w = reader.observe(layout.window_entry_key(topic, key, rev))
+        if w.ref is None or w.body is None:
+            raise ProofError(f"ledger entry {w.key} not found: {w.error or 'absent'}")
+        window_ev = LedgerEvidence(w.ref.to_json(), w.body)
+    return make_bundle(
+        leaves=leaves,
+        index=index,
+        checkpoint=checkpoint,
+        receipt=receipt,
+        batch_entry=LedgerEvidence(batch_obs.ref.to_json(), batch_obs.body),
+        window_entry=window_ev,
+    )
+
+
+def _bundle_v2(
+    store: ObjectStore,
+    reader: LedgerReader,
+    topic: str,
+    checkpoint: dict[str, Any],
+    log_proof: dict[str, Any],
+    leaves: list[bytes],
+    index: int,
+    verifier: Verifier | None,
+) -> dict[str, Any]:
+    """The v2 bundle: the window's log entry, its proof in the run's signed head, and the
+    newest anchored head (with a consistency proof when it is newer than the run's)."""
+    window = f"{checkpoint['window']['id']} r{checkpoint['revision']}"
+    if verifier is None:
+        raise ProofError(f"{window}: no log key to check the signed head with")
+    log = LogReader(store, topic, verifier, log_proof["origin"])
+    try:
+        latest = log.checkpoint()
+        (entry,) = list(log.entries(log_proof["index"], log_proof["index"] + 1))
+        anchor = _newest_anchored(log, reader, topic, log_proof["size"], latest)
+        size = anchor.body["size"] if anchor.body else log_proof["size"]
+        consistency = (
+            log.consistency_proof(log_proof["size"], size) if size > log_proof["size"] else []
+        )
+    except (LogError, TileError, LogEntryError, LogCheckpointError, NoteError, ValueError) as exc:
+        raise ProofError(f"{window}: the anchor log cannot prove it: {exc}") from exc
+    if anchor.ref is None or anchor.body is None:
+        raise ProofError(f"{window}: log head {anchor.key} is not on the ledger")
+    try:
+        return make_bundle_v2(
+            leaves=leaves,
+            index=index,
+            checkpoint=checkpoint,
+            log_entry=entry,
+            log_proof=log_proof,
+            anchor_ref=anchor.ref.to_json(),
+            anchor_body=anchor.body,
+            consistency=consistency,
+            verifier=verifier,
+        )
+    except ProofBundleError as exc:
+        raise ProofError(f"{window}: {exc}") from exc
+
+
+def _newest_anchored(
+    log: LogReader, reader: LedgerReader, topic: str, size: int, latest: LogCheckpoint | None
+) -> LedgerObservation:
+    """The ledger entry of the log's current head if anchored, else of the run's own head."""
+    if latest is not None and latest.size > size:
+        newest = reader.observe(f"head/{topic}/{latest.size}")
+        if newest.ref is not None and newest.body is not None:
+            return newest
+    return reader.observe(f"head/{topic}/{size}")
+
+
+def check_online(
+    bundle: dict[str, Any],
+    trust: Any,  # flows.audit_log.TrustPolicy | None
+    pinned: tuple[str, Verifier] | None,
+    topic: str | None = None,
+) -> list[str]:
+    """After the offline check: is the anchored head on the pinned ledger, is the current
+    log consistent with it, and was a newer revision of the window logged since?
+
+    Raises `ProofBundleError` on any contradiction; returns the steps that passed.
+    """
+    from storage.ledger.factory import open_ledger
+    from storage.objectstore import open_store
+    from streamnotary.config import load_settings
+
+    if bundle.get("schema") != "streamnotary.proof-bundle/2" or pinned is None:
+        raise ProofBundleError("--online needs a v2 bundle and a pinned log key")
+    cp, anchor = bundle["checkpoint"], bundle["anchor"]
+    settings = load_settings(topic=topic or cp["source"]["topic"])
+    steps = []
+    with open_ledger(settings, trusted_identity=trust.ledger if trust else None) as ledger:
+        obs = LedgerReader(ledger).observe(anchor["ref"]["key"])
+    if obs.ref is None or obs.ref.digest != anchor["ref"]["digest"]:
+        raise ProofBundleError(
+            f"the pinned ledger has no entry {anchor['ref']['key']} with digest "
+            f"{anchor['ref']['digest']} ({obs.error or 'absent or different'})"
+        )
+    steps.append(f"the pinned {ledger.backend} ledger holds {obs.key} with the bundle's digest")
+    log = LogReader(open_store(settings), settings.topic, pinned[1], pinned[0])
+    try:
+        head = log.checkpoint()
+        if head is None:
+            raise ProofBundleError("the bucket holds no anchor log for this topic")
+        size = anchor["body"]["size"]
+        verify_consistency(
+            size,
+            head.size,
+            bytes.fromhex(anchor["body"]["root"]),
+            head.root,
+            log.consistency_proof(size, head.size),
+        )
+        newer = [
+            (i, e["revision"])
+            for i, e in enumerate(log.entries(0, head.size))
+            if e["type"] == "window"
+            and e["window_id"] == cp["window"]["id"]
+            and e["revision"] > cp["revision"]
+        ]
+    except (LogError, TileError, LogEntryError, LogCheckpointError, NoteError, MerkleError) as exc:
+        raise ProofBundleError(f"the current log does not extend the bundle's head: {exc}") from exc
+    steps.append(f"the current signed log (size {head.size}) extends the anchored head {size}")
+    if newer:
+        i, rev = newer[-1]
+        steps.append(
+            f"NEWER REVISION: {cp['window']['id']} r{rev} (log entry {i}) supersedes the proven "
+            f"r{cp['revision']}: this record may have changed"
+        )
+    else:
+        steps.append(
+            f"no newer revision of {cp['window']['id']} is logged: r{cp['revision']} is current"
+        )
+    return steps
