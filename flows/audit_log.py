@@ -51,6 +51,11 @@ class TrustPolicy:
             doc = parse_document(Path(path).read_bytes())
         except (OSError, ValueError, RecursionError) as exc:
             raise TrustPolicyError(f"trust policy {path}: {exc}") from exc
+        return cls.from_json(doc, str(path))
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str) -> TrustPolicy:
+        """Validate a `streamnotary.trust/v1` document (`TrustPolicyError` if it is not one)."""
         problem = schema_problem(doc, TRUST_SCHEMA_FILE)
         if problem is not None:
             raise TrustPolicyError(f"trust policy {path}: {problem}")
