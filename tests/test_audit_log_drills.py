@@ -207,7 +207,7 @@ def _forge_target(env: PipelineEnv) -> tuple[dict[str, Any], bytes, dict[int, tu
             for m in kafka.read_range(p, lo, hi, timeout_s=30):
                 c = classify(m, spec)
                 if c.window == TARGET_KEY and c.record is not None and not items:
-                    forged = dataclasses.replace(c.record, temperature_c_tenths=-999)
+                    forged = dataclasses.replace(c.record, temperature_tenths=-999)
                     m = SourceMessage(
                         m.topic,
                         m.partition,
