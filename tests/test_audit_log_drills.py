@@ -487,3 +487,32 @@ def test_hostile_bundle_text_is_printed_escaped_by_both_verifiers(
         assert [line for line in lines if line.startswith("VERIFIED")] == [lines[-1]]
         assert "local\\nVERIFIED: forged \\x1b[2J\\u2028" in out
     assert standalone.returncode == 0 and rc == 0
+
+
+def test_online_verification_reports_a_newer_revision(
+    logged_env: PipelineEnv,
+    bundle_v2: dict[str, Any],
+    trust_file: Path,
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    """Runs last in this module: late data gives TARGET a revision 1, after which the r0
+    bundle still verifies but `verify-proof --online` says it is superseded (exit 2)."""
+    from datetime import timedelta
+
+    from streamnotary.cli import main as cli_main
+    from tasks.record import Observation
+
+    path = tmp_path / "r0.json"
+    path.write_text(json.dumps(bundle_v2))
+    with logged_env.active():
+        assert cli_main(["verify-proof", "--online", "--trust", str(trust_file), str(path)]) == 0
+    assert f"no newer revision of {TARGET}" in capsys.readouterr().out
+    late = Observation("00433", TARGET_KEY.start + timedelta(minutes=30), 123, 456, 3)
+    logged_env.produce_observations([late])
+    with logged_env.active():
+        anchor_windows(drain=True)
+        rc = cli_main(["verify-proof", "--online", "--trust", str(trust_file), str(path)])
+    out = capsys.readouterr().out
+    assert rc == 2 and f"NEWER REVISION: {TARGET} r1" in out and "SUPERSEDED" in out
+    assert log_audit(logged_env)["verdict"] == "pass"  # r1 logged, covered, consistent
