@@ -399,7 +399,7 @@ def load_trust(path):
         raise NotVerified(f"trust policy is not a {TRUST_SCHEMA} document")
     try:
         origin, vkey = doc["log"]["origin"], doc["log"]["verifier_key"]
-        name, kid_hex, material = vkey.split("+")
+        name, kid_hex, material = vkey.split("+", 2)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise NotVerified(
             "trust policy lacks log.origin / log.verifier_key name+hash+key"
