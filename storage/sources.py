@@ -34,6 +34,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from streamnotary.masking import mask_text, url_secrets
 from tasks.record import Observation, RecordRejected, validate
 
 DWD_BASE_URL = "https://opendata.dwd.de/climate_environment/CDC/observations_germany/climate"
@@ -215,7 +216,8 @@ def _get(
                     **kwargs,
                 )
             except requests.RequestException as exc:
-                raise SourceError(f"GET {_safe_url(current)} failed: {exc}") from exc
+                detail = mask_text(str(exc), url_secrets(current))  # requests echoes the URL
+                raise SourceError(f"GET {_safe_url(current)} failed: {detail}") from None
             with response:
                 if response.status_code in _REDIRECTS and "Location" in response.headers:
                     target = urljoin(current, response.headers["Location"])
@@ -308,7 +310,7 @@ def fetch_dwd_archive(
     url = dwd_archive_url(station_id, resolution=resolution, period=period, base_url=base_url)
     data = fetch_url(url, session=session, limits=limits)
     if not zipfile.is_zipfile(BytesIO(data)):
-        raise SourceError(f"{url} did not return a zip archive ({len(data)} bytes)")
+        raise SourceError(f"{_safe_url(url)} did not return a zip archive ({len(data)} bytes)")
     return data
 
 

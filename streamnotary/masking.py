@@ -26,6 +26,7 @@ _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)
 _SECRET_WORD = re.compile(r"(?i)secret|passw(?:or)?d|pwd|token|api[_-]?key|private_?key|credential")
 _ASSIGNMENT = re.compile(r"[ \t]*[=:][ \t]*(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)")
 _SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}\Z")
+_TOKEN = re.compile(r"[^\s'\"(<>]+")
 _URL_REST = re.compile(r"[^\s\"'<>]+")
 _NAME_TAIL = re.compile(r"[\w.\-]{0,64}")
 
@@ -53,6 +54,7 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
         text = text.replace(value, MASK)
     text = _PEM.sub(MASK, text)
     text = _mask_urls(text)
+    text = _mask_relative_queries(text)
     return _mask_pairs(text)
 
 
@@ -74,6 +76,22 @@ def _mask_urls(text: str) -> str:
         i = text.find("://", pos)
     out.append(text[pos:])
     return "".join(out)
+
+
+def _mask_relative_queries(text: str) -> str:
+    """The query of a bare ``/path?query`` token (urllib3's retry warnings log only the
+    request target) masked. One linear pass over the tokens of `text`."""
+    if "?" not in text:
+        return text
+
+    def mask(m: re.Match[str]) -> str:
+        token = m.group()
+        q = token.find("?")
+        if q <= 0 or not token.startswith("/") or token[q + 1 :].startswith(MASK):
+            return token
+        return token[: q + 1] + MASK
+
+    return _TOKEN.sub(mask, text)
 
 
 def _mask_url(url: str) -> str:

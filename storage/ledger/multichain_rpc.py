@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 from storage.ledger.base import EntryNotFound, LedgerError, LedgerUnavailable
+from streamnotary.masking import mask_text, safe_url, url_secrets
 
 
 class MultiChainRpcError(LedgerError):
@@ -169,14 +170,16 @@ class MultiChainRpc:
                 return self._session.post(self.url, json=body, timeout=self.timeout)
             except requests.ConnectionError as exc:  # includes ConnectTimeout
                 last = exc
-            except requests.Timeout as exc:
+            except requests.Timeout:
                 raise LedgerUnavailable(
-                    f"MultiChain node at {self.url} did not answer {body['method']} within "
-                    f"{self.timeout[1]} s (not retried: the call may have been executed)"
-                ) from exc
+                    f"MultiChain node at {safe_url(self.url)} did not answer {body['method']} "
+                    f"within {self.timeout[1]} s (not retried: the call may have been executed)"
+                ) from None
+        detail = mask_text(str(last), url_secrets(self.url))  # requests echoes the URL
         raise LedgerUnavailable(
-            f"MultiChain node at {self.url} unreachable after {self.retries + 1} attempts: {last}"
-        ) from last
+            f"MultiChain node at {safe_url(self.url)} unreachable after {self.retries + 1} "
+            f"attempts: {detail}"
+        ) from None
 
     @staticmethod
     def _result(method: str, response: requests.Response) -> Any:
