@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 
 import streamnotary
 from storage import layout
+from storage.logkey import log_origin
 from storage.objectstore import open_store
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
@@ -39,6 +40,7 @@ from tasks.revision import (
     window_entry,
 )
 from tasks.run_artifacts import explain_run, track_progress
+from tasks.run_log import head_entry, log_plan, log_proof, run_entries, window_indexes
 from tasks.run_report import held_open_by_station
 from tasks.stage_timing import StageClock
 from tasks.window import WindowKey, WindowSpec
@@ -61,6 +63,8 @@ class RunSummary:
     unattributable: int = 0
     ledger_entries: int = 0
     batch_root: str | None = None
+    log_size: int | None = None
+    log_root: str | None = None
     stations: dict[str, dict[str, int]] = field(default_factory=dict)
     held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
     batch_ref: dict[str, Any] | None = None
@@ -104,6 +108,8 @@ class RunSummary:
             "unattributable": self.unattributable,
             "ledger_entries": self.ledger_entries,
             "batch_root": self.batch_root,
+            "log_size": self.log_size,
+            "log_root": self.log_root,
             "stations": dict(sorted(self.stations.items())),
             "held_open": self.held_open,
             "batch_ref": self.batch_ref,
@@ -138,10 +144,12 @@ def anchor_windows(
         summary.resumed_plan = True
 
     cursor = steps.load_cursor(settings)
+    log_size = steps.check_cursor_against_log(settings, cursor)
     ends = steps.read_end_offsets(settings)
     ranges = {p: (cursor.partition(p).resume, end) for p, end in ends.items()}
     messages = steps.read_offset_ranges(settings, ranges)
-    plan = plan_run(cursor, messages, ends, plan_options(settings, drain), datetime.now(UTC))
+    now = datetime.now(UTC)
+    plan = plan_run(cursor, messages, ends, plan_options(settings, drain), now)
     summary.messages_read += plan.messages_read
     summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
@@ -163,20 +171,34 @@ def anchor_windows(
     revisions += late_revisions
     quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
 
-    if not revisions and not quarantine:
-        if (plan.next_cursor.partitions, plan.next_cursor.stations) != (
-            cursor.partitions,
-            cursor.stations,
-        ):
-            steps.advance_cursor(settings, plan.next_cursor.to_json())
+    cursor_moved = (plan.next_cursor.partitions, plan.next_cursor.stations) != (
+        cursor.partitions,
+        cursor.stations,
+    )
+    if not revisions and not quarantine and not cursor_moved:
         if summary.resumed_plan:
             print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
         print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
         return explain_run(settings, summary, cursor, plan.next_cursor)
 
     batch = make_batch(settings.topic, revisions) if revisions else None
+    entries = run_entries(
+        topic=settings.topic,
+        revisions=revisions,
+        cursor=cursor,
+        next_cursor=plan.next_cursor,
+        quarantined=[*rejected, *late_rejected],
+        unattributable=plan.unattributable,
+        held_open=plan.held_open,
+        now=now,
+    )
     pending = pending_document(
-        settings.topic, revisions, batch, quarantine, plan.next_cursor.to_json()
+        settings.topic,
+        revisions,
+        batch,
+        quarantine,
+        plan.next_cursor.to_json(),
+        log=log_plan(log_origin(settings), log_size, entries),
     )
     steps.write_plan(settings, pending)
     kill_point("after_plan")
@@ -189,7 +211,7 @@ def anchor_windows(
     summary.unattributable += len(plan.unattributable)
     print(
         f"anchored {summary.new_anchors} window revision(s) of {settings.topic} "
-        f"on the {settings.ledger} ledger (batch {summary.batch_root})"
+        f"on the {settings.ledger} ledger (log size {summary.log_size}, root {summary.log_root})"
     )
     return explain_run(settings, summary, cursor, plan.next_cursor)
 
@@ -277,7 +299,11 @@ def complete_plan(
     payloads: Mapping[str, bytes] | None,
     summary: RunSummary,
 ) -> None:
-    """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run."""
+    """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run.
+
+    Order: payloads and documents, the log append (tiles, then the signed checkpoint), the
+    ledger anchors (batch, log head, window entries), receipts, and the cursor last.
+    """
     topic = pending["topic"]
     windows = pending["windows"]
     if payloads is None:
@@ -295,6 +321,17 @@ def complete_plan(
     steps.write_documents(settings, docs, phase="checkpoints")
     kill_point("after_payloads")
 
+    log = pending.get("log")
+    head = head_ref = None
+    if log is not None:
+        head = steps.append_log(settings, log)
+        kill_point("after_log")
+        previous = 0 if head["old"] is None else head["old"]["size"]
+        entry = head_entry(topic, head["new"]["size"], head["new"]["root"], previous)
+        head_ref = steps.anchor_head(settings, entry)
+        summary.ledger_entries += 1
+        summary.log_size, summary.log_root = head["new"]["size"], head["new"]["root"]
+
     if batch is not None:
         root = batch.root.hex()
         batch_ref = steps.anchor_batch(settings, batch_entry(batch))
@@ -305,6 +342,7 @@ def complete_plan(
         ]
         window_refs = steps.anchor_window_entries(settings, entries)
         kill_point("after_anchor")
+        proofs = _log_proofs(settings, log, head)
         receipts = {}
         for i, w in enumerate(windows):
             key = keys[w["window_id"]]
@@ -316,6 +354,8 @@ def complete_plan(
                 batch,
                 batch_ref,
                 None if window_refs is None else window_refs[i],
+                log=proofs.get((w["window_id"], w["revision"])),
+                head_ref=head_ref,
             )
         steps.write_documents(settings, receipts, phase="receipts")
         kill_point("before_cursor")
@@ -326,3 +366,18 @@ def complete_plan(
         summary.batch_ref = batch_ref.to_json()
     summary.completed_plans.append(pending)
     steps.advance_cursor(settings, pending["next_cursor"])
+
+
+def _log_proofs(
+    settings: Settings, log: Mapping[str, Any] | None, head: Mapping[str, Any] | None
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each window revision's inclusion proof in the head this run published."""
+    if log is None or head is None:
+        return {}
+    indexes = window_indexes(log)
+    size, root = head["new"]["size"], head["new"]["root"]
+    proofs = steps.log_inclusion_proofs(settings, sorted(indexes.values()), size)
+    return {
+        wid: log_proof(log["origin"], i, size, root, proofs[i], head["note"])
+        for wid, i in indexes.items()
+    }

@@ -72,3 +72,9 @@ def window_entry_key(topic: str, key: WindowKey, revision: int) -> str:
 def batch_entry_key(topic: str, batch_root_hex: str) -> str:
     """Ledger idempotency key of a batch entry."""
     return f"batch/{topic}/{batch_root_hex}"
+
+
+def head_entry_key(topic: str, size: int) -> str:
+    """Ledger idempotency key of an anchored log head: one head per tree size, so a second,
+    different head of the same size conflicts on every ledger that enforces keys."""
+    return f"head/{topic}/{size}"

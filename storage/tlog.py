@@ -14,7 +14,7 @@ Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,7 +289,12 @@ class LogWriter:
         bundle = tiles.bundle(size // TILE_WIDTH, width) if width else []
         return TileEdge(size, levels, tuple(bundle))
 
-    def append(self, base_size: int, entries: Sequence[bytes]) -> AppendResult:
+    def append(
+        self,
+        base_size: int,
+        entries: Sequence[bytes],
+        before_publish: Callable[[], None] | None = None,
+    ) -> AppendResult:
         """Append `entries` to the log of exactly `base_size` entries (see module docstring).
 
         Resuming: if the stored head already is `base_size + len(entries)` and has the root
@@ -331,6 +336,8 @@ class LogWriter:
         doc = consistency_document(self.origin, old, new, proof)
         key = consistency_key(self.topic, base_size, new_size)
         self.store.put_once(key, canonical_json(doc), "application/json")
+        if before_publish is not None:
+            before_publish()  # tests: a crash between the tiles and the checkpoint
         self._publish(etag, note)
         return AppendResult(old, new, note, created=True)
 

@@ -14,6 +14,8 @@ ENV = "STREAMNOTARY_KILL_AT"
 POINTS = (
     "after_plan",  # write-ahead plan stored, nothing else written
     "after_payloads",  # payloads and checkpoints stored, nothing anchored
+    "mid_log_append",  # log tiles and bundles stored, checkpoint not yet published
+    "after_log",  # log appended and checkpoint published, head not anchored
     "after_batch_anchor",  # batch root anchored, window entries not yet
     "mid_window_anchors",  # the first window entry anchored, the others not yet
     "after_anchor",  # every entry anchored, no receipt written

@@ -113,8 +113,12 @@ def receipt(
     batch: Batch,
     batch_ref: AnchorRef,
     window_ref: AnchorRef | None,
+    log: dict[str, Any] | None = None,
+    head_ref: AnchorRef | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The window revision's receipt. `log` is its log inclusion proof (`tasks.run_log`);
+    the batch proof stays until every auditor reads the log (docs/formats.md)."""
+    doc = {
         "schema": RECEIPT_SCHEMA,
         "topic": topic,
         "window_id": key.window_id,
@@ -130,6 +134,11 @@ def receipt(
             "window": None if window_ref is None else _stable(window_ref),
         },
     }
+    if log is not None:
+        doc["log"] = log
+    if head_ref is not None:
+        doc["ledger"]["head"] = _stable(head_ref)
+    return doc
 
 
 def _stable(ref: AnchorRef) -> dict[str, Any]:
@@ -185,9 +194,13 @@ def pending_document(
     batch: Batch | None,
     quarantine: Sequence[dict[str, Any]],
     next_cursor: dict[str, Any],
+    log: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The write-ahead plan: once stored, every later write of the run is determined."""
-    return {
+    """The write-ahead plan: once stored, every later write of the run is determined.
+
+    `log` (`tasks.run_log.log_plan`) is what the run appends to the anchor log.
+    """
+    doc = {
         "schema": PENDING_SCHEMA,
         "topic": topic,
         "batch": None if batch is None else batch.manifest(),
@@ -203,6 +216,9 @@ def pending_document(
         "quarantine": list(quarantine),
         "next_cursor": next_cursor,
     }
+    if log is not None:
+        doc["log"] = log
+    return doc
 
 
 def document_bytes(doc: dict[str, Any]) -> bytes:

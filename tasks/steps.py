@@ -21,17 +21,22 @@ from storage import layout
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorConflict, AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
+from storage.logkey import LogKeyError
 from storage.objectstore import ObjectConflict, ObjectNotFound, ObjectStore, open_store
 from storage.sources import SourceError
+from storage.tlog import LogCorrupted, LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
-from tasks.canonical import parse_document
+from tasks.canonical import canonical_digest, parse_document
 from tasks.checkpoint import CheckpointError
 from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
 from tasks.planner import Cursor, CursorError
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
+from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
+from tasks.tlog.entries import LogEntryError, entry_bytes
+from tasks.tlog.tiles import TileError
 from tasks.window import WindowKey
 
 R = TypeVar("R")
@@ -47,6 +52,12 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     CursorError,
     CheckpointError,
     SourceError,
+    LogForked,
+    LogCorrupted,
+    LogEntryError,
+    TileError,
+    LogCheckpointError,
+    LogKeyError,
 )
 
 
@@ -272,3 +283,81 @@ def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
     store = open_store(settings)
     store.put(layout.cursor_key(settings.topic), document_bytes(cursor), "application/json")
     store.delete(layout.pending_key(settings.topic))
+
+
+# -- the anchor log (issue 8) ------------------------------------------------------------
+
+
+def _log_writer(settings: Settings) -> LogWriter:
+    from storage.logkey import load_signer, log_origin
+
+    return LogWriter(
+        open_store(settings), settings.topic, load_signer(settings), log_origin(settings)
+    )
+
+
+@task(name="check-cursor-against-log", **IO_RETRIES)
+def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
+    """Authenticate the cursor by the signed log; returns the log's size (the append base).
+
+    Every run that moves the cursor ends with a run entry naming the cursor's digest, so a
+    cursor that differs from the last run entry's was edited, rolled back or deleted in the
+    bucket: refuse it (`CursorError`) rather than skip or re-anchor offsets.
+    """
+    writer = _log_writer(settings)
+    head = writer.head()
+    if head is None or head.size == 0:
+        return 0
+    last = writer.reader.last_entry()
+    if last is None or last["type"] != "run":
+        raise CursorError(f"the anchor log of {settings.topic} does not end with a run entry")
+    digest = canonical_digest(cursor.to_json())
+    if digest != last["cursor_digest"]:
+        raise CursorError(
+            f"state cursor of {settings.topic} (sha256 {digest[:16]}…) is not the cursor the "
+            f"anchor log's last run (run {last['run']}) moved to "
+            f"({last['cursor_digest'][:16]}…): edited, rolled back or deleted; refusing to run"
+        )
+    return head.size
+
+
+@task(name="append-log", **IO_RETRIES)
+def append_log(settings: Settings, log: Mapping[str, Any]) -> dict[str, Any]:
+    """Append the plan's entries to the anchor log and publish the signed checkpoint.
+
+    Idempotent (`storage.tlog.LogWriter.append`): a resumed run finds its own append.
+    """
+    writer = _log_writer(settings)
+    if writer.origin != log["origin"]:
+        raise LogForked(f"plan appends to {log['origin']!r}, this key signs {writer.origin!r}")
+    entries = [entry_bytes(e) for e in log["entries"]]
+    result = writer.append(
+        log["base_size"], entries, before_publish=lambda: kill_point("mid_log_append")
+    )
+    return {
+        "old": None
+        if result.old is None
+        else {"size": result.old.size, "root": result.old.root.hex()},
+        "new": {"size": result.new.size, "root": result.new.root.hex()},
+        "note": result.note.decode(),
+    }
+
+
+def _head_json(head: LogCheckpoint) -> dict[str, Any]:
+    return {"size": head.size, "root": head.root.hex()}
+
+
+@task(name="anchor-head", **IO_RETRIES)
+def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
+    """Anchor the run's new log head (idempotent by key `head/<topic>/<size>`)."""
+    with open_ledger(settings) as ledger:
+        return ledger.anchor(entry)
+
+
+@task(name="log-inclusion-proofs", **IO_RETRIES)
+def log_inclusion_proofs(
+    settings: Settings, indexes: Sequence[int], size: int
+) -> dict[int, list[bytes]]:
+    """Inclusion proofs of the given entries in the tree of `size`, from the stored tiles."""
+    reader = _log_writer(settings).reader
+    return {i: reader.inclusion_proof(i, size) for i in indexes}

@@ -28,6 +28,7 @@ from flows.anchor_windows import anchor_windows
 from flows.ingest_dwd import ingest_dwd
 from storage import layout
 from storage.ledger.local import LocalLedger
+from storage.tlog import LogReader
 from tasks.canonical import canonical_digest
 from tasks.dwd import demo_files
 from tasks.record import Observation
@@ -109,6 +110,9 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"state/[^/]+/cursor\.json", "cursor.schema.json"),
     (r"state/[^/]+/pending\.json", "pending.schema.json"),
     (r"ingest/[^/]+/[0-9a-f]{64}\.json", "ingest.schema.json"),
+    (r"log/[^/]+/consistency/[0-9]+-[0-9]+", "log_consistency.schema.json"),
+    (r"log/[^/]+/checkpoint", None),  # C2SP signed note, checked by tests/test_anchor_log.py
+    (r"log/[^/]+/tile/.+", None),  # C2SP tiles and entry bundles, checked by LogReader
 ]
 
 
@@ -188,7 +192,14 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "cursor.schema.json": 1,
         "pending.schema.json": 1,
         "ingest.schema.json": 1,
+        "log_consistency.schema.json": 2,  # one per finished run
+        "log": 5,  # checkpoint, tile/0 and tile/entries at sizes 5 and 7
     }, seen
+    reader = LogReader(store, env.topic)
+    head = reader.checkpoint()
+    assert head is not None and head.size == 2 * (DAYS - 1) + 1 + 1 + 1
+    for i, entry in enumerate(reader.entries(0, head.size)):
+        assert_valid("log_entry.schema.json", entry, f"log entry {i}")
 
     # the plan left by the killed run: one late revision, its rejected message and the
     # unattributable one, and the cursor it would have written
@@ -209,7 +220,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
     kinds: Counter[str] = Counter()
     receipts = [d for k, d in docs.items() if k.startswith("receipts/")]
     for r in receipts:
-        for ref_doc in (r["ledger"]["batch"], r["ledger"]["window"]):
+        for ref_doc in (r["ledger"]["batch"], r["ledger"]["window"], r["ledger"]["head"]):
             assert ref_doc is not None  # the local ledger supports keyed window entries
             ref = ledger.lookup(ref_doc["key"])
             assert ref is not None, ref_doc["key"]
@@ -217,7 +228,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
             assert_valid("ledger_entry.schema.json", body, f"ledger entry {ref.key}")
             assert canonical_digest(body) == ref_doc["digest"]
             kinds[body["kind"]] += 1
-    assert kinds == {"batch": windows + 1, "window": windows + 1}
+    assert kinds == {"batch": windows + 1, "window": windows + 1, "head": windows + 1}
 
 
 def test_schemas_reject_what_the_code_must_never_write() -> None:
