@@ -140,6 +140,7 @@ def anchor_windows(
     pending = steps.load_pending(settings)
     if pending is not None:
         get_run_logger().warning("finishing the unfinished plan of an earlier run first")
+        steps.verify_plan(settings, pending)
         complete_plan(settings, pending, payloads=None, summary=summary)
         summary.resumed_plan = True
 
@@ -200,6 +201,7 @@ def anchor_windows(
         plan.next_cursor.to_json(),
         log=log_plan(log_origin(settings), log_size, entries),
     )
+    steps.sign_plan(settings, pending)
     steps.write_plan(settings, pending)
     kill_point("after_plan")
     complete_plan(

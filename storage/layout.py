@@ -11,6 +11,8 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     batches/<topic>/<batch root hex>.json
     state/<topic>/cursor.json        (the only object that is overwritten)
     state/<topic>/pending.json       (write-ahead plan of an unfinished run)
+    state/<topic>/pending.sig        (the log key's signature over that plan)
+    log/<topic>/...                  (the anchor log, storage/tlog.py)
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def cursor_key(topic: str) -> str:
 
 def pending_key(topic: str) -> str:
     return f"state/{topic}/pending.json"
+
+
+def pending_note_key(topic: str) -> str:
+    """The log key's signature over the write-ahead plan (a C2SP signed note)."""
+    return f"state/{topic}/pending.sig"
 
 
 def window_entry_key(topic: str, key: WindowKey, revision: int) -> str:

@@ -27,7 +27,7 @@ from storage.sources import SourceError
 from storage.tlog import LogCorrupted, LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
-from tasks.canonical import canonical_digest, parse_document
+from tasks.canonical import canonical_digest, parse_document, sha256_hex
 from tasks.checkpoint import CheckpointError
 from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
@@ -36,10 +36,16 @@ from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
 from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
 from tasks.tlog.entries import LogEntryError, entry_bytes
+from tasks.tlog.note import NoteError, open_note, sign_note
 from tasks.tlog.tiles import TileError
 from tasks.window import WindowKey
 
 R = TypeVar("R")
+
+
+class PlanUnauthenticated(RuntimeError):
+    """A stored write-ahead plan that would append to the log is not signed by the log key."""
+
 
 # Errors that a retry cannot fix: bad input, a write-once key holding other bytes, an
 # anchor key committed with another digest, a cursor for another configuration. Retrying
@@ -58,6 +64,8 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     TileError,
     LogCheckpointError,
     LogKeyError,
+    NoteError,
+    PlanUnauthenticated,
 )
 
 
@@ -361,3 +369,35 @@ def log_inclusion_proofs(
     """Inclusion proofs of the given entries in the tree of `size`, from the stored tiles."""
     reader = _log_writer(settings).reader
     return {i: reader.inclusion_proof(i, size) for i in indexes}
+
+
+def _plan_text(origin: str, pending: Mapping[str, Any]) -> str:
+    return f"streamnotary write-ahead plan\n{origin}\n{sha256_hex(document_bytes(dict(pending)))}\n"
+
+
+@task(name="sign-plan", **IO_RETRIES)
+def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
+    """Sign the plan before storing it: a resumed run signs log entries only from a plan
+    the log key vouched for, not from one a bucket writer put in `pending.json`."""
+    writer = _log_writer(settings)
+    note = sign_note(_plan_text(writer.origin, pending), [writer.signer])
+    open_store(settings).put(layout.pending_note_key(settings.topic), note, "text/plain")
+
+
+@task(name="verify-plan", **IO_RETRIES)
+def verify_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
+    """`PlanUnauthenticated` unless the stored plan carries the log key's signature."""
+    if pending.get("log") is None:
+        return  # a plan from before the anchor log appends nothing it could make us sign
+    writer = _log_writer(settings)
+    try:
+        data = open_store(settings).get(layout.pending_note_key(settings.topic))
+        note = open_note(data, [writer.signer.verifier()])
+    except (ObjectNotFound, NoteError) as exc:
+        raise PlanUnauthenticated(
+            f"the unfinished plan of {settings.topic} is not signed by the log key: {exc}"
+        ) from exc
+    if note.text != _plan_text(writer.origin, pending):
+        raise PlanUnauthenticated(
+            f"the unfinished plan of {settings.topic} is not the plan the log key signed"
+        )

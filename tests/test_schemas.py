@@ -109,6 +109,7 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"quarantine/[^/]+/p[0-9]+/[0-9]{20}\.json", "quarantine.schema.json"),
     (r"state/[^/]+/cursor\.json", "cursor.schema.json"),
     (r"state/[^/]+/pending\.json", "pending.schema.json"),
+    (r"state/[^/]+/pending\.sig", None),  # C2SP signed note over the plan's digest
     (r"ingest/[^/]+/[0-9a-f]{64}\.json", "ingest.schema.json"),
     (r"log/[^/]+/consistency/[0-9]+-[0-9]+", "log_consistency.schema.json"),
     (r"log/[^/]+/checkpoint", None),  # C2SP signed note, checked by tests/test_anchor_log.py
@@ -191,6 +192,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "quarantine.schema.json": 1,
         "cursor.schema.json": 1,
         "pending.schema.json": 1,
+        "state": 1,  # pending.sig
         "ingest.schema.json": 1,
         "log_consistency.schema.json": 2,  # one per finished run
         "log": 5,  # checkpoint, tile/0 and tile/entries at sizes 5 and 7
