@@ -99,3 +99,9 @@ def log_origin(settings: Settings, topic: str | None = None) -> str:
 def log_verifier(settings: Settings, topic: str | None = None) -> Verifier:
     """The verifier key an auditor pins for a topic's log."""
     return load_signer(settings, create=False).named(log_origin(settings, topic)).verifier()
+
+
+def ensure_key(settings: Settings) -> Path:
+    """`up` and `demo`: make the default key under the home if none exists; its path."""
+    load_signer(settings, create=True)
+    return key_path(settings)

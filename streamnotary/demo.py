@@ -104,6 +104,10 @@ def run_demo(
 
         profile.update(ensure_multichain(home))
     set_profile(home, **profile)
+    from storage.logkey import ensure_key
+    from streamnotary.config import load_settings
+
+    ensure_key(load_settings(home=str(home)))  # the anchor log's signing key (0600)
 
     from flows.anchor_windows import anchor_windows
     from flows.ingest_dwd import ingest_dwd

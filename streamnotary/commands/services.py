@@ -57,12 +57,15 @@ def _print_status(info: object, as_json: bool) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from storage.logkey import LogKeyError, ensure_key
+    from streamnotary.config import load_settings
     from streamnotary.services import ServiceError, start_services
 
     home = _home(args)
     try:
         info = start_services(home)
-    except ServiceError as exc:
+        ensure_key(load_settings(home=str(home)))  # the anchor log's signing key (0600)
+    except (ServiceError, LogKeyError) as exc:
         print(f"streamnotary up: {exc}", file=sys.stderr)
         return 1
     prefect_url, prefect_started = None, False
