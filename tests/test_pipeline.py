@@ -44,7 +44,7 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         assert summary["stations"]["00433"]["duplicates"] == 0
         # 433 misses 36 temperatures and 239 humidities in these files (DWD README)
         assert summary["stations"]["00433"]["missing_values"] == 36 + 239
-        assert summary["ledger_entries"] == 1 + 1100
+        assert summary["ledger_entries"] == 1 + 1 + 1100  # log head, batch, windows
 
         again_ingest = ingest_dwd(sources=sources)
         assert all(r["skipped"] for r in again_ingest.values())
