@@ -40,7 +40,8 @@ def test_payload_fits_op_return_and_round_trips() -> None:
     payload = encode_payload(entry)
     assert len(payload) == PAYLOAD_SIZE <= 80 and payload.startswith(PREFIX)
     script = bytes([0x6A, len(payload)]) + payload
-    root, _kh, size = decode_payload_script(script.hex())  # type: ignore[misc]
+    root, _kh, size, kind, _prev = decode_payload_script(script.hex())  # type: ignore[misc]
+    assert kind == "batch"
     assert (root.hex(), size) == (entry.body["root"], 70_000)
     assert decode_payload_script("6a04deadbeef") is None
 
@@ -58,6 +59,27 @@ def test_payload_fits_op_return_and_round_trips() -> None:
 def test_unrecoverable_entries_are_refused(entry: AnchorEntry) -> None:
     with pytest.raises(EntryNotRecoverable):
         encode_payload(entry)
+
+
+def test_log_head_entries_fit_op_return_and_are_read_back(litecoind_node: LitecoindNode) -> None:
+    """The run's log head entry (tasks.run_log.head_entry) anchors on a Bitcoin-family chain:
+    78 bytes, and `read` rebuilds the exact body from the transaction and the key."""
+    from tasks.run_log import head_entry
+
+    topic = f"dwd.{secrets.token_hex(4)}"
+    entry = head_entry(topic, 70_000, secrets.token_hex(32), 69_000)
+    payload = encode_payload(entry)
+    assert len(payload) <= 80
+    root, _kh, size, kind, prev = decode_payload_script(  # type: ignore[misc]
+        (bytes([0x6A, 0x4C, len(payload)]) + payload).hex()  # OP_PUSHDATA1: 78 > 75
+    )
+    assert (root.hex(), size, kind, prev) == (entry.body["root"], 70_000, "head", 69_000)
+    with pytest.raises(EntryNotRecoverable):
+        encode_payload(AnchorEntry(f"head/{topic}/1", "head", {**entry.body, "origin": "x"}))
+    ledger = ledger_for(litecoind_node)
+    ref = ledger.anchor(entry)
+    assert ledger.lookup(entry.key) == ref
+    assert ledger.read(ref) == entry.body and ref.digest == entry.digest
 
 
 def test_anchor_lookup_read_confirm(litecoind_node: LitecoindNode) -> None:

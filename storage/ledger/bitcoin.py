@@ -253,8 +253,8 @@ class BitcoinLedger(Ledger):
             )
         conf = self._confirmations(txid)
         return [
-            OnChainAnchor(txid, vout, root.hex(), kh.hex(), size, conf)
-            for vout, root, kh, size in self._decoded_tx(txid)["outputs"]
+            OnChainAnchor(txid, vout, root.hex(), kh.hex(), size, conf, kind, prev)
+            for vout, root, kh, size, kind, prev in self._decoded_tx(txid)["outputs"]
         ]
 
     def locate(self, key: str, locator: dict[str, Any]) -> AnchorRef | None:
@@ -287,8 +287,10 @@ class BitcoinLedger(Ledger):
                 continue  # conflicted / replaced, or no anchor in it
             if not self._paid_by_operator(txid):
                 continue  # paid from another address of the wallet: not an operator anchor
-            for vout, root, kh, size in self._decoded_tx(txid)["outputs"]:
-                result.append(OnChainAnchor(txid, vout, root.hex(), kh.hex(), size, conf))
+            for vout, root, kh, size, kind, prev in self._decoded_tx(txid)["outputs"]:
+                result.append(
+                    OnChainAnchor(txid, vout, root.hex(), kh.hex(), size, conf, kind, prev)
+                )
         return result
 
     def _by_key(self, key: str) -> list[OnChainAnchor]:
