@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from streamnotary.config import default_home
 from tasks.stage_timing import add_call_time, describe
@@ -47,6 +56,14 @@ def set_profile(home: Path, **settings: Any) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 
+class RateColumn(ProgressColumn):
+    """Items per second of a progress bar (records, payloads, anchors), for backfill ETAs."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
 @contextmanager
 def progress_bars(console: Console) -> Iterator[None]:
     """Progress bars on stderr, fed by the in-process hook of tasks.steps."""
@@ -56,7 +73,9 @@ def progress_bars(console: Console) -> Iterator[None]:
         TextColumn("{task.description:<40}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
