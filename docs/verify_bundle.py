@@ -34,6 +34,7 @@ the JCS escaping (\\b \\t \\n \\f \\r \\" \\\\ and \\u00xx for other control cha
 everything else as UTF-8) and object keys are sorted by their UTF-16 code units.
 """
 
+import datetime
 import hashlib
 import json
 import re
@@ -87,6 +88,8 @@ def jcs(value):
     if value is False:
         return "false"
     if isinstance(value, int):
+        if abs(value) > 2**53 - 1:  # RFC 8785 numbers are IEEE 754 doubles (I-JSON)
+            raise NotVerified("an integer is outside the exact range of JSON numbers (2**53)")
         return str(value)
     if isinstance(value, str):
         return _jcs_string(value)
@@ -155,9 +158,50 @@ _WINDOW_ID = re.compile(r"^([0-9]{5})_([0-9]{8}T[0-9]{6}Z)_([0-9]+)s$")
 _TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 
 
-def _compact(ts):
-    """'2019-09-07T17:00:00Z' -> '20190907T170000Z' (same order as the instant)."""
-    return ts[0:4] + ts[5:7] + ts[8:10] + "T" + ts[11:13] + ts[14:16] + ts[17:19] + "Z"
+_UTC_TEXT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _window_of(window_id):
+    """(start, end, size) of a window id; the same rule as tasks.window.WindowKey.parse."""
+    m = _WINDOW_ID.fullmatch(window_id) if isinstance(window_id, str) else None
+    if not m or not window_id.isascii():
+        raise NotVerified(f"checkpoint window id {window_id!r} is malformed")
+    size = int(m.group(3))
+    try:
+        start = datetime.datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ")
+        end = start + datetime.timedelta(seconds=size)
+    except (ValueError, OverflowError) as exc:
+        raise NotVerified(f"checkpoint window id {window_id!r}: {exc}") from None
+    epoch = datetime.datetime(1970, 1, 1)
+    if size < 1 or (start - epoch).total_seconds() % size or m.group(3) != str(size):
+        raise NotVerified(f"checkpoint window id {window_id!r} is not aligned to its size")
+    return start.strftime(_UTC_TEXT), end.strftime(_UTC_TEXT), size
+
+
+def _check_record(record):
+    """The value rules of streamnotary.observation/1 (docs/schemas/observation.schema.json)."""
+
+    def tenths(name, lo, hi):
+        v = record[name]
+        if v is not None and not (type(v) is int and lo <= v <= hi):
+            raise NotVerified(f"record {name} {v!r} is not null or an integer {lo}..{hi}")
+
+    q = record["quality_level"]
+    if not (type(q) is int and 1 <= q <= 10):
+        raise NotVerified(f"record quality_level {q!r} is not an integer 1..10")
+    tenths("temperature_c_tenths", -800, 650)
+    tenths("relative_humidity_pct_tenths", 0, 1000)
+    sid, t = record["station_id"], record["observed_at"]
+    if not (isinstance(sid, str) and sid.isascii() and re.fullmatch("[0-9]{5}", sid)):
+        raise NotVerified(f"record station_id {sid!r} is not 5 digits")
+    if not (isinstance(t, str) and t.isascii() and _TS.fullmatch(t)):
+        raise NotVerified(f"record observed_at {t!r} is not YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        when = datetime.datetime.strptime(t, _UTC_TEXT)
+    except ValueError as exc:
+        raise NotVerified(f"record observed_at {t!r}: {exc}") from None
+    if not 1800 <= when.year < 2200:
+        raise NotVerified(f"record observed_at {t!r} is outside 1800..2199")
 
 
 def _check_entry(evidence, key, expected):
@@ -193,22 +237,21 @@ def _record_steps(bundle):
         raise NotVerified("record does not have exactly the observation fields")
     if jcs(record).encode("utf-8") != record_bytes:
         raise NotVerified("record is not in canonical (RFC 8785) form")
-    m = _WINDOW_ID.match(window["id"])
-    if not m:
-        raise NotVerified("checkpoint window id {!r} is malformed".format(window["id"]))
-    if record["station_id"] != m.group(1) or window["station_id"] != m.group(1):
+    _check_record(record)
+    start, end, size = _window_of(window["id"])
+    if (window["station_id"], window["start"], window["end"], window["size_seconds"]) != (
+        window["id"][:5],
+        start,
+        end,
+        size,
+    ):
+        raise NotVerified("checkpoint window fields contradict its id {}".format(window["id"]))
+    if record["station_id"] != window["id"][:5]:
         raise NotVerified(
             "record station {!r} is not the window's station".format(record["station_id"])
         )
     t = record["observed_at"]
-    if not (
-        isinstance(t, str)
-        and _TS.match(t)
-        and _TS.match(window["start"])
-        and _TS.match(window["end"])
-    ):
-        raise NotVerified("record or window timestamps are malformed")
-    if _compact(window["start"]) != m.group(2) or not window["start"] <= t < window["end"]:
+    if not start <= t < end:
         raise NotVerified("record time {} is outside window {}".format(t, window["id"]))
     steps.append("record is canonical and falls in window {}".format(window["id"]))
 
@@ -233,10 +276,111 @@ def _record_steps(bundle):
     return steps
 
 
+# What a malformed bundle can raise in the steps (a missing member, a value of the wrong
+# type, text that is not hex, an index past a list, nesting beyond the recursion limit).
+# Each means the bundle does not verify: fail closed, with a name, never a traceback.
+_MALFORMED = (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError)
+
+
+def _fail_closed(step, *args):
+    try:
+        return step(*args)
+    except NotVerified:
+        raise
+    except _MALFORMED as exc:
+        raise NotVerified(f"malformed bundle ({type(exc).__name__}: {exc})") from None
+
+
 def verify(bundle):
-    """Return the list of verified steps; raise NotVerified at the first failing one."""
+    """Return the list of verified steps; raise NotVerified at the first failing one.
+
+    Any input gives one of the two answers, never another exception.
+    """
+    return _fail_closed(_verify_v1, bundle)
+
+
+def verify_v2(bundle, trust):
+    """`_verify_v2` (below), with every input giving a verdict."""
+    return _fail_closed(_verify_v2, bundle, trust)
+
+
+_HEX32 = re.compile("[0-9a-f]{64}")
+_TOP = {"schema", "record", "leaf_index", "tree_size", "audit_path", "checkpoint"}
+_TOP |= {"checkpoint_digest", "batch", "ledger"}
+_REF = {"backend", "key", "digest", "locator", "confirmations", "required_confirmations"}
+
+
+def _is_int(value, minimum):
+    return type(value) is int and value >= minimum
+
+
+def _shape_error(where, what):
+    raise NotVerified(f"bundle invalid at {where}: {what}")
+
+
+def _hashes(value):
+    return isinstance(value, list) and all(
+        isinstance(h, str) and _HEX32.fullmatch(h) for h in value
+    )
+
+
+def _check_evidence(ev, where):
+    if not isinstance(ev, dict) or set(ev) != {"ref", "body"}:
+        _shape_error(where, "must be an object with exactly ref and body")
+    ref, body = ev["ref"], ev["body"]
+    if not isinstance(ref, dict) or not set(ref) >= _REF:
+        _shape_error(f"{where}/ref", f"must be an object with {sorted(_REF)}")
+    if not isinstance(ref["backend"], str) or not isinstance(ref["key"], str):
+        _shape_error(f"{where}/ref", "backend and key must be strings")
+    if not isinstance(ref["digest"], str) or not _HEX32.fullmatch(ref["digest"]):
+        _shape_error(f"{where}/ref/digest", "must be 64 lowercase hex digits")
+    if not isinstance(ref["locator"], dict):
+        _shape_error(f"{where}/ref/locator", "must be an object")
+    for name in ("confirmations", "required_confirmations"):
+        if not _is_int(ref[name], 0):
+            _shape_error(f"{where}/ref/{name}", "must be an integer >= 0")
+    if not isinstance(body, dict):
+        _shape_error(f"{where}/body", "must be an object")
+
+
+def _check_shape(bundle):
+    """The checks of docs/schemas/proof_bundle.schema.json, by hand (no jsonschema here)."""
     if not isinstance(bundle, dict) or bundle.get("schema") != BUNDLE_SCHEMA:
         raise NotVerified(f"not a {BUNDLE_SCHEMA} document")
+    if set(bundle) != _TOP:
+        _shape_error("/", f"members must be exactly {sorted(_TOP)}")
+    if not isinstance(bundle["record"], str):
+        _shape_error("/record", "must be a string")
+    if not _is_int(bundle["leaf_index"], 0) or not _is_int(bundle["tree_size"], 1):
+        _shape_error("/leaf_index, /tree_size", "must be integers >= 0 and >= 1")
+    if not _hashes(bundle["audit_path"]):
+        _shape_error("/audit_path", "must be a list of 64-hex-digit hashes")
+    if not isinstance(bundle["checkpoint"], dict):
+        _shape_error("/checkpoint", "must be an object")
+    digest_text = bundle["checkpoint_digest"]
+    if not isinstance(digest_text, str) or not _HEX32.fullmatch(digest_text):
+        _shape_error("/checkpoint_digest", "must be 64 lowercase hex digits")
+    batch = bundle["batch"]
+    if not isinstance(batch, dict) or set(batch) != {"key", "root", "size", "index", "proof"}:
+        _shape_error("/batch", "must be an object with exactly key, root, size, index, proof")
+    if not isinstance(batch["key"], str):
+        _shape_error("/batch/key", "must be a string")
+    if not isinstance(batch["root"], str) or not _HEX32.fullmatch(batch["root"]):
+        _shape_error("/batch/root", "must be 64 lowercase hex digits")
+    if not _is_int(batch["size"], 1) or not _is_int(batch["index"], 0):
+        _shape_error("/batch/size, /batch/index", "must be integers >= 1 and >= 0")
+    if not _hashes(batch["proof"]):
+        _shape_error("/batch/proof", "must be a list of 64-hex-digit hashes")
+    ledger = bundle["ledger"]
+    if not isinstance(ledger, dict) or set(ledger) != {"batch", "window"}:
+        _shape_error("/ledger", "must be an object with exactly batch and window")
+    _check_evidence(ledger["batch"], "/ledger/batch")
+    if ledger["window"] is not None:
+        _check_evidence(ledger["window"], "/ledger/window")
+
+
+def _verify_v1(bundle):
+    _check_shape(bundle)
     steps = _record_steps(bundle)
     try:
         cp = bundle["checkpoint"]
@@ -480,7 +624,7 @@ def consistency_ok(old_size, new_size, old_root, new_root, proof):
     return sn == 0 and fr == old_root and sr == new_root
 
 
-def verify_v2(bundle, trust):
+def _verify_v2(bundle, trust):
     """Bundle v2: steps 1-2 as v1, then log entry -> signed head -> anchored head."""
     steps = _record_steps(bundle)
     cp = bundle["checkpoint"]
@@ -544,6 +688,20 @@ def verify_v2(bundle, trust):
     return steps
 
 
+MAX_DEPTH = 64  # as `streamnotary verify-proof` (tasks.canonical.MAX_DOCUMENT_DEPTH)
+
+
+def _depth(value):
+    """Nesting depth of a decoded JSON value (iteratively: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def printable(text):
     """Escape every non-printable character (and the backslash) of `text`."""
     return "".join(
@@ -564,6 +722,8 @@ def main(argv):
         trust = load_trust(trust_path) if trust_path else None
         with open(args[0], "rb") as fh:
             bundle = json.loads(fh.read().decode("utf-8"))
+        if _depth(bundle) > MAX_DEPTH:
+            raise NotVerified(f"JSON nesting deeper than {MAX_DEPTH}")
         if isinstance(bundle, dict) and bundle.get("schema") == BUNDLE_SCHEMA_V2:
             if trust is None:
                 raise NotVerified("a v2 bundle is verified against a pinned key: give --trust")

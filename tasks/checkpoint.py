@@ -117,14 +117,22 @@ def schema_validator(name: str) -> Any:
     import jsonschema
 
     schema = load_schema(name)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
+    base = jsonschema.validators.validator_for(schema)
+    base.check_schema(schema)
+    # JSON Schema's "integer" admits 24.0; our documents never hold floats, RFC 8785 would
+    # write 24.0 as 24 (one digest, two documents) and docs/verify_bundle.py refuses floats,
+    # so an integer here is a Python int and never a bool.
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _checker, value: type(value) is int)
+    cls = jsonschema.validators.extend(base, type_checker=strict)
     return cls(schema)
 
 
 def validate_checkpoint(doc: Any) -> None:
     """Raise `CheckpointError` unless `doc` conforms to checkpoint.schema.json."""
-    error = next(iter(schema_validator("checkpoint.schema.json").iter_errors(doc)), None)
+    try:
+        error = next(iter(schema_validator("checkpoint.schema.json").iter_errors(doc)), None)
+    except RecursionError as exc:  # the validator recurses once per nesting level
+        raise CheckpointError("checkpoint is nested too deeply to be one") from exc
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path)
         raise CheckpointError(f"checkpoint invalid at /{path}: {error.message}")

@@ -63,6 +63,7 @@ __all__ = [
     "demo_files",
     "parse_parameter_metadata",
     "read_observations",
+    "read_product_bytes",
 ]
 
 ENCODING = "latin-1"
@@ -323,7 +324,7 @@ def read_observations(
     """
     path = Path(path)
     if zipfile.is_zipfile(path):
-        yield from _read_zip(path, lenient, quarantine, limits)
+        yield from _read_zip(str(path), path, lenient, quarantine, limits)
         return
     size = path.stat().st_size
     if size > limits.max_member_bytes:
@@ -333,11 +334,38 @@ def read_observations(
         yield from _read_rows(str(path), fh, zones, lenient, quarantine, limits)
 
 
+def read_product_bytes(
+    name: str,
+    data: bytes,
+    *,
+    lenient: bool = False,
+    quarantine: Quarantine | None = None,
+    limits: DwdLimits = DwdLimits(),
+) -> Iterator[Observation]:
+    """`read_observations` for a product file or zip archive held in memory as `data`.
+
+    `name` only labels errors. A plain product file read this way has no metadata beside
+    it, so its MESS_DATUM is UTC (module docstring); an archive brings its own.
+    """
+    buffer = io.BytesIO(data)
+    if zipfile.is_zipfile(buffer):
+        yield from _read_zip(name, buffer, lenient, quarantine, limits)
+        return
+    if len(data) > limits.max_member_bytes:
+        raise _too_large(name, len(data), limits.max_member_bytes, "product file")
+    text = io.TextIOWrapper(io.BytesIO(data), encoding=ENCODING, newline="")
+    yield from _read_rows(name, text, TimeZoneTable(()), lenient, quarantine, limits)
+
+
 def _read_zip(
-    path: Path, lenient: bool, quarantine: Quarantine | None, limits: DwdLimits
+    path: str,
+    source: Path | IO[bytes],
+    lenient: bool,
+    quarantine: Quarantine | None,
+    limits: DwdLimits,
 ) -> Iterator[Observation]:
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise DwdFormatError(str(path), 0, "bad_zip", str(exc), "") from exc
     with archive:
@@ -369,10 +397,14 @@ def _read_zip(
                     text = io.TextIOWrapper(raw, encoding=ENCODING, newline="")
                     name = f"{path}!{info.filename}"
                     yield from _read_rows(name, text, zones, lenient, quarantine, limits)
+        except DwdFormatError:
+            raise
         except (
             zipfile.BadZipFile,
             zlib.error,
             EOFError,
+            OSError,
+            ValueError,  # e.g. a member offset that seeks before the start of the file
             NotImplementedError,  # unsupported compression method
             RuntimeError,  # encrypted member
         ) as exc:

@@ -130,7 +130,10 @@ def verify_record(bundle: dict[str, Any]) -> tuple[list[str], WindowKey]:
         raise ProofBundleError(str(exc)) from exc
 
     # 1. the record is canonical and belongs to the window
-    record_bytes = bundle["record"].encode("utf-8")
+    try:
+        record_bytes = bundle["record"].encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") has no UTF-8 bytes
+        raise ProofBundleError(f"record is not valid Unicode text: {exc}") from exc
     try:
         value = parse_document(record_bytes)
         if canonical_json(value) != record_bytes:
@@ -147,6 +150,14 @@ def verify_record(bundle: dict[str, Any]) -> tuple[list[str], WindowKey]:
         key = WindowKey.parse(cp["window"]["id"])
     except WindowSpecError as exc:
         raise ProofBundleError(str(exc)) from exc
+    derived = {
+        "station_id": key.station_id,
+        "start": f"{key.start:%Y-%m-%dT%H:%M:%SZ}",
+        "end": f"{key.end:%Y-%m-%dT%H:%M:%SZ}",
+        "size_seconds": key.size_seconds,
+    }
+    if any(cp["window"][name] != value for name, value in derived.items()):
+        raise ProofBundleError(f"checkpoint window fields contradict its id {key.window_id}")
     if obs.station_id != key.station_id or not key.contains(obs.observed_at):
         raise ProofBundleError(f"record {bundle['record']} is outside window {key.window_id}")
     steps.append(f"record is canonical and falls in window {key.window_id}")
@@ -186,13 +197,19 @@ def verify_bundle(bundle: dict[str, Any], trust: tuple[str, Any] | None = None) 
 
         if trust is None:
             raise ProofBundleError("a v2 bundle is verified against a pinned log key (--trust)")
-        return verify_bundle_v2(bundle, trust[1], trust[0])
+        try:
+            return verify_bundle_v2(bundle, trust[1], trust[0])
+        except CanonicalizationError as exc:  # a number or string RFC 8785 cannot write
+            raise ProofBundleError(f"bundle has no RFC 8785 form: {exc}") from exc
     validate_bundle_schema(bundle)
     steps, key = verify_record(bundle)
     cp = bundle["checkpoint"]
 
     # 3. checkpoint digest -> batch root
-    digest = checkpoint_digest(cp)
+    try:
+        digest = checkpoint_digest(cp)
+    except CanonicalizationError as exc:  # e.g. an integer beyond I-JSON's ±(2**53-1)
+        raise ProofBundleError(f"checkpoint has no RFC 8785 form: {exc}") from exc
     if digest != bundle["checkpoint_digest"]:
         raise ProofBundleError(
             f"checkpoint digests to {digest}, bundle says {bundle['checkpoint_digest']}"
@@ -249,5 +266,9 @@ def _verify_entry(evidence: dict[str, Any], key: str, expected: dict[str, Any]) 
         raise ProofBundleError(f"ledger reference names key {ref['key']}, expected {key}")
     if body != expected:
         raise ProofBundleError(f"ledger entry {key} does not commit to this checkpoint/batch")
-    if canonical_digest(body) != ref["digest"]:
+    try:
+        body_digest = canonical_digest(body)
+    except CanonicalizationError as exc:
+        raise ProofBundleError(f"ledger entry {key}: body has no RFC 8785 form: {exc}") from exc
+    if body_digest != ref["digest"]:
         raise ProofBundleError(f"ledger entry {key}: body does not hash to the referenced digest")
