@@ -366,7 +366,13 @@ def _read_zip(
 ) -> Iterator[Observation]:
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,  # "zip file version 23.2" in a forged central directory
+    ) as exc:
         raise DwdFormatError(str(path), 0, "bad_zip", str(exc), "") from exc
     with archive:
         infos = sorted(archive.infolist(), key=lambda i: i.filename)

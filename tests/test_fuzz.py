@@ -96,3 +96,21 @@ def test_regression_cases_are_replayed() -> None:
         if p.is_file() and p.suffix != ".md" and p.parent.name not in TARGETS
     ]
     assert stray == []
+
+
+def test_found_bundle_bugs_stay_fixed() -> None:
+    """The bundle crashes atheris found, as explicit inputs: both verifiers reject."""
+    import copy
+
+    from fuzz import seeds
+    from fuzz.targets import _verdicts
+
+    huge = copy.deepcopy(seeds.bundle())
+    huge["checkpoint"]["counts"]["messages"] = 10**400  # no RFC 8785 (I-JSON) form
+    surrogate = copy.deepcopy(seeds.bundle())
+    surrogate["record"] = surrogate["record"].replace("00433", "\ud800", 1)  # no UTF-8 bytes
+    window = copy.deepcopy(seeds.bundle())
+    window["checkpoint"]["window"]["end"] = "2200-01-01T00:00:00Z"  # contradicts the id
+    for doc in (huge, surrogate, window):
+        assert _verdicts(doc) == ("rejected", "rejected")
+    assert _verdicts(seeds.bundle()) == ("verified", "verified")
