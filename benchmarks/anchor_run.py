@@ -49,7 +49,8 @@ def cli(home: Path, *args: str, api: str | None) -> subprocess.CompletedProcess[
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
+        cwd=ROOT,  # `python -m` puts the working directory first on sys.path
     )
     if done.returncode != 0:
         sys.exit(f"streamnotary {args[0]} failed:\n{done.stderr[-3000:]}")
@@ -60,12 +61,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--prefect-api", help="PREFECT_API_URL of a running Prefect server")
+    parser.add_argument(
+        "--local-prefect",
+        action="store_true",
+        help="start the home's Prefect server first, as `streamnotary up` does",
+    )
     args = parser.parse_args()
     sources = [str(p) for p in demo_files()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="sn-anchor-bench-") as tmp:
         home = Path(tmp)
         start_services(home)
+        if args.local_prefect:
+            from streamnotary.prefect_server import start_server
+
+            args.prefect_api, _ = start_server(home)
         try:
             for i in range(args.repeat):
                 topic = f"bench.anchor.{os.getpid()}.{i}"
@@ -79,6 +89,10 @@ def main() -> None:
                 rows.append((wall, summary.get("timings") or {"stages": {}}))
                 print(f"run {i + 1}: {wall:.1f} s", file=sys.stderr)
         finally:
+            if args.local_prefect:
+                from streamnotary.prefect_server import stop_server
+
+                stop_server(home)
             stop_services(home)
     walls = sorted(w for w, _ in rows)
     print(
