@@ -203,6 +203,7 @@ def multichain_ledger() -> Iterator[tuple[Ledger, Settle | None]]:
             chain_name=node.chain_name,
             stream="bench",
             publish_chunk=CHUNK[0],
+            timeout=60.0,  # a loaded machine can stall the node for seconds
         )
         try:
             yield ledger, None

@@ -120,9 +120,18 @@ def test_demo_on_a_multichain_node_and_audit_against_it(home: Path, multichain_b
     services = json.loads((home / "services.json").read_text())
     assert "ledger_password" not in services["settings"]  # read from the chain's own conf
 
+    trust = json.loads(cli(home, "trust", "export").stdout)
+    assert trust["ledger"] == {
+        "backend": "multichain",
+        "chain_name": "streamnotary",
+        "stream": "streamnotary",
+        "publishers": [trust["ledger"]["publishers"][0]],
+    }
+    (home / "trust.json").write_text(json.dumps(trust))
     deadline = time.monotonic() + 120
     while True:  # blocks come every 2 s on the demo chain; poll until nothing is pending
-        report = json.loads(cli(home, "audit", "--all", "--json", check=False).stdout)
+        audit = cli(home, "audit", "--all", "--json", "--trust", "trust.json", check=False)
+        report = json.loads(audit.stdout)
         if report["verdict"] != "pending" or time.monotonic() > deadline:
             break
     validate_report(report)

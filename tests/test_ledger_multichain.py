@@ -560,3 +560,48 @@ def test_factory_ledger_on_an_unreachable_node_fails_cleanly(
     ledger = multichain_ledger_factory(1, url=f"http://127.0.0.1:{port}")
     with pytest.raises(LedgerUnavailable):
         ledger.anchor(window_entry())
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[int]]]:
+    """A real TCP server that accepts each connection, reads the request, never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[int] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            conn.recv(65536)
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_read_timeouts_are_retried_only_for_read_only_calls(
+    silent_server: tuple[str, list[int]],
+) -> None:
+    """A stalled node: listing again is harmless, publishing again could publish twice."""
+    url, accepted = silent_server
+    rpc = MultiChainRpc(url, user="u", password="p", timeout=0.3, retries=2, backoff=0.01)
+    with pytest.raises(LedgerUnavailable, match="after 3 attempts"):
+        rpc.call("liststreamkeyitems", "s", "k", True, 200, 0)
+    assert len(accepted) == 3
+    with pytest.raises(LedgerUnavailable, match="not retried"):
+        rpc.call("publish", "s", "k", {"json": {}})
+    assert len(accepted) == 4

@@ -4,9 +4,9 @@ Why a hand-written client: MultiChain speaks Bitcoin-style JSON-RPC 1.0 over HTT
 Basic auth; the official "libraries" are thin urllib wrappers that swallow errors into
 status fields. We need the opposite: every JSON-RPC error surfaced as a named exception
 (so the pipeline can tell "stream missing" from "no permission" from "node down"), and
-retries limited to *connection* failures. A JSON-RPC error is an answer from the node and
-is never retried — retrying a rejected ``publish`` cannot succeed, and retrying an
-accepted one could publish twice.
+retries limited to *connection* failures and read timeouts of read-only calls. A
+JSON-RPC error is an answer from the node and is never retried — retrying a rejected
+``publish`` cannot succeed, and retrying an accepted one could publish twice.
 
 Wire format (verified against exchanges recorded from a real MultiChain 2.3.3 node,
 ``tests/data/multichain/``):
@@ -109,12 +109,31 @@ def rpc_error(
     return cls(code, message, method=method, http_status=http_status)
 
 
+# Calls that only read: a read timeout on them is retried like a failed connection (a
+# node stalled for a moment, e.g. on disk I/O, answers the next attempt). Writes never are.
+READ_ONLY_METHODS = frozenset(
+    {
+        "getinfo",
+        "getblockcount",
+        "getblockchainparams",
+        "liststreams",
+        "liststreamkeys",
+        "liststreamkeyitems",
+        "liststreamtxitems",
+        "getstreamitem",
+        "gettxoutdata",
+        "listpermissions",
+    }
+)
+
+
 class MultiChainRpc:
     """One MultiChain node's JSON-RPC endpoint.
 
     `retries` extra attempts are made, with exponential backoff from `backoff` seconds,
-    only when the HTTP connection fails (refused, reset, connect timeout). A read timeout
-    is not retried: the node may have executed the call.
+    when the HTTP connection fails (refused, reset, connect timeout), and on a read timeout
+    of a read-only call (`READ_ONLY_METHODS`). A read timeout of any other call is not
+    retried: the node may have executed it.
     """
 
     def __init__(
@@ -170,7 +189,10 @@ class MultiChainRpc:
                 return self._session.post(self.url, json=body, timeout=self.timeout)
             except requests.ConnectionError as exc:  # includes ConnectTimeout
                 last = exc
-            except requests.Timeout:
+            except requests.Timeout as exc:
+                if body["method"] in READ_ONLY_METHODS:  # asking again changes nothing
+                    last = exc
+                    continue
                 raise LedgerUnavailable(
                     f"MultiChain node at {safe_url(self.url)} did not answer {body['method']} "
                     f"within {self.timeout[1]} s (not retried: the call may have been executed)"
