@@ -36,7 +36,7 @@ def manifest_key(topic: str, sha256: str) -> str:
     return f"ingest/{topic}/{sha256}.json"
 
 
-@task(name="fetch-source", **{**IO_RETRIES, "retries": 2, "retry_delay_seconds": [10, 60]})
+@task(name="fetch-source", **IO_RETRIES)
 def fetch_source(source: str, workdir: str, limits: FetchLimits) -> Path:
     """A local path for `source`; URLs (DWD open data serves zip archives) are downloaded.
 

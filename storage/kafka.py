@@ -337,8 +337,7 @@ class KafkaLog:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise OffsetRangeUnavailable(
-                            f"{where}: timed out at offset {position} "
-                            f"({len(out)} message(s) read)"
+                            f"{where}: timed out at offset {position} ({len(out)} message(s) read)"
                         )
                     # Ask for no more than the range still needs, so that consume() returns
                     # as soon as the range is complete instead of waiting out its timeout.

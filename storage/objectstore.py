@@ -21,6 +21,7 @@ from storage.store_base import (
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
+    ObjectStoreUnavailable,
     PutOutcome,
     Tagged,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "ObjectStoreError",
+    "ObjectStoreUnavailable",
     "PutOutcome",
     "S3ObjectStore",
     "Tagged",

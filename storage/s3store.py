@@ -18,6 +18,7 @@ from storage.store_base import (
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
+    ObjectStoreUnavailable,
     PutOutcome,
     Tagged,
     _check_key,
@@ -27,6 +28,18 @@ from storage.store_base import (
 ObjectLockMode = Literal["COMPLIANCE", "GOVERNANCE"]
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+# answers that mean "try again later" (AWS error codes; any 5xx status counts too)
+_UNAVAILABLE_CODES = {"SlowDown", "Throttling", "RequestTimeout", "ServiceUnavailable"}
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Connection, DNS and timeout failures, 5xx and throttling answers: transient."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):  # BotoCoreError: no answer at all
+        return True
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    code = str(response.get("Error", {}).get("Code", ""))
+    return int(status) >= 500 or code in _UNAVAILABLE_CODES
 
 
 class S3ObjectStore(ObjectStore):
@@ -115,7 +128,8 @@ class S3ObjectStore(ObjectStore):
         else:
             detail = type(exc).__name__
         where = self.uri(key) if key else f"bucket {self.bucket!r}"
-        return ObjectStoreError(f"{action} {where} failed: {detail}")
+        kind = ObjectStoreUnavailable if _unavailable(exc) else ObjectStoreError
+        return kind(f"{action} {where} failed: {detail}")
 
     @staticmethod
     def _code(exc: Exception) -> str:

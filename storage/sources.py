@@ -57,7 +57,15 @@ _PERIOD_SUFFIX = {"recent": "akt", "now": "now"}
 
 
 class SourceError(RuntimeError):
-    """A live source could not be reached or answered something unusable."""
+    """A live source answered something unusable (404, not a zip, not JSON): permanent."""
+
+
+class SourceUnavailable(SourceError):
+    """A live source could not be reached (connection, DNS, timeout) or answered 429/5xx.
+
+    Transient (tasks/retries.py): the session's own retries are used up, but a task-level
+    retry a little later may succeed.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,14 @@ def retrying_session(
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# connection refused, DNS failure, connect/read timeout, a cut transfer, 429/5xx after the
+# session's own retries (RetryError): the host may be back later
+_UNREACHABLE = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.RetryError,
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -205,7 +221,9 @@ def _get(
         for _hop in range(limits.max_redirects + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SourceError(f"GET {_safe_url(url)}: deadline of {limits.deadline_seconds} s")
+                raise SourceUnavailable(
+                    f"GET {_safe_url(url)}: deadline of {limits.deadline_seconds} s"
+                )
             try:
                 response = s.get(
                     current,
@@ -215,8 +233,11 @@ def _get(
                     headers={"Accept-Encoding": "identity"},
                     **kwargs,
                 )
-            except requests.RequestException as exc:
+            except _UNREACHABLE as exc:
                 detail = mask_text(str(exc), url_secrets(current))  # requests echoes the URL
+                raise SourceUnavailable(f"GET {_safe_url(current)} failed: {detail}") from None
+            except requests.RequestException as exc:  # invalid URL: retrying will not help
+                detail = mask_text(str(exc), url_secrets(current))
                 raise SourceError(f"GET {_safe_url(current)} failed: {detail}") from None
             with response:
                 if response.status_code in _REDIRECTS and "Location" in response.headers:
@@ -225,6 +246,10 @@ def _get(
                     current = target
                     kwargs.pop("params", None)  # the query belongs to the first URL only
                     continue
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise SourceUnavailable(
+                        f"GET {_safe_url(current)} answered HTTP {response.status_code}"
+                    )
                 if response.status_code != 200:
                     raise SourceError(
                         f"GET {_safe_url(current)} answered HTTP {response.status_code}"
@@ -255,12 +280,12 @@ def _read_body(
                     f"GET {_safe_url(url)}: body exceeds url_max_bytes ({limits.max_bytes})"
                 )
             if time.monotonic() > deadline:
-                raise SourceError(
+                raise SourceUnavailable(
                     f"GET {_safe_url(url)}: body not complete within the deadline of "
                     f"{limits.deadline_seconds} s ({len(body)} bytes read)"
                 )
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise SourceError(f"GET {_safe_url(url)}: reading the body failed: {exc}") from exc
+        raise SourceUnavailable(f"GET {_safe_url(url)}: reading the body failed: {exc}") from exc
     return bytes(body)
 
 

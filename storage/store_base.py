@@ -28,6 +28,10 @@ class ObjectStoreError(RuntimeError):
     """Base class of object-store failures."""
 
 
+class ObjectStoreUnavailable(ObjectStoreError):
+    """The store could not be reached or answered 5xx/throttling: a retry may succeed."""
+
+
 class ObjectNotFound(ObjectStoreError):
     """No object under the key."""
 

@@ -19,25 +19,21 @@ from prefect.utilities.annotations import quote
 
 from storage import layout
 from storage.kafka import KafkaLog
-from storage.ledger.base import AnchorConflict, AnchorEntry, AnchorRef
+from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
-from storage.logkey import LogKeyError
-from storage.objectstore import ObjectConflict, ObjectNotFound, ObjectStore, open_store
-from storage.sources import SourceError
-from storage.tlog import LogCorrupted, LogForked, LogWriter
+from storage.objectstore import ObjectNotFound, ObjectStore, open_store
+from storage.tlog import LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.canonical import canonical_digest, parse_document, sha256_hex
-from tasks.checkpoint import CheckpointError
-from tasks.dwd import DwdFormatError
 from tasks.message import SourceMessage
 from tasks.planner import Cursor, CursorError
+from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
-from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
-from tasks.tlog.entries import LogEntryError, entry_bytes
+from tasks.tlog.checkpoint import LogCheckpoint
+from tasks.tlog.entries import entry_bytes
 from tasks.tlog.note import NoteError, open_note, sign_note
-from tasks.tlog.tiles import TileError
 from tasks.window import WindowKey
 
 R = TypeVar("R")
@@ -47,43 +43,12 @@ class PlanUnauthenticated(RuntimeError):
     """A stored write-ahead plan that would append to the log is not signed by the log key."""
 
 
-# Errors that a retry cannot fix: bad input, a write-once key holding other bytes, an
-# anchor key committed with another digest, a cursor for another configuration. Retrying
-# them would only delay the loud failure the operator needs to see.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    DwdFormatError,
-    FileNotFoundError,
-    ObjectConflict,
-    AnchorConflict,
-    CursorError,
-    CheckpointError,
-    SourceError,
-    LogForked,
-    LogCorrupted,
-    LogEntryError,
-    TileError,
-    LogCheckpointError,
-    LogKeyError,
-    NoteError,
-    PlanUnauthenticated,
-)
-
-
-def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry transient failures (network, broker, node) only."""
-    try:
-        state.result()
-    except PERMANENT_ERRORS:
-        return False
-    except Exception:
-        return True
-    return True
-
-
+# Transient failures (unreachable broker, S3, ledger node; timeouts; 5xx) are retried,
+# permanent ones (bad data, conflicts, configuration) fail at once: tasks/retries.py.
 IO_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 10, 30],
-    "retry_condition_fn": retry_unless_permanent,
+    "retries": IO_RETRY_COUNT,
+    "retry_delay_seconds": IO_RETRY_DELAYS,
+    "retry_condition_fn": retry_condition,
     "cache_policy": NO_CACHE,
 }
 
