@@ -26,7 +26,13 @@ from storage.kafka import KafkaLog
 from storage.ledger.base import LedgerUnavailable
 from storage.ledger.evm import EvmLedger
 from storage.objectstore import ObjectStoreError, ObjectStoreUnavailable, S3ObjectStore
-from storage.sources import SourceError, SourceUnavailable, fetch_url, retrying_session
+from storage.sources import (
+    FetchLimits,
+    SourceError,
+    SourceUnavailable,
+    fetch_url,
+    retrying_session,
+)
 from streamnotary.config import Settings
 from streamnotary.services import free_port, start_kafka_server, stop_process
 from tasks import retries, steps
@@ -191,7 +197,7 @@ def test_download_outage_is_retried_until_the_host_is_back(tmp_path: Path) -> No
     try:
         tag, path = _with_watcher(
             lambda: servers.append(_serve(port)),
-            lambda: fetch_source(f"http://127.0.0.1:{port}/ok.txt", str(tmp_path)),
+            lambda: fetch_source(f"http://127.0.0.1:{port}/ok.txt", str(tmp_path), FetchLimits()),
         )
     finally:
         for s in servers:
@@ -207,7 +213,9 @@ def test_permanent_download_failure_is_not_retried(http_host: str, tmp_path: Pat
     @flow(name="retry-drill")
     def drill() -> Any:
         with tags(tag):
-            state = fetch_source(f"{http_host}/gone.zip", str(tmp_path), return_state=True)
+            state = fetch_source(
+                f"{http_host}/gone.zip", str(tmp_path), FetchLimits(), return_state=True
+            )
             return state.is_failed()
 
     assert drill() is True
