@@ -21,9 +21,7 @@ the flow but are never reported as ``pass`` (the CLI exits 2 for them).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -63,10 +61,8 @@ from storage.objectstore import open_store
 from streamnotary.config import Settings, load_settings
 from streamnotary.paths import resolve_output
 from streamnotary.report import (
+    audit_headline,
     build_report,
-    render_html,
-    render_markdown,
-    report_table,
     validate_report,
 )
 from tasks.audit import (
@@ -76,6 +72,7 @@ from tasks.audit import (
     WindowAudit,
 )
 from tasks.audit.coverage import Accounting, PartitionCoverage
+from tasks.audit_artifacts import final_state, publish_task
 from tasks.tlog.note import Verifier
 
 
@@ -85,7 +82,7 @@ class AuditFailed(RuntimeError):
     def __init__(self, report: dict[str, Any]) -> None:
         failed = [w["window_id"] for w in report["windows"] if w["verdict"] == FAIL]
         super().__init__(
-            f"audit failed for {len(failed)} window(s): {', '.join(failed[:10])}"
+            f"{audit_headline(report)}; failed: {', '.join(failed[:10])}"
             + (" ..." if len(failed) > 10 else "")
         )
         self.report = report
@@ -170,31 +167,6 @@ def remember_task(log: LogAudit, state_dir: str | None) -> str | None:
     return remember(log, state_dir)
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
-def publish_task(report: dict[str, Any], json_path: str | None, html_path: str | None) -> None:
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    slug = "".join(ch if ch.isalnum() else "-" for ch in report["topic"].lower()).strip("-")
-    create_markdown_artifact(
-        markdown=render_markdown(report),
-        key=f"audit-summary-{slug}"[:100],
-        description=f"streamnotary audit of {report['topic']}: {report['verdict']}",
-    )
-    create_table_artifact(
-        table=report_table(report),
-        key=f"audit-windows-{slug}"[:100],
-        description="verdict of every check, per window revision",
-    )
-    write_outputs(report, json_path, html_path)
-
-
-def write_outputs(report: dict[str, Any], json_path: str | None, html_path: str | None) -> None:
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    if html_path:
-        Path(html_path).write_text(render_html(report))
-
-
 @flow(name="audit", log_prints=True)
 def audit(
     window_ids: list[str] | None = None,
@@ -245,10 +217,10 @@ def audit(
     )
     validate_report(report)
     remember_task(log, state_dir)
-    publish_task(report, json_path, html_path)
+    stored = publish_task(settings, report, json_path, html_path)
     logger = get_run_logger()
     counts = report["summary"]["by_verdict"]
     logger.info("audit of %s: %s (%s)", settings.topic, report["verdict"], counts)
     if report["verdict"] == FAIL:
         raise AuditFailed(report)
-    return report
+    return final_state(report, stored)

@@ -441,3 +441,40 @@ def render_html(report: dict[str, Any]) -> str:
             out.append("</ul></details>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Stored reports and the run's headline
+# ---------------------------------------------------------------------------------------
+
+
+def report_json_bytes(report: dict[str, Any]) -> bytes:
+    """The stored JSON form of a report (sorted keys, so equal reports are equal bytes)."""
+    import json
+
+    return (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
+
+
+def report_keys(report: dict[str, Any]) -> tuple[str, str]:
+    """Object keys of a report's JSON and HTML: a function of the report alone.
+
+    ``reports/<topic>/audit/<generated_at>-<sha256 of the JSON, 16 hex>.json|.html``:
+    they sort by time, a retried publish writes the same keys (write-once), and a later
+    audit never overwrites an earlier one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(report_json_bytes(report)).hexdigest()[:16]
+    stamp = report["generated_at"].replace("-", "").replace(":", "")
+    base = f"reports/{report['topic']}/audit/{stamp}-{digest}"
+    return f"{base}.json", f"{base}.html"
+
+
+def audit_headline(report: dict[str, Any]) -> str:
+    """One line for the flow run's state message: verdict and counts."""
+    s = report["summary"]
+    counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in s["by_verdict"].items())
+    return (
+        f"audit of {report['topic']}: {report['verdict']} - {s['windows']} window(s), "
+        f"{s['revisions']} revision(s): {counts}"
+    )

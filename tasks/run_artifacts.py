@@ -22,6 +22,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.events import emit_event
 from prefect.states import Completed, State
 
 from storage.objectstore import open_store
@@ -125,4 +126,32 @@ def explain_run(
         create_link_artifact(
             link=link.url, link_text=link.text, key=link.key, description=link.description
         )
+    if summary["new_anchors"]:
+        announce_anchored(summary)
     return Completed(message=headline(summary), data=summary)
+
+
+ANCHORED_EVENT = "streamnotary.windows.anchored"
+
+
+def announce_anchored(summary: Mapping[str, Any]) -> None:
+    """Emit the event the audit deployment's trigger waits for (prefect.yaml).
+
+    Emitted only by runs that anchored something, after the cursor moved, so the audit
+    it starts sees every document of the run. The flow run, flow and deployment are
+    attached as related resources by Prefect.
+    """
+    topic = summary["topic"]
+    emit_event(
+        event=ANCHORED_EVENT,
+        resource={
+            "prefect.resource.id": f"streamnotary.topic.{topic}",
+            "prefect.resource.name": topic,
+            "streamnotary.topic": topic,
+        },
+        payload={
+            "topic": topic,
+            "new_anchors": summary["new_anchors"],
+            "batch_root": summary["batch_root"],
+        },
+    )

@@ -8,9 +8,10 @@ noida-db and SeaweedFS. The test passes only when a run that the Prefect *schedu
 created for the anchor-windows deployment reaches Completed and the windows it had to
 anchor are anchored (receipts in S3, roots as expected).
 
-The deployment file is the repository's prefect.yaml with two test-only changes made to a
-temporary copy: anchor-windows runs every few seconds instead of every 15 minutes, and the
-hourly ingest-dwd schedule is inactive (its run would download from opendata.dwd.de).
+The deployment file is the repository's prefect.yaml with one test-only change made to a
+temporary copy: anchor-windows runs every few seconds instead of every 15 minutes. The
+hourly ingest-dwd schedule ships inactive. The audit deployment's event trigger must then
+start an audit of the topic after the anchor run, which must pass with a fresh verdict.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 POOL = "streamnotary"
 TEST_INTERVAL_SECONDS = 5
-SERVER_START_TIMEOUT_S = 90.0
+SERVER_START_TIMEOUT_S = 240.0  # a loaded 2-core CI machine
 SCHEDULED_RUN_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
 DEPLOYMENTS = {"anchor-windows", "ingest-dwd", "backfill", "audit"}
@@ -182,8 +183,8 @@ def fast_prefect_yaml(tmp_path: Path) -> Path:
         (True, True)
     ], anchor["schedules"]
     anchor["schedules"] = [{"interval": TEST_INTERVAL_SECONDS, "active": True}]
-    for schedule in by_name["ingest-dwd"]["schedules"]:
-        schedule["active"] = False
+    # the shipped ingest schedule is inactive (it downloads from opendata.dwd.de)
+    assert [s.get("active", True) for s in by_name["ingest-dwd"]["schedules"]] == [False]
     path = tmp_path / "prefect.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -292,6 +293,8 @@ def test_scheduled_anchor_windows_run_completes_on_a_process_worker(
     assert not anchor["paused"]
     assert anchor["global_concurrency_limit"]["limit"] == 1
     assert deployments["backfill"]["schedules"] == deployments["audit"]["schedules"] == []
+    ingest_schedules = deployments["ingest-dwd"]["schedules"]
+    assert [s["active"] for s in ingest_schedules] == [False]  # shipped inactive
 
     # A config file of the worker's cwd must not leak into the run: an empty explicit one.
     empty_config = tmp_path / "streamnotary.toml"
@@ -323,10 +326,17 @@ def test_scheduled_anchor_windows_run_completes_on_a_process_worker(
             30.0,
             lambda: "\n".join(run_log_messages(api, run["id"])),
         )
+        # the audit deployment's trigger starts an audit of the topic right after
+        audit_run = wait_for_triggered_audit(api, deployments["audit"]["id"], server, worker)
     finally:
         worker.stop()
         stop_flow_run_processes(api, api_url)
 
+    assert audit_run["parameters"] == {"topic": env.topic, "all_windows": True}
+    assert audit_run["state"]["message"].startswith(
+        f"audit of {env.topic}: pass - {len(expected)} window(s)"
+    ), audit_run["state"]
+    assert run["state"]["message"].startswith(f"anchored {len(expected)} window revision(s)")
     assert run["auto_scheduled"] is True
     assert run["created_by"]["type"] == "SCHEDULE"
     assert run["state"]["type"] == "COMPLETED", run["state"]
@@ -391,6 +401,37 @@ def wait_for_scheduled_run(
         SCHEDULED_RUN_TIMEOUT_S,
         diagnostics,
     )
+
+
+def wait_for_triggered_audit(
+    api: httpx.Client, deployment_id: str, server: Started, worker: Started
+) -> dict[str, Any]:
+    """The audit run the deployment trigger created, once Completed (fails if it failed)."""
+
+    def runs() -> list[dict[str, Any]]:
+        return (
+            api.post(
+                "/flow_runs/filter",
+                json={"flow_runs": {"deployment_id": {"any_": [deployment_id]}}},
+            )
+            .raise_for_status()
+            .json()
+        )
+
+    def completed() -> dict[str, Any] | None:
+        for run in runs():
+            if run["state"]["type"] in ("FAILED", "CRASHED"):
+                log = "\n".join(run_log_messages(api, run["id"]))
+                pytest.fail(f"triggered audit {run['name']} ended {run['state']['name']}:\n{log}")
+            if run["state"]["type"] == "COMPLETED":
+                return run
+        return None
+
+    def diagnostics() -> str:
+        automations = api.post("/automations/filter", json={}).json()
+        return f"automations: {automations}\nruns: {runs()}\n{worker.tail()}\n{server.tail(20)}"
+
+    return poll("a Completed triggered audit run", completed, SCHEDULED_RUN_TIMEOUT_S, diagnostics)
 
 
 def stop_flow_run_processes(api: httpx.Client, api_url: str) -> None:

@@ -82,8 +82,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from flows.audit import AuditFailed, SelectionError, audit, write_outputs
+    from flows.audit import AuditFailed, SelectionError, audit
     from flows.audit_log import TrustPolicyError
+    from tasks.audit_artifacts import write_outputs
 
     try:
         report = audit(
