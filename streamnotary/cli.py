@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # module path -> registers its sub-commands on the parser
@@ -36,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Prefect settings for this process and everything it starts (a temporary Prefect server
+# when PREFECT_API_URL is unset, flow-run subprocesses): no anonymous usage heartbeat, which
+# fails offline ("Failed to send telemetry") and, on a temporary server's SQLite, raced the
+# first flow run ("database is locked"). An operator's explicit value wins.
+QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for name, value in QUIET_PREFECT.items():
+        os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     _report_to_local_prefect(args)

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.chains",  # anvil (EVM) and litecoind (Bitcoin Core RPC, regtest)
     "tests.fixtures.multichain",  # replay server of recorded MultiChain 2.3.3 exchanges
     "tests.fixtures.prefect",  # one session-scoped prefect_test_harness
+    "tests.fixtures.guide",  # docs/operations.md one-machine section: server, worker, runs
 ]
