@@ -15,7 +15,9 @@ import pytest
 
 from tests.fixtures.guide import Guide
 
-pytestmark = pytest.mark.slow
+# the guide's fixture (server, services, deploy, anchor and audit runs) counts into the
+# first test's time: minutes on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 NOISE = re.compile(
     r"\| ERROR |^ERROR|Traceback \(most recent call last\)|database is locked"
@@ -30,7 +32,7 @@ def test_the_one_machine_guide_runs_as_written(guide: Guide) -> None:
     run = anchored[0]
     assert run["parameters"] == {"drain": True}
     assert run["state"]["message"].startswith(
-        "anchored 1100 window revision(s) of dwd.observations"
+        "anchored 550 window revision(s) of dwd.observations"
     )
     assert "0 window(s) held open" in run["state"]["message"]
 
@@ -49,12 +51,12 @@ def test_the_one_machine_guide_runs_as_written(guide: Guide) -> None:
     assert completed, [(a["name"], a["state"]) for a in audits]
     assert completed[0]["parameters"] == {"topic": "dwd.observations", "all_windows": True}
     assert completed[0]["state"]["message"].startswith(
-        "audit of dwd.observations: pass - 1100 window(s)"
+        "audit of dwd.observations: pass - 550 window(s)"
     )
     assert completed[0]["created_by"]["type"] == "AUTOMATION", completed[0]["created_by"]
 
     # the guide's CLI steps printed what it says they print
-    assert "anchored 1100 window revision(s)" in guide.output
+    assert "anchored 550 window revision(s)" in guide.output
 
     logs = guide.logs()
     server_log = logs.pop("prefect-server.log", "")
