@@ -143,6 +143,7 @@ def all_tasks() -> list[Any]:
     found: dict[str, Any] = {}
     for module in (steps, ingest_dwd, audit):
         for value in vars(module).values():
+            value = getattr(value, "task", value)  # steps.unwalked wraps the Task
             if type(value).__name__ == "Task" and value.name not in found:
                 found[value.name] = value
     return list(found.values())

@@ -57,7 +57,8 @@ def test_operations_guide_states_the_retry_table_of_the_code() -> None:
         30,
     ]
     assert "retries=3, retry_delay_seconds=[2, 10, 30]" in text
-    for t in (steps.load_cursor, steps.anchor_batch, fetch_source, produce_observations):
+    for step in (steps.load_cursor, steps.anchor_batch, fetch_source, produce_observations):
+        t = getattr(step, "task", step)  # steps.unwalked wraps the Task
         assert (t.retries, t.retry_delay_seconds) == (3, [2, 10, 30]), t.name
         assert t.retry_condition_fn is retries.retry_condition
 
