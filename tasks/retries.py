@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from storage.kafka import KafkaLogError, OffsetRangeUnavailable
 from storage.ledger.base import AnchorConflict, LedgerError, LedgerUnavailable
+from storage.logkey import LogKeyError
 from storage.objectstore import (
     ObjectChanged,
     ObjectConflict,
@@ -25,9 +26,11 @@ from storage.objectstore import (
     ObjectStoreUnavailable,
 )
 from storage.sources import SourceError, SourceUnavailable
+from storage.tlog import LogError
 from tasks.checkpoint import CheckpointError
 from tasks.dwd import DwdFormatError
 from tasks.planner import CursorError
+from tasks.tlog.note import NoteError
 
 Kind = Literal["transient", "permanent"]
 TRANSIENT: Kind = "transient"
@@ -69,11 +72,23 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         PERMANENT,
         "ledger: corruption, foreign identity, auth failure, no funds, rejected transaction",
     ),
+    ErrorRule(LogError, PERMANENT, "anchor log: forked or corrupted (tiles, checkpoint)"),
+    ErrorRule(LogKeyError, PERMANENT, "anchor log: signing key missing, exposed or exists"),
+    ErrorRule(
+        NoteError,
+        PERMANENT,
+        "anchor log: a signed note or checkpoint that does not verify or parse",
+    ),
     ErrorRule(DwdFormatError, PERMANENT, "bad data: a DWD file that does not parse"),
     ErrorRule(CheckpointError, PERMANENT, "bad data: a checkpoint violating its schema"),
     ErrorRule(CursorError, PERMANENT, "configuration: cursor of another topic or window size"),
     ErrorRule(FileNotFoundError, PERMANENT, "a local source file that does not exist"),
     ErrorRule(PermissionError, PERMANENT, "a local file the worker may not read"),
+    ErrorRule(
+        ValueError,
+        PERMANENT,
+        "any other bad data: a log entry, tile or checkpoint note that does not parse",
+    ),
     ErrorRule(ConnectionError, TRANSIENT, "any other refused or reset connection"),
     ErrorRule(TimeoutError, TRANSIENT, "any other timeout"),
 )

@@ -31,9 +31,7 @@ def test_the_one_machine_guide_runs_as_written(guide: Guide) -> None:
     assert anchored, guide.output[-3000:]
     run = anchored[0]
     assert run["parameters"] == {"drain": True}
-    assert run["state"]["message"].startswith(
-        "anchored 550 window revision(s) of dwd.observations"
-    )
+    assert run["state"]["message"].startswith("anchored 550 window revision(s) of dwd.observations")
     assert "0 window(s) held open" in run["state"]["message"]
 
     arts = guide.artifacts(run["id"])
