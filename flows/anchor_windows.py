@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 
 import streamnotary
 from storage import layout
+from storage.lease import Holder, TopicLease
 from storage.logkey import log_origin
 from storage.objectstore import open_store
 from streamnotary.config import Settings, load_settings
@@ -126,7 +127,11 @@ def anchor_windows(
     allowed_lateness_seconds: int | None = None,
     idle_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Anchor every window revision that is closed at the end of this run's read."""
+    """Anchor every window revision that is closed at the end of this run's read.
+
+    The whole run holds the topic's lease (storage/lease.py): a second run of the same
+    topic, from any deployment, backfill, CLI or host, exits with `LeaseHeld`.
+    """
     settings = load_settings(
         topic=topic,
         ledger=ledger,
@@ -134,6 +139,27 @@ def anchor_windows(
         allowed_lateness_seconds=allowed_lateness_seconds,
         idle_timeout_seconds=idle_timeout_seconds,
     )
+    with topic_lease(settings, "anchor-windows"):
+        return anchor_run(settings, drain)
+
+
+def topic_lease(settings: Settings, purpose: str) -> TopicLease:
+    """The topic's lease for this run, holder id = host, pid and Prefect flow run id."""
+    run_id = None
+    flow_run = runtime.flow_run.get_id()
+    if flow_run:
+        run_id = str(flow_run)
+    return TopicLease(
+        open_store(settings),
+        settings.topic,
+        seconds=settings.lease_seconds,
+        purpose=purpose,
+        holder=Holder.this_process(run_id),
+    )
+
+
+def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
+    """One run of anchor-windows, under the topic's lease."""
     summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
     track_progress(settings.topic)
 

@@ -13,6 +13,7 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     state/<topic>/pending.json       (write-ahead plan of an unfinished run)
     state/<topic>/pending.sig        (the log key's signature over that plan)
     log/<topic>/...                  (the anchor log, storage/tlog.py)
+    state/<topic>/lease.json         (the one-writer lease, while a run holds it)
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def pending_key(topic: str) -> str:
 def pending_note_key(topic: str) -> str:
     """The log key's signature over the write-ahead plan (a C2SP signed note)."""
     return f"state/{topic}/pending.sig"
+def lease_key(topic: str) -> str:
+    return f"state/{topic}/lease.json"
 
 
 def window_entry_key(topic: str, key: WindowKey, revision: int) -> str:

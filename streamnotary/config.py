@@ -109,6 +109,8 @@ class Settings:
     # issue 8: the signed anchor log
     log_key_path: str = ""  # Ed25519 signer key file (0600); "" = <home>/log.key
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
+    # issue 9 (i9ops): one writer per topic, bounded reads, write-once probe
+    lease_seconds: int = 300  # lifetime of the topic lease; renewed every third of it
 
     def __repr__(self) -> str:
         parts = []

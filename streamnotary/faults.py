@@ -1,4 +1,4 @@
-"""Named crash points, for proving that a killed run resumes exactly once.
+"""Named crash (and pause) points, for proving that a killed run resumes exactly once.
 
 When the environment variable ``STREAMNOTARY_KILL_AT`` names a point, the process sends
 itself SIGKILL there: no exception handler, no `finally`, no flush runs, exactly as if an
@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 ENV = "STREAMNOTARY_KILL_AT"
+# Pause instead of dying: the process creates "<PAUSE_FILE>.reached" at the point and waits
+# (at most PAUSE_LIMIT_S) until "<PAUSE_FILE>" exists. Used to hold a run in the middle
+# while a second, real process tries to overlap it (tests/test_lease.py).
+PAUSE_ENV = "STREAMNOTARY_PAUSE_AT"
+PAUSE_FILE_ENV = "STREAMNOTARY_PAUSE_FILE"
+PAUSE_LIMIT_S = 120.0
 POINTS = (
     "after_plan",  # write-ahead plan stored, nothing else written
     "after_payloads",  # payloads and checkpoints stored, nothing anchored
@@ -29,3 +37,9 @@ def kill_point(name: str) -> None:
         raise ValueError(f"unknown kill point {name!r}")
     if os.environ.get(ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(PAUSE_ENV) == name and os.environ.get(PAUSE_FILE_ENV):
+        release = Path(os.environ[PAUSE_FILE_ENV])
+        Path(f"{release}.reached").touch()
+        deadline = time.monotonic() + PAUSE_LIMIT_S
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)

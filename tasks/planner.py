@@ -129,6 +129,35 @@ class Cursor:
             )
 
 
+class CursorConflict(CursorError):
+    """The stored cursor is not the one this run started from (another writer moved it)."""
+
+
+def check_successor(current: Cursor | None, new: Cursor) -> bool:
+    """Whether `new` may replace `current`; False if it is already stored (nothing to do).
+
+    A cursor is replaced only by its direct successor (``runs`` one higher) that reads no
+    partition less far: anything else means another run wrote the cursor meanwhile, and
+    writing ours would roll its progress back. Raises `CursorConflict`.
+    """
+    if current is not None and current.to_json() == new.to_json():
+        return False
+    base_runs = 0 if current is None else current.runs
+    if new.runs != base_runs + 1:
+        raise CursorConflict(
+            f"cursor of {new.topic!r} is at run {base_runs}, this run planned from run "
+            f"{new.runs - 1}: another run moved it; not overwriting"
+        )
+    if current is not None:
+        for p, c in current.partitions.items():
+            if new.partition(p).read_end < c.read_end:
+                raise CursorConflict(
+                    f"cursor of {new.topic!r} partition {p}: read_end would go back from "
+                    f"{c.read_end} to {new.partition(p).read_end}; not overwriting"
+                )
+    return True
+
+
 @dataclass(frozen=True)
 class ClosingWindow:
     """A window whose first revision is anchored in this run."""

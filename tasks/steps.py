@@ -17,17 +17,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
-from storage import layout
+from storage import layout, lease
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
-from storage.objectstore import ObjectNotFound, ObjectStore, open_store
+from storage.objectstore import (
+    ObjectChanged,
+    ObjectNotFound,
+    ObjectStore,
+    Tagged,
+    open_store,
+)
 from storage.tlog import LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.canonical import canonical_digest, parse_document, sha256_hex
 from tasks.message import SourceMessage
-from tasks.planner import Cursor, CursorError
+from tasks.planner import Cursor, CursorConflict, CursorError, check_successor
 from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
@@ -171,6 +177,7 @@ def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
     overlapping despite the deployment's concurrency limit, e.g. a backfill), this fails
     loudly with `ObjectConflict` instead of letting two plans interleave.
     """
+    lease.require(settings.topic)
     open_store(settings).put_once(
         layout.pending_key(settings.topic), document_bytes(pending), "application/json"
     )
@@ -252,9 +259,32 @@ def anchor_window_entries(
 @task(name="advance-cursor", **IO_RETRIES)
 @timed(OBJECTS)
 def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
-    """Persist the next cursor, then drop the finished plan. Always the last write."""
+    """Persist the next cursor, then drop the finished plan. Always the last write.
+
+    Compare-and-swap: the stored cursor must be the one this run planned from (its
+    direct predecessor, `check_successor`), and it is replaced with ``If-Match`` on the
+    tag just read, so an overlapping writer can never roll it back (`CursorConflict`).
+    A cursor that is already stored is not written again.
+    """
+    lease.require(settings.topic)
     store = open_store(settings)
-    store.put(layout.cursor_key(settings.topic), document_bytes(cursor), "application/json")
+    key = layout.cursor_key(settings.topic)
+    new = Cursor.from_json(cursor)
+    try:
+        tagged: Tagged | None = store.get_tagged(key)
+    except ObjectNotFound:
+        tagged = None
+    current = None if tagged is None else Cursor.from_json(parse_document(tagged.data))
+    if check_successor(current, new):
+        try:
+            store.put_if(
+                key,
+                document_bytes(cursor),
+                None if tagged is None else tagged.etag,
+                "application/json",
+            )
+        except ObjectChanged as exc:
+            raise CursorConflict(f"cursor of {settings.topic!r} changed while writing") from exc
     store.delete(layout.pending_key(settings.topic))
 
 

@@ -110,6 +110,7 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"state/[^/]+/cursor\.json", "cursor.schema.json"),
     (r"state/[^/]+/pending\.json", "pending.schema.json"),
     (r"state/[^/]+/pending\.sig", None),  # C2SP signed note over the plan's digest
+    (r"state/[^/]+/lease\.json", "lease.schema.json"),  # left by the killed run
     (r"ingest/[^/]+/[0-9a-f]{64}\.json", "ingest.schema.json"),
     (r"log/[^/]+/consistency/[0-9]+-[0-9]+", "log_consistency.schema.json"),
     (r"log/[^/]+/checkpoint", None),  # C2SP signed note, checked by tests/test_anchor_log.py

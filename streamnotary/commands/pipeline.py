@@ -110,17 +110,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit status of a run that did not write because another run holds the topic
+# (sysexits.h EX_TEMPFAIL: try again later).
+EXIT_TOPIC_BUSY = 75
+
+
 def cmd_anchor(args: argparse.Namespace) -> int:
     import time
 
     from flows.anchor_windows import anchor_windows
+    from storage.lease import LeaseError
     from streamnotary.config import ENV_PREFIX
+    from tasks.planner import CursorConflict
     from tasks.stage_timing import add_call_time
 
     if args.deploy:  # explicit operator decision, for this process only
         os.environ[f"{ENV_PREFIX}LEDGER_DEPLOY"] = "replace"
     started = time.perf_counter()
-    summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
+    try:
+        summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
+    except (LeaseError, CursorConflict) as exc:
+        print(f"streamnotary anchor: {exc}", file=sys.stderr)
+        return EXIT_TOPIC_BUSY
     add_call_time(summary["timings"], time.perf_counter() - started)
     return _emit(summary, as_json=args.json)
 
