@@ -10,7 +10,7 @@ resumable exactly once (docs/design.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from tasks.canonical import sha256_hex
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
 from tasks.message import Classified, classify
 from tasks.payload import encode_payload
-from tasks.planner import PlanOptions, merge_ranges, plan_run
+from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
     batch_entry,
@@ -60,7 +60,9 @@ class RunSummary:
     ledger: str
     new_anchors: int = 0
     resumed_plan: bool = False
-    messages_read: int = 0
+    messages_read: int = 0  # from Kafka in this run
+    messages_held: int = 0  # of still-open windows, stored for the next run
+    backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
     unattributable: int = 0
     ledger_entries: int = 0
     batch_root: str | None = None
@@ -106,6 +108,8 @@ class RunSummary:
             "new_anchors": self.new_anchors,
             "resumed_plan": self.resumed_plan,
             "messages_read": self.messages_read,
+            "messages_held": self.messages_held,
+            "backlog": self.backlog,
             "unattributable": self.unattributable,
             "ledger_entries": self.ledger_entries,
             "batch_root": self.batch_root,
@@ -172,12 +176,18 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
 
     cursor = steps.load_cursor(settings)
     log_size = steps.check_cursor_against_log(settings, cursor)
-    ends = steps.read_end_offsets(settings)
-    ranges = {p: (cursor.partition(p).resume, end) for p, end in ends.items()}
+    held = steps.load_held(settings, cursor)
+    ranges, summary.backlog = bounded_read(settings, cursor, held is not None)
     messages = steps.read_offset_ranges(settings, ranges)
+    ends = {p: end for p, (_start, end) in ranges.items()}
+    # Draining closes every open window: only once the read reached the end of the log.
+    options = plan_options(settings, drain and summary.backlog == 0)
     now = datetime.now(UTC)
-    plan = plan_run(cursor, messages, ends, plan_options(settings, drain), now)
-    summary.messages_read += plan.messages_read
+    plan = plan_run(cursor, [*(held or []), *messages], ends, options, now)
+    held_ref = steps.write_held(settings, plan.held)
+    plan = replace(plan, next_cursor=replace(plan.next_cursor, held=held_ref))
+    summary.messages_read += len(messages)
+    summary.messages_held = len(plan.held)
     summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
     uri_of = open_store(settings).uri
@@ -198,10 +208,11 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     revisions += late_revisions
     quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
 
-    cursor_moved = (plan.next_cursor.partitions, plan.next_cursor.stations) != (
-        cursor.partitions,
-        cursor.stations,
-    )
+    cursor_moved = (
+        plan.next_cursor.partitions,
+        plan.next_cursor.stations,
+        plan.next_cursor.held,
+    ) != (cursor.partitions, cursor.stations, cursor.held)
     if not revisions and not quarantine and not cursor_moved:
         if summary.resumed_plan:
             print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
@@ -242,6 +253,26 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         f"on the {settings.ledger} ledger (log size {summary.log_size}, root {summary.log_root})"
     )
     return explain_run(settings, summary, cursor, plan.next_cursor)
+
+
+def bounded_read(
+    settings: Settings, cursor: Cursor, have_held: bool
+) -> tuple[dict[int, tuple[int, int]], int]:
+    """This run's offset ranges per partition, capped, and the backlog left beyond them.
+
+    The end of each range is the high watermark at run start; the start is the cursor's
+    ``read_end`` when the held-open messages are available, else its ``resume``. At most
+    `max_messages_per_run` offsets are read; the rest (the backlog) is left for the next
+    runs, so a run's work stays bounded however far behind the pipeline is.
+    """
+    ends = steps.read_end_offsets(settings)
+    start = {
+        p: cursor.partition(p).read_end if have_held else cursor.partition(p).resume for p in ends
+    }
+    ranges = cap_ranges(
+        {p: (min(start[p], end), end) for p, end in ends.items()}, settings.max_messages_per_run
+    )
+    return ranges, sum(ends[p] - ranges[p][1] for p in ends)
 
 
 def plan_options(settings: Settings, drain: bool) -> PlanOptions:

@@ -20,7 +20,16 @@ from flows.ingest_dwd import ingest_dwd
 def backfill(
     sources: Sequence[str], topic: str | None = None, lenient: bool = False
 ) -> dict[str, Any]:
-    """Ingest `sources` and anchor everything they contain."""
+    """Ingest `sources` and anchor everything they contain.
+
+    Each anchor-windows run reads at most `max_messages_per_run` offsets (and takes the
+    topic's lease itself), so a long archive is anchored by several runs in a row, until
+    no backlog is left; only the last one drains.
+    """
     ingested = ingest_dwd(sources=sources, topic=topic, lenient=lenient)
-    anchored = anchor_windows(topic=topic, drain=True)
+    runs = [anchor_windows(topic=topic, drain=True)]
+    # Stop when the backlog stops shrinking (producers outpace the cap): the schedule goes on.
+    while 0 < runs[-1]["backlog"] < (runs[-2]["backlog"] if len(runs) > 1 else float("inf")):
+        runs.append(anchor_windows(topic=topic, drain=True))
+    anchored = {**runs[-1], "new_anchors": sum(r["new_anchors"] for r in runs), "runs": len(runs)}
     return {"ingested": ingested, "anchored": anchored}

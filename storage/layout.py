@@ -14,6 +14,7 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     state/<topic>/pending.sig        (the log key's signature over that plan)
     log/<topic>/...                  (the anchor log, storage/tlog.py)
     state/<topic>/lease.json         (the one-writer lease, while a run holds it)
+    state/<topic>/held/<sha256>.json (messages of still-open windows, named by the cursor)
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def pending_key(topic: str) -> str:
 def pending_note_key(topic: str) -> str:
     """The log key's signature over the write-ahead plan (a C2SP signed note)."""
     return f"state/{topic}/pending.sig"
+
+
+def held_key(topic: str, sha256_hex: str) -> str:
+    return f"state/{topic}/held/{sha256_hex}.json"
+
+
 def lease_key(topic: str) -> str:
     return f"state/{topic}/lease.json"
 

@@ -58,7 +58,7 @@ class Settings:
     topic: str = "dwd.observations"
     partitions: int = 3
     kafka_client: dict[str, str] = field(default_factory=dict)  # extra librdkafka properties
-    read_timeout_seconds: float = 30.0
+    read_timeout_seconds: float = 30.0  # deadline of one read page (read_page_messages)
     # Object store: s3://bucket[/prefix] or file:///path
     store_uri: str = ""
     s3_endpoint_url: str = ""
@@ -111,6 +111,8 @@ class Settings:
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
     # issue 9 (i9ops): one writer per topic, bounded reads, write-once probe
     lease_seconds: int = 300  # lifetime of the topic lease; renewed every third of it
+    read_page_messages: int = 10_000  # offsets per Kafka read page (read_timeout_seconds each)
+    max_messages_per_run: int = 500_000  # offsets one run reads at most; the rest next run
 
     def __repr__(self) -> str:
         parts = []

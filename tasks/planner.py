@@ -5,13 +5,19 @@ Output: the windows to anchor now (with their messages and close reason), the wi
 that received late messages (they get a new revision), the unattributable messages, and
 the next cursor. See docs/design.md, "When a window closes" and "One run".
 
-The cursor (`streamnotary.cursor/1`) is the only mutable state of the pipeline:
+The cursor (`streamnotary.cursor/2`) is the only mutable state of the pipeline:
 
 * per partition, ``resume`` (first offset still needed next run: the first offset of a
   still-open window, else ``read_end``) and ``read_end`` (offsets below it were read);
 * per station, the event-time ``watermark``, ``closed_until`` (every window ending at or
   before it is closed) and ``progress_at`` (wall-clock time the watermark last advanced,
-  for the idle timeout).
+  for the idle timeout);
+* ``held``: the stored copy of the messages of still-open windows (`HeldRef`). With it a
+  run reads Kafka from ``read_end`` instead of ``resume``, so a station that reports once
+  and then falls silent no longer makes every later run re-read everything after its
+  open window (docs/design.md, "Bounded work per run"). Without it (missing, altered,
+  or a cursor/1), the run re-reads from ``resume``: the held copy is a cache, never the
+  source of truth.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from tasks.message import Classified, SourceMessage, classify
 from tasks.stage_timing import DECODE, stage
 from tasks.window import WindowKey, WindowSpec
 
-CURSOR_SCHEMA = "streamnotary.cursor/1"
+CURSOR_SCHEMA = "streamnotary.cursor/2"
+_CURSOR_SCHEMAS = ("streamnotary.cursor/1", CURSOR_SCHEMA)  # /1: no held messages
 _TS = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -49,6 +56,18 @@ class PartitionCursor:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldRef:
+    """Where the messages of still-open windows are stored, and their digest."""
+
+    key: str
+    sha256: str
+    messages: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "sha256": self.sha256, "messages": self.messages}
+
+
+@dataclass(frozen=True, slots=True)
 class StationCursor:
     watermark: datetime | None = None
     closed_until: datetime | None = None
@@ -63,6 +82,7 @@ class Cursor:
     stations: dict[str, StationCursor] = field(default_factory=dict)
     unattributable: int = 0
     runs: int = 0
+    held: HeldRef | None = None
 
     def partition(self, p: int) -> PartitionCursor:
         return self.partitions.get(p, PartitionCursor())
@@ -89,12 +109,14 @@ class Cursor:
             },
             "unattributable": self.unattributable,
             "runs": self.runs,
+            "held": None if self.held is None else self.held.to_json(),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Cursor:
-        if doc.get("schema") != CURSOR_SCHEMA:
+        if doc.get("schema") not in _CURSOR_SCHEMAS:
             raise CursorError(f"not a {CURSOR_SCHEMA} document: {doc.get('schema')!r}")
+        held = doc.get("held")
         return cls(
             topic=doc["topic"],
             window_seconds=int(doc["window_seconds"]),
@@ -112,6 +134,9 @@ class Cursor:
             },
             unattributable=int(doc.get("unattributable", 0)),
             runs=int(doc.get("runs", 0)),
+            held=None
+            if not held
+            else HeldRef(str(held["key"]), str(held["sha256"]), int(held["messages"])),
         )
 
     @classmethod
@@ -177,6 +202,7 @@ class RunPlan:
     messages_new: int
     # windows with messages in this run's read that stay open (not closed, not anchored)
     held_open: dict[WindowKey, list[Classified]] = field(default_factory=dict)
+    held: list[SourceMessage] = field(default_factory=list)  # messages of still-open windows
 
 
 @dataclass(frozen=True)
@@ -286,6 +312,10 @@ def plan_run(
         runs=cursor.runs + 1,
     )
     closing.sort(key=lambda w: w.key)
+    held = sorted(
+        (c.message for key in still_open for c in open_items[key]),
+        key=lambda m: (m.partition, m.offset),
+    )
     return RunPlan(
         closing=closing,
         late=dict(sorted(late.items())),
@@ -294,6 +324,7 @@ def plan_run(
         messages_read=read,
         messages_new=new,
         held_open={k: open_items[k] for k in sorted(still_open)},
+        held=held,
     )
 
 
@@ -307,3 +338,31 @@ def merge_ranges(
         lo, hi = merged.get(p, (o, o + 1))
         merged[p] = (min(lo, o), max(hi, o + 1))
     return dict(sorted(merged.items()))
+
+
+def cap_ranges(ranges: Mapping[int, tuple[int, int]], cap: int) -> dict[int, tuple[int, int]]:
+    """Shorten per-partition ranges ``[start, end)`` to at most `cap` offsets in total.
+
+    Bounded work per run: a backlog longer than one run can read is consumed run by run.
+    The cap is shared evenly by the partitions that have a backlog, and what a short
+    partition does not need goes to the others, so no partition starves. `cap <= 0`
+    means no cap.
+    """
+    out = {p: (s, e) for p, (s, e) in ranges.items()}
+    if cap <= 0:
+        return out
+    want = {p: e - s for p, (s, e) in ranges.items() if e > s}
+    grant = dict.fromkeys(want, 0)
+    left = cap
+    while left > 0 and want:
+        share = max(1, left // len(want))
+        for p in sorted(want):
+            take = min(share, want[p], left)
+            grant[p] += take
+            want[p] -= take
+            left -= take
+        want = {p: w for p, w in want.items() if w > 0}
+    for p, g in grant.items():
+        start = ranges[p][0]
+        out[p] = (start, start + g)
+    return out

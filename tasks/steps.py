@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
@@ -32,8 +32,9 @@ from storage.tlog import LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.canonical import canonical_digest, parse_document, sha256_hex
+from tasks.held import HeldStateError, decode_held, encode_held
 from tasks.message import SourceMessage
-from tasks.planner import Cursor, CursorConflict, CursorError, check_successor
+from tasks.planner import Cursor, CursorConflict, CursorError, HeldRef, check_successor
 from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
@@ -141,12 +142,45 @@ def read_end_offsets(settings: Settings) -> dict[int, int]:
 def read_offset_ranges(
     settings: Settings, ranges: Mapping[int, tuple[int, int]]
 ) -> list[SourceMessage]:
-    """Every message of the closed offset ranges, with bounded waits."""
-    wanted = {p: r for p, r in ranges.items() if r[1] > r[0]}
-    if not wanted:
-        return []
+    """Every message of the closed offset ranges, in pages with a deadline each.
+
+    A page is at most `read_page_messages` offsets of one partition and must be read
+    within `read_timeout_seconds`; a long range is many pages, so its total time grows
+    with its length instead of failing one overall deadline.
+    """
+    out: list[SourceMessage] = []
+    page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:
-        return log.read_ranges(wanted, timeout_s=settings.read_timeout_seconds)
+        for p, (start, end) in sorted(ranges.items()):
+            for lo in range(start, end, page):
+                hi = min(end, lo + page)
+                out += log.read_range(p, lo, hi, timeout_s=settings.read_timeout_seconds)
+    return out
+
+
+@task(name="load-held-messages", **IO_RETRIES)
+def load_held(settings: Settings, cursor: Cursor) -> list[SourceMessage] | None:
+    """The stored messages of still-open windows the cursor names; None: re-read instead."""
+    if cursor.held is None:
+        return None
+    try:
+        data = open_store(settings).get(cursor.held.key)
+        return decode_held(data, settings.topic, cursor.held.sha256)
+    except (ObjectNotFound, HeldStateError) as exc:
+        get_run_logger().warning(f"held-open messages unusable ({exc}); re-reading from Kafka")
+        return None
+
+
+@task(name="write-held-messages", **IO_RETRIES)
+def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef | None:
+    """Store the messages of still-open windows (write-once, named by their SHA-256)."""
+    if not messages:
+        return None
+    data = encode_held(settings.topic, messages)
+    digest = sha256_hex(data)
+    key = layout.held_key(settings.topic, digest)
+    open_store(settings).put_once(key, data, "application/json")
+    return HeldRef(key, digest, len(messages))
 
 
 @unwalked
@@ -286,6 +320,8 @@ def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
         except ObjectChanged as exc:
             raise CursorConflict(f"cursor of {settings.topic!r} changed while writing") from exc
     store.delete(layout.pending_key(settings.topic))
+    if current is not None and current.held is not None and current.held != new.held:
+        store.delete(current.held.key)  # superseded: the new cursor names its own copy
 
 
 # -- the anchor log (issue 8) ------------------------------------------------------------

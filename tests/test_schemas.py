@@ -111,6 +111,7 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"state/[^/]+/pending\.json", "pending.schema.json"),
     (r"state/[^/]+/pending\.sig", None),  # C2SP signed note over the plan's digest
     (r"state/[^/]+/lease\.json", "lease.schema.json"),  # left by the killed run
+    (r"state/[^/]+/held/[0-9a-f]{64}\.json", "held.schema.json"),
     (r"ingest/[^/]+/[0-9a-f]{64}\.json", "ingest.schema.json"),
     (r"log/[^/]+/consistency/[0-9]+-[0-9]+", "log_consistency.schema.json"),
     (r"log/[^/]+/checkpoint", None),  # C2SP signed note, checked by tests/test_anchor_log.py
@@ -194,6 +195,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "cursor.schema.json": 1,
         "pending.schema.json": 1,
         "state": 1,  # pending.sig
+        "lease.schema.json": 1,  # the killed run's lease
         "ingest.schema.json": 1,
         "log_consistency.schema.json": 2,  # one per finished run
         "log": 5,  # checkpoint, tile/0 and tile/entries at sizes 5 and 7
@@ -245,7 +247,7 @@ def test_schemas_reject_what_the_code_must_never_write() -> None:
         (
             "cursor.schema.json",
             {
-                "schema": "streamnotary.cursor/1",
+                "schema": "streamnotary.cursor/2",
                 "topic": "t",
                 "window_seconds": 86400,
                 "partitions": {"0": {"resume": 0, "read_end": 3}},
@@ -254,6 +256,7 @@ def test_schemas_reject_what_the_code_must_never_write() -> None:
                 },
                 "unattributable": 0,
                 "runs": 1,
+                "held": None,
             },
             lambda d: d["partitions"].update({"p1": {"resume": 0, "read_end": 0}}),
         ),

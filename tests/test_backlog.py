@@ -1,0 +1,108 @@
+"""Bounded work per run, on the real broker and S3 server.
+
+* A station that reports once and falls silent keeps its window open; its messages are
+  held in the bucket, so the messages read from Kafka per run stay flat (they grew
+  101 -> 201 -> 301 when the open window pinned the resume offset).
+* A backlog larger than one run's cap is anchored run by run, in pages, with the same
+  roots as one unbounded run.
+* The held copy is a cache: a missing or altered copy makes the run re-read from Kafka,
+  with the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.anchor_windows import anchor_windows
+from storage import layout
+from tasks.planner import Cursor
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+OBS = demo_observations(days=12)
+SILENT = next(o for o in OBS if o.station_id == "00433")
+BUSY = [o for o in OBS if o.station_id == "00427"]
+
+
+@pytest.fixture
+def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
+    return make_env(tmp_path, kafka_bootstrap, s3_server)
+
+
+def cursor_of(env: PipelineEnv) -> Cursor:
+    return Cursor.from_json(json.loads(env.store().get(layout.cursor_key(env.topic))))
+
+
+def test_reads_per_run_stay_flat_while_a_silent_station_s_window_is_open(
+    env: PipelineEnv,
+) -> None:
+    reads, held = [], []
+    with env.active():
+        for run in range(4):
+            batch = BUSY[run * 60 : (run + 1) * 60]
+            env.produce_observations(([SILENT] if run == 0 else []) + batch)
+            summary = anchor_windows()
+            reads.append(summary["messages_read"])
+            held.append(summary["messages_held"])
+    assert reads == [61, 60, 60, 60], reads
+    # The silent station's one message is held the whole time, with the busy station's
+    # still-open day; the Kafka read never goes back to it.
+    cursor = cursor_of(env)
+    assert cursor.held is not None and cursor.held.messages == held[-1]
+    assert all(h >= 1 for h in held)
+    # (the resume offset stays pinned at the silent message, ready for a fallback re-read)
+    assert any(c.resume < c.read_end for c in cursor.partitions.values())
+    assert list(env.store().list(f"state/{env.topic}/held/")) == [cursor.held.key]  # old ones gone
+
+
+def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
+    capped = make_env(tmp_path / "capped", kafka_bootstrap, s3_server)
+    observations = demo_observations(days=5)
+    for e in (reference, capped):
+        e.produce_observations(observations)
+    with reference.active():
+        anchor_windows()
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "100")
+    monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "40")
+    backlogs, reads = [], []
+    with capped.active():
+        while not backlogs or backlogs[-1] > 0:
+            summary = anchor_windows()
+            backlogs.append(summary["backlog"])
+            reads.append(summary["messages_read"])
+            assert len(backlogs) < 20
+    assert max(reads) <= 100 and sum(reads) == len(observations)
+    assert backlogs == sorted(backlogs, reverse=True) and len(backlogs) >= len(observations) // 100
+    assert capped.roots() == reference.roots()
+
+
+def test_an_altered_held_copy_is_ignored_and_kafka_re_read(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    first, second = BUSY[:60], BUSY[60:120]
+    env = make_env(tmp_path / "altered", kafka_bootstrap, s3_server)
+    with env.active():
+        env.produce_observations([SILENT, *first])
+        anchor_windows()
+        cursor = cursor_of(env)
+        assert cursor.held is not None
+        env.store().put(cursor.held.key, b'{"schema":"streamnotary.held/1","messages":[]}')
+        env.produce_observations(second)
+        summary = anchor_windows()
+    # re-read from the silent station's resume offset instead of trusting the copy
+    assert summary["messages_read"] > len(second)
+    reference = make_env(tmp_path / "reference", kafka_bootstrap, s3_server)
+    with reference.active():
+        reference.produce_observations([SILENT, *first])
+        anchor_windows()
+        reference.produce_observations(second)
+        anchor_windows()
+    assert env.roots() == reference.roots()
