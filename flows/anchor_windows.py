@@ -143,6 +143,7 @@ def anchor_windows(
         allowed_lateness_seconds=allowed_lateness_seconds,
         idle_timeout_seconds=idle_timeout_seconds,
     )
+    steps.check_write_once(settings)  # before the lease: the lease needs conditional writes
     with topic_lease(settings, "anchor-windows"):
         return anchor_run(settings, drain)
 
@@ -169,6 +170,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
 
     pending = steps.load_pending(settings)
     if pending is not None:
+        check_resumable(settings, pending)
         get_run_logger().warning("finishing the unfinished plan of an earlier run first")
         steps.verify_plan(settings, pending)
         complete_plan(settings, pending, payloads=None, summary=summary)
@@ -253,6 +255,24 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         f"on the {settings.ledger} ledger (log size {summary.log_size}, root {summary.log_root})"
     )
     return explain_run(settings, summary, cursor, plan.next_cursor)
+
+
+def check_resumable(settings: Settings, pending: Mapping[str, Any]) -> None:
+    """Refuse, before anchoring anything, a plan whose cursor step would fail.
+
+    A plan made from another cursor than the stored one (runs that overlapped before the
+    lease existed) would anchor and then roll the cursor back; it needs an operator.
+    """
+    from flows.repair import cursor_status
+
+    current = steps.load_cursor(settings)
+    if cursor_status(current, pending["next_cursor"]) == "conflict":
+        raise PlanResumeError(
+            f"the unfinished plan of {settings.topic!r} was made from cursor run "
+            f"{pending['next_cursor']['runs'] - 1}, but the stored cursor is at run "
+            f"{current.runs}; nothing was written. Inspect and resolve it with "
+            "`streamnotary repair` (docs/operations.md, 'Recovering an unfinished plan')."
+        )
 
 
 def bounded_read(
@@ -346,7 +366,8 @@ def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -
         if sha256_hex(data) != cp["payload"]["sha256"]:
             raise PlanResumeError(
                 f"{cp['window']['id']} r{cp['revision']}: the offset ranges no longer reproduce "
-                "the planned payload (source data changed or expired); refusing to anchor"
+                "the planned payload (source data changed or expired); refusing to anchor "
+                "(see `streamnotary repair`)"
             )
         out[pkey] = data
     return out

@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "streamnotary.commands.services",  # up, down, status
     "streamnotary.commands.pipeline",  # ingest, anchor, demo
     "streamnotary.commands.audit",  # audit, prove, verify-proof
+    "streamnotary.commands.repair",  # repair (unfinished plans, the topic lease)
     "streamnotary.commands.trust",  # keygen, trust export
     "streamnotary.commands.generate",  # generate (synthetic DWD history)
 )

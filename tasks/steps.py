@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
-from storage import layout, lease
+from storage import layout, lease, writeonce
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
@@ -101,6 +101,12 @@ def report_progress(phase: str, done: int, total: int) -> None:
 
 
 @unwalked
+@task(name="check-write-once", **IO_RETRIES)
+def check_write_once(settings: Settings) -> str:
+    """Refuse to run on a store that accepts overwrites (storage/writeonce.py)."""
+    return writeonce.check_write_once(open_store(settings))
+
+
 @task(name="load-cursor", **IO_RETRIES)
 @timed(OBJECTS)
 def load_cursor(settings: Settings) -> Cursor:

@@ -113,13 +113,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 # Exit status of a run that did not write because another run holds the topic
 # (sysexits.h EX_TEMPFAIL: try again later).
 EXIT_TOPIC_BUSY = 75
+# Exit status when the object store does not refuse overwrites (sysexits.h EX_CONFIG).
+EXIT_STORE_UNSAFE = 78
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
     import time
 
-    from flows.anchor_windows import anchor_windows
+    from flows.anchor_windows import PlanResumeError, anchor_windows
     from storage.lease import LeaseError
+    from storage.writeonce import WriteOnceNotEnforced
     from streamnotary.config import ENV_PREFIX
     from tasks.planner import CursorConflict
     from tasks.stage_timing import add_call_time
@@ -132,6 +135,12 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     except (LeaseError, CursorConflict) as exc:
         print(f"streamnotary anchor: {exc}", file=sys.stderr)
         return EXIT_TOPIC_BUSY
+    except PlanResumeError as exc:
+        print(f"streamnotary anchor: {exc}", file=sys.stderr)
+        return 1
+    except WriteOnceNotEnforced as exc:
+        print(f"streamnotary anchor: {exc}", file=sys.stderr)
+        return EXIT_STORE_UNSAFE
     add_call_time(summary["timings"], time.perf_counter() - started)
     return _emit(summary, as_json=args.json)
 
