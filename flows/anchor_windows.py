@@ -437,6 +437,24 @@ def complete_plan(
                 log=proofs.get((w["window_id"], w["revision"])),
                 head_ref=head_ref,
             )
+        versions = steps.object_versions(
+            settings,
+            [
+                k
+                for w in windows
+                for k in (
+                    layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
+                    layout.payload_key(topic, keys[w["window_id"]], w["revision"]),
+                )
+            ],
+        )
+        if versions:  # versioned bucket: pin the versions this run wrote
+            for w in windows:
+                key, rev = keys[w["window_id"]], w["revision"]
+                receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
+                    "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
+                    "payload": versions.get(layout.payload_key(topic, key, rev)),
+                }
         steps.write_documents(settings, receipts, phase="receipts")
         kill_point("before_cursor")
         for w in windows:

@@ -34,9 +34,22 @@ from tasks.window import WindowKey, WindowSpec
 # ---------------------------------------------------------------------------------------
 
 
-def load_json(store: ObjectStore, key: str) -> tuple[dict[str, Any] | None, str | None]:
+def pinned_version(receipt: Any, which: str) -> str | None:
+    """The S3 version id a receipt pins for its checkpoint or payload, if any.
+
+    On a versioned bucket an overwrite only adds a newer version; the audit reads the
+    version the anchoring run wrote, so an overwrite cannot substitute evidence.
+    """
+    versions = receipt.get("object_versions") if isinstance(receipt, dict) else None
+    version = versions.get(which) if isinstance(versions, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def load_json(
+    store: ObjectStore, key: str, version_id: str | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        doc = parse_document(store.get(key))
+        doc = parse_document(store.get(key, version_id))
     except ObjectNotFound:
         return None, "missing from the object store"
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -68,7 +81,9 @@ def load_documents(store: ObjectStore, topic: str, discovery: Discovery) -> Docu
                 payload_key=layout.payload_key(topic, key, rev),
             )
             inp.receipt, inp.receipt_problem = load_json(store, inp.receipt_key)
-            inp.checkpoint, inp.checkpoint_problem = load_json(store, inp.checkpoint_key)
+            inp.checkpoint, inp.checkpoint_problem = load_json(
+                store, inp.checkpoint_key, pinned_version(inp.receipt, "checkpoint")
+            )
             items.append(inp)
         out[key] = items
     return Documents(out, discovery.window_findings, discovery.run_findings)
@@ -173,7 +188,7 @@ def fetch_evidence(
 ) -> None:
     """Fill in the payload and the ledger observations of one revision."""
     try:
-        inp.payload = store.get(inp.payload_key)
+        inp.payload = store.get(inp.payload_key, pinned_version(inp.receipt, "payload"))
     except ObjectNotFound:
         inp.payload_problem = "missing from the object store"
     except ObjectStoreError as exc:

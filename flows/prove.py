@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flows.audit_evidence import LedgerReader, load_json
+from flows.audit_evidence import LedgerReader, load_json, pinned_version
 from flows.audit_select import iso_z
 from storage import layout
 from storage.ledger.base import Ledger
@@ -81,7 +81,9 @@ def prove_record(
     key = _window_for(store, topic, station, at, window_seconds)
     rev = _revisions_of(store, topic, key)[-1]
     receipt, problem = load_json(store, layout.receipt_key(topic, key, rev))
-    checkpoint, cp_problem = load_json(store, layout.checkpoint_key(topic, key, rev))
+    checkpoint, cp_problem = load_json(
+        store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
+    )
     if receipt is not None:
         problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
     if checkpoint is not None:
@@ -96,7 +98,9 @@ def prove_record(
             f"{key.window_id} r{rev}: stored checkpoint does not match the anchored digest"
         )
     try:
-        records = decode_payload(store.get(layout.payload_key(topic, key, rev)))
+        records = decode_payload(
+            store.get(layout.payload_key(topic, key, rev), pinned_version(receipt, "payload"))
+        )
     except (ObjectNotFound, PayloadError) as exc:
         raise ProofError(f"{key.window_id} r{rev}: payload unusable: {exc}") from exc
     leaves = [canonical_bytes(r) for r in records]

@@ -25,6 +25,7 @@ from storage.objectstore import (
     ObjectChanged,
     ObjectNotFound,
     ObjectStore,
+    S3ObjectStore,
     Tagged,
     open_store,
 )
@@ -267,6 +268,24 @@ def write_documents(
 
 
 @unwalked
+@task(name="object-versions", **IO_RETRIES)
+def object_versions(settings: Settings, keys: Sequence[str]) -> dict[str, str]:
+    """The S3 version id of each write-once object, where the bucket keeps versions.
+
+    The *first* version is the one the pipeline wrote (write-once: anything later is an
+    overwrite), so receipts pin it and the audit reads exactly that version.
+    """
+    store = open_store(settings)
+    if not isinstance(store, S3ObjectStore) or not store.versioning_enabled():
+        return {}
+    out: dict[str, str] = {}
+    for key in keys:
+        version = store.first_version(key)
+        if version is not None:
+            out[key] = version
+    return out
+
+
 @task(name="anchor-batch", **IO_RETRIES)
 @timed(LEDGER)
 def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
