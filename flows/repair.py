@@ -10,7 +10,8 @@ stored one (runs overlapped before the lease existed). Every later run then stop
   ledger entry and receipt exist, whether the batch root is anchored, and how the plan's
   cursor relates to the stored one;
 * `complete` finishes the plan exactly as a run would (idempotent steps);
-* `discard` is allowed only while *nothing* of the plan is anchored: it deletes the
+* `discard` is allowed only while *nothing* of the plan is anchored (no ledger entry, and
+  its entries not yet in the signed anchor log): it deletes the
   plan's own unanchored objects (only those whose bytes are the plan's) and the plan, and
   leaves the cursor where it is, so the next run plans those windows again from Kafka.
 
@@ -60,12 +61,13 @@ class PlanReport:
     cursor_status: str | None = None  # successor | already_written | conflict
     batch_root: str | None = None
     batch_anchored: bool = False
+    log_appended: bool = False  # the plan's entries are in the signed anchor log
     quarantine: int = 0
     windows: list[WindowState] = field(default_factory=list)
 
     @property
     def anything_anchored(self) -> bool:
-        return self.batch_anchored or any(w.anchored for w in self.windows)
+        return self.batch_anchored or self.log_appended or any(w.anchored for w in self.windows)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "anything_anchored": self.anything_anchored}
@@ -113,6 +115,11 @@ def inspect(settings: Settings) -> PlanReport:
     report.plan_cursor_runs = int(plan["next_cursor"]["runs"])
     report.cursor_status = cursor_status(current, plan["next_cursor"])
     report.quarantine = len(plan["quarantine"])
+    if plan.get("log") is not None:
+        from tasks.steps import _log_writer
+
+        head = _log_writer(settings).head()
+        report.log_appended = head is not None and head.size > int(plan["log"]["base_size"])
     batch = Batch.from_manifest(plan["batch"]) if plan["batch"] else None
     with open_ledger(settings) as ledger:
         if batch is not None:
@@ -159,8 +166,9 @@ def discard(settings: Settings) -> list[str]:
         return []
     if report.anything_anchored:
         raise RepairRefused(
-            f"the plan of {settings.topic!r} is partly anchored on the {settings.ledger} ledger "
-            "(anchored data is never discarded): run `streamnotary repair --complete`"
+            f"the plan of {settings.topic!r} is partly anchored (on the {settings.ledger} ledger "
+            "or in the signed anchor log), and anchored data is never discarded: run "
+            "`streamnotary repair --complete`"
         )
     store = open_store(settings)
     topic = settings.topic
@@ -185,8 +193,10 @@ def discard(settings: Settings) -> list[str]:
         k = layout.quarantine_key(topic, q["partition"], q["offset"])
         if _delete_if_same(store, k, sha256_hex(document_bytes(q))):
             deleted.append(k)
-    store.delete(layout.pending_key(topic))
-    deleted.append(layout.pending_key(topic))
+    for k in (layout.pending_note_key(topic), layout.pending_key(topic)):
+        if store.head(k) is not None:
+            store.delete(k)
+            deleted.append(k)
     return deleted
 
 

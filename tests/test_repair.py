@@ -58,9 +58,10 @@ def test_a_conflicting_plan_is_reported_and_discarded_safely(env: PipelineEnv) -
     assert store.head(layout.pending_key(env.topic)) is None
     assert store.head(layout.lease_key(env.topic)) is None
 
-    store.put(layout.cursor_key(env.topic), json.dumps(plan["next_cursor"]).encode())
+    store.delete(layout.cursor_key(env.topic))  # undo the other writer's cursor
     after = env.run_cli("anchor", "--drain", "--json")
     assert after.returncode == 0, after.stderr[-2000:]
+    assert json.loads(after.stdout)["new_anchors"] == len(report["windows"])
 
 
 def test_a_partly_anchored_plan_is_never_discarded_only_completed(env: PipelineEnv) -> None:

@@ -38,6 +38,7 @@ def _print_report(report: dict[str, Any]) -> None:
         f"  unfinished plan: cursor run {report['plan_cursor_runs']} "
         f"({report['cursor_status']}), batch {report['batch_root']} "
         f"{'ANCHORED' if report['batch_anchored'] else 'not anchored'}, "
+        f"log {'APPENDED' if report['log_appended'] else 'not appended'}, "
         f"{report['quarantine']} quarantined message(s)"
     )
     for w in report["windows"]:
