@@ -190,6 +190,11 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     plan = replace(plan, next_cursor=replace(plan.next_cursor, held=held_ref))
     summary.messages_read += len(messages)
     summary.messages_held = len(plan.held)
+    if summary.backlog:
+        print(
+            f"read {len(messages)} message(s), the cap of this run (max_messages_per_run); "
+            f"{summary.backlog} offset(s) left for the next runs"
+        )
     summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
     uri_of = open_store(settings).uri
