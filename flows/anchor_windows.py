@@ -294,9 +294,14 @@ def bounded_read(
     start = {
         p: cursor.partition(p).read_end if have_held else cursor.partition(p).resume for p in ends
     }
-    ranges = cap_ranges(
+    capped = cap_ranges(
         {p: (min(start[p], end), end) for p, end in ends.items()}, settings.max_messages_per_run
     )
+    # A re-read (no held copy) always reaches the previous read_end: the cursor never goes back.
+    ranges = {
+        p: (lo, max(hi, min(cursor.partition(p).read_end, ends[p])))
+        for p, (lo, hi) in capped.items()
+    }
     return ranges, sum(ends[p] - ranges[p][1] for p in ends)
 
 

@@ -106,3 +106,14 @@ def test_an_altered_held_copy_is_ignored_and_kafka_re_read(
         reference.produce_observations(second)
         anchor_windows()
     assert env.roots() == reference.roots()
+
+
+def test_the_cap_is_shared_by_partitions_with_a_backlog() -> None:
+    from tasks.planner import cap_ranges
+
+    ranges = {0: (100, 100), 1: (0, 10), 2: (50, 1050), 3: (7, 507)}
+    capped = cap_ranges(ranges, 300)
+    assert capped == {0: (100, 100), 1: (0, 10), 2: (50, 195), 3: (7, 152)}
+    assert sum(e - s for s, e in capped.values()) == 300
+    assert cap_ranges(ranges, 0) == ranges  # 0: no cap
+    assert cap_ranges(ranges, 10_000) == ranges
