@@ -22,7 +22,7 @@ from storage import layout
 from tasks.planner import Cursor
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+HARNESS = pytest.mark.usefixtures("prefect_harness")
 
 OBS = demo_observations(days=12)
 SILENT = next(o for o in OBS if o.station_id == "00433")
@@ -38,6 +38,7 @@ def cursor_of(env: PipelineEnv) -> Cursor:
     return Cursor.from_json(json.loads(env.store().get(layout.cursor_key(env.topic))))
 
 
+@HARNESS
 def test_reads_per_run_stay_flat_while_a_silent_station_s_window_is_open(
     env: PipelineEnv,
 ) -> None:
@@ -60,6 +61,7 @@ def test_reads_per_run_stay_flat_while_a_silent_station_s_window_is_open(
     assert list(env.store().list(f"state/{env.topic}/held/")) == [cursor.held.key]  # old ones gone
 
 
+@HARNESS
 def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,6 +86,7 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     assert capped.roots() == reference.roots()
 
 
+@HARNESS
 def test_an_altered_held_copy_is_ignored_and_kafka_re_read(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any
 ) -> None:

@@ -30,7 +30,7 @@ from tasks.planner import Cursor, CursorConflict
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 from tests.test_schemas import small_dwd_file
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+HARNESS = pytest.mark.usefixtures("prefect_harness")
 
 ELSEWHERE = Holder("another-host.example", 4242, "run-elsewhere")
 
@@ -68,6 +68,7 @@ def start_cli(env: PipelineEnv, *args: str, pause_file: Path) -> subprocess.Pope
     )
 
 
+@HARNESS
 def test_a_second_process_exits_naming_the_holder(env: PipelineEnv, tmp_path: Path) -> None:
     env.produce_observations(demo_observations(days=3))
     pause = tmp_path / "release-first"
@@ -95,6 +96,7 @@ def test_a_second_process_exits_naming_the_holder(env: PipelineEnv, tmp_path: Pa
     assert third.returncode == 0 and json.loads(third.stdout)["new_anchors"] == 0
 
 
+@HARNESS
 def test_backfill_and_in_process_runs_go_through_the_lease(
     env: PipelineEnv, tmp_path: Path
 ) -> None:
@@ -116,6 +118,7 @@ def test_backfill_and_in_process_runs_go_through_the_lease(
         assert summary["anchored"]["new_anchors"] > 0
 
 
+@HARNESS
 def test_state_writes_outside_the_lease_are_refused(env: PipelineEnv) -> None:
     with env.active() as settings:
         cursor = Cursor.empty(settings.topic, settings.window_seconds)
@@ -182,6 +185,7 @@ def _seconds(n: int) -> Any:
     return timedelta(seconds=n)
 
 
+@HARNESS
 def test_a_killed_run_s_lease_is_taken_over_by_the_next_run(env: PipelineEnv) -> None:
     env.produce_observations(demo_observations(days=2))
     killed = env.run_cli("anchor", "--drain", kill_at="after_plan")
@@ -193,6 +197,7 @@ def test_a_killed_run_s_lease_is_taken_over_by_the_next_run(env: PipelineEnv) ->
     assert json.loads(rerun.stdout)["resumed_plan"] is True
 
 
+@HARNESS
 def test_the_cursor_is_never_rolled_back(env: PipelineEnv) -> None:
     env.produce_observations(demo_observations(days=3))
     with env.active() as settings:
@@ -205,6 +210,7 @@ def test_the_cursor_is_never_rolled_back(env: PipelineEnv) -> None:
         assert Cursor.from_json(json.loads(store.get(layout.cursor_key(env.topic)))) == stored
 
 
+@HARNESS
 def test_the_cursor_is_not_written_when_nothing_changed(env: PipelineEnv) -> None:
     store = env.store()
     assert isinstance(store, S3ObjectStore)
