@@ -31,5 +31,10 @@ def backfill(
     # Stop when the backlog stops shrinking (producers outpace the cap): the schedule goes on.
     while 0 < runs[-1]["backlog"] < (runs[-2]["backlog"] if len(runs) > 1 else float("inf")):
         runs.append(anchor_windows(topic=topic, drain=True))
-    anchored = {**runs[-1], "new_anchors": sum(r["new_anchors"] for r in runs), "runs": len(runs)}
+    anchored = {
+        **runs[-1],
+        "new_anchors": sum(r["new_anchors"] for r in runs),
+        "messages_read": sum(r["messages_read"] for r in runs),
+        "runs": len(runs),
+    }
     return {"ingested": ingested, "anchored": anchored}
