@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage.kafka import KafkaLogError, OffsetRangeUnavailable
+from storage.lease import LeaseError
 from storage.ledger.base import AnchorConflict, LedgerError, LedgerUnavailable
 from storage.logkey import LogKeyError
 from storage.objectstore import (
@@ -61,6 +62,11 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         ObjectStoreUnavailable,
         TRANSIENT,
         "S3: connection refused, DNS failure, timeout, 5xx, SlowDown",
+    ),
+    ErrorRule(
+        LeaseError,
+        PERMANENT,
+        "another run holds the topic's lease, or this run lost it (storage/lease.py)",
     ),
     ErrorRule(ObjectConflict, PERMANENT, "S3: a write-once key holds different bytes"),
     ErrorRule(ObjectChanged, PERMANENT, "S3: another writer replaced an object (lost CAS)"),
