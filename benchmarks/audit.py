@@ -17,6 +17,7 @@ the completeness check in memory, exactly as `read_partitions` would hand them o
 ledger round-trips (one lookup per batch, independent of window size).
 
 The slope (seconds per record between successive sizes) must stay flat: audit is linear.
+Then the anchor-log checks per log entry and coverage per record (`benchmarks/audit_log.py`).
 Proofs: `make_bundle` (audit path from the window's leaves) and both verifiers per record.
 """
 
@@ -189,8 +190,20 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--proofs", type=int, default=5, help="bundles generated/verified per size")
+    parser.add_argument(
+        "--log-entries", default="550,2200,8800", help="anchor-log sizes (benchmarks/audit_log.py)"
+    )
+    parser.add_argument("--coverage-records", default="10000,100000,300000")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     run([int(s) for s in args.sizes.split(",")], args.proofs)
+    from benchmarks.audit_log import run as run_log
+
+    run_log(
+        [int(s) for s in args.log_entries.split(",")],
+        [int(s) for s in args.coverage_records.split(",")],
+        args.repeats,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage import layout
 from storage.ledger.base import Ledger
 from storage.objectstore import ObjectStore, ObjectStoreError
 from storage.tlog import LogError, LogReader
@@ -195,7 +194,7 @@ def fetch_log(
         previous = 0
         for size in boundaries:
             h = HeadEvidence(size, reader.root(size), previous)
-            h.anchored = observe(layout.head_entry_key(topic, size))
+            h.anchored = observe(head_key(topic, size))
             if previous:
                 h.proof_from_previous = reader.consistency_proof(previous, size)
             h.notes = list(notes.get(size, []))
@@ -212,6 +211,11 @@ def fetch_log(
             ev.problem = f"log entry {i}: {problem}"
             return LogFetch(ev, [], head)
     return LogFetch(ev, entries, head)
+
+
+def head_key(topic: str, size: int) -> str:
+    """Ledger key of the anchored log head of `size` (`storage.layout.head_entry_key`)."""
+    return f"head/{topic}/{size}"
 
 
 def receipt_notes(receipts: list[dict[str, Any] | None]) -> dict[int, list[bytes]]:
