@@ -237,11 +237,10 @@ def _append_forged_run(
 ) -> None:
     """A later run that logs (TARGET, r0) again with the forged digest, signed with the
     operator's key, and anchors its head and a batch on the ledger."""
-    from tasks.run_log import head_entry
-
     from tasks.batch import Batch, BatchMember
     from tasks.checkpoint import checkpoint_digest
     from tasks.revision import batch_entry, receipt
+    from tasks.run_log import head_entry
     from tasks.tlog.entries import run_entry, window_entry
 
     store, topic = env.store(), env.topic
