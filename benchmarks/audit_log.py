@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.audit_evidence import LedgerReader
-from flows.audit_log import fetch_log
+from flows.audit_log import fetch_log, observe_heads
 from storage.ledger.base import AnchorEntry
 from storage.ledger.local import LocalLedger
 from storage.objectstore import ObjectStore
@@ -118,7 +118,8 @@ def raw_read(store: ObjectStore) -> None:
 def audit_log(store: ObjectStore, ledger: LocalLedger, signer: Signer) -> None:
     """The audit's log side: fetch (tiles, entries, roots, proofs, ledger heads), check."""
     verifier = signer.verifier()
-    fetched = fetch_log(store, LedgerReader(ledger).observe, "bench", ORIGIN, verifier, {}, None)
+    fetched = fetch_log(store, "bench", ORIGIN, verifier, {}, None)
+    observe_heads(fetched.evidence, LedgerReader(ledger).observe, "bench")
     res, _ = check_log(fetched.evidence, verifier)
     assert res.verdict == "pass", res.to_json()
     check_entries(index_log(fetched.entries))

@@ -119,11 +119,12 @@ def documents_task(
     trust, fallback = trust_of(settings, trust_path)
     store = open_store(settings)
     with open_ledger(settings, trusted_identity=trust.ledger if trust else None) as ledger:
-        log = open_log(store, LedgerReader(ledger), settings.topic, trust, fallback, state_dir)
-    documents = load_documents(
-        store, settings.topic, discover_windows(store, settings.topic, selection, log.logged)
-    )
-    finish_log(log, documents, trust.verifier if trust else fallback[1])
+        reader = LedgerReader(ledger)
+        log = open_log(store, reader, settings.topic, trust, fallback, state_dir)
+        documents = load_documents(
+            store, settings.topic, discover_windows(store, settings.topic, selection, log.logged)
+        )
+        finish_log(log, documents, trust.verifier if trust else fallback[1], reader)
     attach_log(log, documents)
     return documents, log
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,15 +159,14 @@ class LogFetch:
 
 def fetch_log(
     store: ObjectStore,
-    observe: Any,  # flows.audit.LedgerReader.observe
     topic: str,
     origin: str,
     verifier: Verifier | None,
     notes: dict[int, list[bytes]],
     remembered: RememberedHead | None,
 ) -> LogFetch:
-    """Read the whole log (authenticated against its signed checkpoint), its run boundaries,
-    their ledger anchors and the consistency proofs the checks need.
+    """Read the whole log (authenticated against its signed checkpoint), its run boundaries
+    and the consistency proofs the checks need (`observe_heads` then asks the ledger).
 
     `notes` are signed checkpoints found elsewhere (receipts), by tree size.
     """
@@ -194,7 +194,6 @@ def fetch_log(
         previous = 0
         for size in boundaries:
             h = HeadEvidence(size, reader.root(size), previous)
-            h.anchored = observe(head_key(topic, size))
             if previous:
                 h.proof_from_previous = reader.consistency_proof(previous, size)
             h.notes = list(notes.get(size, []))
@@ -213,12 +212,32 @@ def fetch_log(
     return LogFetch(ev, entries, head)
 
 
+def observe_heads(
+    evidence: LogEvidence,
+    observe: Any,  # flows.audit_evidence.LedgerReader.observe
+    topic: str,
+    receipts: Sequence[dict[str, Any] | None] = (),
+) -> None:
+    """Look every run boundary's head entry up on the (pinned) ledger. Receipts name where
+    their run's head entry sits (`ledger.head.locator`): the Bitcoin family finds it by txid,
+    without the writer's wallet."""
+    locators: dict[int, dict[str, Any]] = {}
+    for rc in receipts:
+        log, ref = (rc or {}).get("log"), ((rc or {}).get("ledger") or {}).get("head")
+        if not (isinstance(log, dict) and isinstance(ref, dict)):
+            continue
+        if type(log.get("size")) is int and isinstance(ref.get("locator"), dict):
+            locators.setdefault(log["size"], ref["locator"])
+    for h in evidence.heads:
+        h.anchored = observe(head_key(topic, h.size), locators.get(h.size))
+
+
 def head_key(topic: str, size: int) -> str:
     """Ledger key of the anchored log head of `size` (`storage.layout.head_entry_key`)."""
     return f"head/{topic}/{size}"
 
 
-def receipt_notes(receipts: list[dict[str, Any] | None]) -> dict[int, list[bytes]]:
+def receipt_notes(receipts: Sequence[dict[str, Any] | None]) -> dict[int, list[bytes]]:
     """Signed checkpoints carried by receipts (`receipt.log.checkpoint`), by tree size."""
     out: dict[int, list[bytes]] = {}
     for rc in receipts:

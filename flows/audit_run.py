@@ -21,6 +21,7 @@ from flows.audit_log import (
     ledger_head,
     ledger_still_extends,
     load_state,
+    observe_heads,
     receipt_notes,
     save_state,
 )
@@ -60,6 +61,7 @@ class LogAudit:
 
     origin: str
     pinned: bool
+    topic: str = ""
     fetch: LogFetch | None = None
     index: LogIndex | None = None
     accounting: Accounting | None = None
@@ -90,8 +92,8 @@ def open_log(
     """Fetch and index the log; a topic without a log (older deployments) gives no index."""
     origin, verifier = (trust.origin, trust.verifier) if trust else fallback
     remembered, problem = load_state(state_dir, origin)
-    out = LogAudit(origin, trust is not None)
-    fetch = fetch_log(store, reader.observe, topic, origin, verifier, {}, remembered)
+    out = LogAudit(origin, trust is not None, topic)
+    fetch = fetch_log(store, topic, origin, verifier, {}, remembered)
     fetch.evidence.remembered_problem = problem
     fetch.evidence.ledger_problem = ledger_still_extends(reader.ledger, remembered)
     out.fetch, out.ledger_head = fetch, ledger_head(reader.ledger)
@@ -103,11 +105,16 @@ def open_log(
     return out
 
 
-def finish_log(log: LogAudit, documents: Documents, verifier: Verifier | None) -> None:
-    """Run the log check once the receipts (which carry older signed heads) are loaded."""
+def finish_log(
+    log: LogAudit, documents: Documents, verifier: Verifier | None, reader: LedgerReader
+) -> None:
+    """Once the receipts are loaded (they carry older signed heads and where each head
+    entry sits on the ledger): look the heads up and run the log check."""
     if log.fetch is None or (log.index is None and log.fetch.evidence.checkpoint_note is None):
         return
-    notes = receipt_notes([inp.receipt for revs in documents.revisions.values() for inp in revs])
+    receipts = [inp.receipt for revs in documents.revisions.values() for inp in revs]
+    observe_heads(log.fetch.evidence, reader.observe, log.topic, receipts)
+    notes = receipt_notes(receipts)
     for h in log.fetch.evidence.heads:
         h.notes = notes.get(h.size, [])
     log.check, log.head = check_log(log.fetch.evidence, verifier)
@@ -241,7 +248,7 @@ def run_audit(
     log = open_log(store, reader, topic, trust, fallback or (origin, None), state_dir)
     discovery = discover_windows(store, topic, selection, log.logged)
     documents = load_documents(store, topic, discovery)
-    finish_log(log, documents, trust.verifier if trust else (fallback or (origin, None))[1])
+    finish_log(log, documents, trust.verifier if trust else (fallback or (origin, None))[1], reader)
     attach_log(log, documents)
     view = (
         read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
