@@ -218,3 +218,11 @@ def test_remembered_state_round_trips_and_rejects_junk() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {junk!r}")
+
+
+def test_messages_after_the_last_run_are_left_to_the_late_data_scan() -> None:
+    msgs = _msgs(24)
+    acc = _account([_window(0, 20), _run(1, (0, 20))], msgs)
+    (cov,) = acc.finish({0: (0, 24)})
+    assert (cov.last, cov.in_windows, cov.verdict) == (20, 20, "pass")
+    assert not acc.window_findings

@@ -298,9 +298,11 @@ class Accounting:
                     )
                 )
             return
+        if cov is not None and o >= hi:
+            return  # not read by any logged run yet: the late-data scan reports it
         w = next((w for w in windows if w.window_id in self.index.revisions), windows[0])
         if inside or w.window_id in self.index.revisions:
-            where = "inside" if inside else "outside"
+            where = "inside" if inside else "before"
             self.window_findings[w.window_id].append(
                 Finding(
                     FAIL,
