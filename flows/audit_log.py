@@ -223,7 +223,9 @@ def observe_heads(
     without the writer's wallet."""
     locators: dict[int, dict[str, Any]] = {}
     for rc in receipts:
-        log, ref = (rc or {}).get("log"), ((rc or {}).get("ledger") or {}).get("head")
+        if not isinstance(rc, dict) or not isinstance(rc.get("ledger"), dict):
+            continue  # hostile receipts are the anchored check's to report
+        log, ref = rc.get("log"), rc["ledger"].get("head")
         if not (isinstance(log, dict) and isinstance(ref, dict)):
             continue
         if type(log.get("size")) is int and isinstance(ref.get("locator"), dict):
@@ -241,7 +243,7 @@ def receipt_notes(receipts: Sequence[dict[str, Any] | None]) -> dict[int, list[b
     """Signed checkpoints carried by receipts (`receipt.log.checkpoint`), by tree size."""
     out: dict[int, list[bytes]] = {}
     for rc in receipts:
-        log = (rc or {}).get("log")
+        log = rc.get("log") if isinstance(rc, dict) else None
         if not isinstance(log, dict) or not isinstance(log.get("checkpoint"), str):
             continue
         size = log.get("size")
