@@ -81,12 +81,10 @@ def test_run_pages_and_artifacts_render_in_a_browser(guide: Guide, tmp_path: Pat
     anchor = _completed(guide, "anchor-windows")
     audit = _completed(guide, "audit")
     pages = {
+        # the run pages (the Artifacts tab is one click away; the pages below render them)
         "anchor-run": (
-            f"{guide.ui_url}/runs/flow-run/{anchor['id']}?tab=Artifacts",
-            [
-                anchor["name"],
-                "anchor-windows-dwd-observations",
-            ],
+            f"{guide.ui_url}/runs/flow-run/{anchor['id']}",
+            [anchor["name"], "Completed", "Artifacts", "Task Runs"],
         ),
         "anchor-markdown": (
             f"{guide.ui_url}/artifacts/artifact/"
@@ -99,11 +97,8 @@ def test_run_pages_and_artifacts_render_in_a_browser(guide: Guide, tmp_path: Pat
             ["00433_20180924T000000Z_86400s", "ledger key (window)"],
         ),
         "audit-run": (
-            f"{guide.ui_url}/runs/flow-run/{audit['id']}?tab=Artifacts",
-            [
-                audit["name"],
-                "audit-summary-dwd-observations",
-            ],
+            f"{guide.ui_url}/runs/flow-run/{audit['id']}",
+            [audit["name"], "Completed", "Artifacts"],
         ),
         "audit-markdown": (
             f"{guide.ui_url}/artifacts/artifact/"
