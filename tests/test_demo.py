@@ -76,16 +76,22 @@ def test_demo_anchors_everything_once_and_the_audit_passes(home: Path) -> None:
     assert report["summary"]["by_verdict"]["pass"] == 1100
     assert report["ledger"] == {"backend": "local", "integrity": report["ledger"]["integrity"]}
     assert report["ledger"]["integrity"]["ok"] is True
+    coverage = report["log"]["coverage"]  # every offset of the demo topic is accounted for
+    assert coverage["verdict"] == "pass" and coverage["partitions"]
+    assert all(c["accounted"] == c["offsets"] > 0 for c in coverage["partitions"])
 
+    trust = home / "trust.json"
+    trust.write_text(cli(home, "trust", "export").stdout)
     bundle = home / "bundle.json"
     cli(home, "prove", "--station", "00433", "--at", "2019-09-07T17:00Z", "--out", str(bundle))
     doc = json.loads(bundle.read_text())
     assert (
         json.loads(doc["record"])["temperature_c_tenths"] is None
     )  # 2019-09-07 17:00 is a -999 gap
-    cli(home, "verify-proof", str(bundle))
+    cli(home, "verify-proof", "--trust", str(trust), str(bundle))
+    verifier = str(REPO / "docs" / "verify_bundle.py")
     standalone = subprocess.run(
-        [sys.executable, "-I", "-S", str(REPO / "docs" / "verify_bundle.py"), str(bundle)],
+        [sys.executable, "-I", "-S", verifier, "--trust", str(trust), str(bundle)],
         capture_output=True,
         text=True,
         timeout=60,
