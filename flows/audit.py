@@ -202,6 +202,10 @@ def audit(
         latest=latest,
         all=all_windows,
     )
+    # A parameter names a directory the audit writes to: confine it like the report paths;
+    # the setting `audit_state_dir` (operator's configuration, the CLI's --state) is not.
+    if state_dir:
+        state_dir = str(resolve_output(settings.report_path, state_dir))
     state_dir = state_dir or settings.audit_state_dir or None
     documents, log = documents_task(settings, selection, trust_path, state_dir)
     view, coverage = read_task(settings, documents, log)

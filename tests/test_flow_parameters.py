@@ -39,6 +39,18 @@ def test_audit_report_path_outside_report_dir_is_refused(
     assert not (tmp_path / "escaped.json").exists()
 
 
+@pytest.mark.parametrize("name", ["../state", "{outside}", "reports/../../state"])
+def test_audit_state_dir_outside_report_dir_is_refused(
+    env: PipelineEnv, tmp_path: Path, name: str
+) -> None:
+    """`state_dir` is written to (the remembered head), so a run's parameter is confined too."""
+    outside = tmp_path / "outside"
+    with env.active(), pytest.raises(UnsafePath, match="outside the report"):
+        audit(all_windows=True, state_dir=name.format(outside=outside))
+    assert not outside.exists()
+    assert not (tmp_path / "state").exists()
+
+
 def test_symlink_in_report_dir_does_not_lead_out(tmp_path: Path) -> None:
     reports, outside = tmp_path / "reports", tmp_path / "outside"
     reports.mkdir()

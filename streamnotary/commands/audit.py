@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from flows.audit_log import TrustPolicyError
     from tasks.audit_artifacts import write_outputs
 
+    if args.state:
+        # The operator's own directory, passed as a setting: the flow parameter `state_dir`
+        # is confined to the report directory because anyone with Prefect API access sets it.
+        os.environ["STREAMNOTARY_AUDIT_STATE_DIR"] = str(Path(args.state).expanduser().resolve())
     try:
         report = audit(
             window_ids=list(args.window_ids),
@@ -96,7 +101,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
             all_windows=args.all,
             topic=args.topic,
             trust_path=args.trust,
-            state_dir=args.state,
         )
     except AuditFailed as exc:
         report = exc.report
