@@ -113,6 +113,10 @@ class Settings:
     lease_seconds: int = 300  # lifetime of the topic lease; renewed every third of it
     read_page_messages: int = 10_000  # offsets per Kafka read page (read_timeout_seconds each)
     max_messages_per_run: int = 500_000  # offsets one run reads at most; the rest next run
+    # issue 10: object layout of a run. "per_window": payload, checkpoint and receipt per
+    # window revision; "pack": one Parquet payload pack per run, checkpoints per window and
+    # no receipts (auditor and prover take inclusion proofs from the anchor log's tiles).
+    object_layout: str = "per_window"
 
     def __repr__(self) -> str:
         parts = []
@@ -201,9 +205,14 @@ _BOOL_TEXT = {"1": True, "true": True, "yes": True, "on": True}
 _BOOL_TEXT |= {"0": False, "false": False, "no": False, "off": False, "": False}
 
 
+OBJECT_LAYOUTS = ("pack", "per_window")
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name not in _FIELD_TYPES:
         raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
+    if name == "object_layout" and str(value) not in OBJECT_LAYOUTS:
+        raise ValueError(f"setting object_layout must be one of {OBJECT_LAYOUTS}, got {value!r}")
     kind = _FIELD_TYPES[name]
     if kind == "bool":
         if isinstance(value, str):

@@ -128,3 +128,13 @@ def test_log_lines_mask_configured_secrets(
         logging.getLogger("streamnotary.test").error("node said: bad key " + SECRET)
     assert caplog.records and SECRET not in caplog.text and "MIIEvQ" not in caplog.text
     assert "connecting to https://" in caplog.text
+
+
+def test_object_layout_is_pack_or_per_window(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().object_layout == "per_window"
+    assert load_settings(object_layout="pack").object_layout == "pack"
+    monkeypatch.setenv("STREAMNOTARY_OBJECT_LAYOUT", "per-window")
+    with pytest.raises(ValueError, match="object_layout must be one of"):
+        load_settings()
