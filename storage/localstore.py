@@ -24,6 +24,7 @@ from storage.store_base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    ObjectStoreError,
     PutOutcome,
     Tagged,
     _check_key,
@@ -179,6 +180,18 @@ class LocalObjectStore(ObjectStore):
             raise ObjectNotFound(f"{self.uri(key)}: a local directory keeps no versions")
         try:
             return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {self.uri(key)}") from None
+
+    def get_range(self, key: str, offset: int, length: int, version_id: str | None = None) -> bytes:
+        if version_id is not None:
+            raise ObjectNotFound(f"{self.uri(key)}: a local directory keeps no versions")
+        if offset < 0 or length < 0:
+            raise ObjectStoreError(f"bad byte range {offset}+{length} of {self.uri(key)}")
+        try:
+            with self._path(key).open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object {self.uri(key)}") from None
 

@@ -102,6 +102,16 @@ class ObjectStore(ABC):
     def get(self, key: str, version_id: str | None = None) -> bytes:
         """The object's bytes (a given version, where the store keeps versions)."""
 
+    def get_range(self, key: str, offset: int, length: int, version_id: str | None = None) -> bytes:
+        """`length` bytes of the object from byte `offset` (a payload inside a run's pack).
+
+        Fewer bytes come back when the object is shorter: the caller's SHA-256 check then
+        fails by name. Stores override this with a ranged read; this default reads it all.
+        """
+        if offset < 0 or length < 0:
+            raise ObjectStoreError(f"bad byte range {offset}+{length} of {self.uri(key)}")
+        return self.get(key, version_id)[offset : offset + length]
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size (and version id) of the object, or None if absent."""

@@ -60,7 +60,7 @@ IO_RETRIES: dict[str, Any] = {
     "cache_policy": NO_CACHE,
 }
 
-WRITE_CONCURRENCY = 8
+WRITE_CONCURRENCY = 32
 
 
 def unwalked(t: Task[..., R]) -> Callable[..., R]:
@@ -108,6 +108,7 @@ def check_write_once(settings: Settings) -> str:
     return writeonce.check_write_once(open_store(settings))
 
 
+@unwalked
 @task(name="load-cursor", **IO_RETRIES)
 @timed(OBJECTS)
 def load_cursor(settings: Settings) -> Cursor:
@@ -165,6 +166,7 @@ def read_offset_ranges(
     return out
 
 
+@unwalked
 @task(name="load-held-messages", **IO_RETRIES)
 def load_held(settings: Settings, cursor: Cursor) -> list[SourceMessage] | None:
     """The stored messages of still-open windows the cursor names; None: re-read instead."""
@@ -178,6 +180,7 @@ def load_held(settings: Settings, cursor: Cursor) -> list[SourceMessage] | None:
         return None
 
 
+@unwalked
 @task(name="write-held-messages", **IO_RETRIES)
 def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef | None:
     """Store the messages of still-open windows (write-once, named by their SHA-256)."""
@@ -286,6 +289,7 @@ def object_versions(settings: Settings, keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
+@unwalked
 @task(name="anchor-batch", **IO_RETRIES)
 @timed(LEDGER)
 def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
@@ -360,6 +364,7 @@ def _log_writer(settings: Settings) -> LogWriter:
     )
 
 
+@unwalked
 @task(name="check-cursor-against-log", **IO_RETRIES)
 def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
     """Authenticate the cursor by the signed log; returns the log's size (the append base).
@@ -385,6 +390,7 @@ def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
     return head.size
 
 
+@unwalked
 @task(name="append-log", **IO_RETRIES)
 def append_log(settings: Settings, log: Mapping[str, Any]) -> dict[str, Any]:
     """Append the plan's entries to the anchor log and publish the signed checkpoint.
@@ -411,6 +417,7 @@ def _head_json(head: LogCheckpoint) -> dict[str, Any]:
     return {"size": head.size, "root": head.root.hex()}
 
 
+@unwalked
 @task(name="anchor-head", **IO_RETRIES)
 def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
     """Anchor the run's new log head (idempotent by key `head/<topic>/<size>`)."""
@@ -418,6 +425,7 @@ def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
         return ledger.anchor(entry)
 
 
+@unwalked
 @task(name="log-inclusion-proofs", **IO_RETRIES)
 def log_inclusion_proofs(
     settings: Settings, indexes: Sequence[int], size: int
@@ -431,6 +439,7 @@ def _plan_text(origin: str, pending: Mapping[str, Any]) -> str:
     return f"streamnotary write-ahead plan\n{origin}\n{sha256_hex(document_bytes(dict(pending)))}\n"
 
 
+@unwalked
 @task(name="sign-plan", **IO_RETRIES)
 def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     """Sign the plan before storing it: a resumed run signs log entries only from a plan
@@ -440,6 +449,7 @@ def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     open_store(settings).put(layout.pending_note_key(settings.topic), note, "text/plain")
 
 
+@unwalked
 @task(name="verify-plan", **IO_RETRIES)
 def verify_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     """`PlanUnauthenticated` unless the stored plan carries the log key's signature."""
