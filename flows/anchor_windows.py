@@ -28,6 +28,7 @@ from tasks.batch import Batch
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
 from tasks.message import Classified, classify
+from tasks.pack import PackBuilder, payload_location, plan_pack
 from tasks.payload import encode_payload
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
@@ -198,6 +199,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
     uri_of = open_store(settings).uri
+    pack = run_pack(settings, plan.next_cursor.runs)
     revisions = [
         plan_revision(
             content=build_window(w.key, w.items),
@@ -207,11 +209,12 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
             close_reason=w.close_reason,
             uri_of=uri_of,
             pipeline_version=streamnotary.__version__,
+            pack=pack,
         )
         for w in plan.closing
     ]
     rejected = [c for w in plan.closing for c in w.items if c.rejected]
-    late_revisions, late_rejected = revise_late_windows(settings, plan.late)
+    late_revisions, late_rejected = revise_late_windows(settings, plan.late, pack)
     revisions += late_revisions
     quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
 
@@ -251,7 +254,9 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     complete_plan(
         settings,
         pending,
-        payloads={r_key(settings, r): r.payload for r in revisions},
+        payloads={pack.key: pack.data()}
+        if pack is not None and len(pack)
+        else {r_key(settings, r): r.payload for r in revisions},
         summary=summary,
     )
     summary.unattributable += len(plan.unattributable)
@@ -316,12 +321,21 @@ def plan_options(settings: Settings, drain: bool) -> PlanOptions:
     )
 
 
+def run_pack(settings: Settings, run: int) -> PackBuilder | None:
+    """The run's payload pack under layout "pack" (keyed by the run number), else None."""
+    if settings.object_layout != "pack":
+        return None
+    return PackBuilder(layout.pack_key(settings.topic, run))
+
+
 def r_key(settings: Settings, r: PlannedRevision) -> str:
     return layout.payload_key(settings.topic, r.key, r.revision)
 
 
 def revise_late_windows(
-    settings: Settings, late: Mapping[WindowKey, Sequence[Classified]]
+    settings: Settings,
+    late: Mapping[WindowKey, Sequence[Classified]],
+    pack: PackBuilder | None = None,
 ) -> tuple[list[PlannedRevision], list[Classified]]:
     """A new revision for each closed window that received messages after it was anchored.
 
@@ -352,35 +366,55 @@ def revise_late_windows(
                 close_reason="late_data",
                 uri_of=store.uri,
                 pipeline_version=streamnotary.__version__,
+                pack=pack,
             )
         )
     return out, rejected
 
 
 def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -> dict[str, bytes]:
-    """Re-derive the payloads of an unfinished plan from its checkpoints' offset ranges."""
-    spec = WindowSpec(settings.window_seconds)
+    """Re-derive the payloads of an unfinished plan from its checkpoints' offset ranges.
+
+    Per-window payloads already stored are skipped. A pack (layout pack) is rebuilt
+    whole unless it is stored: the concatenation, in plan order, of the re-derived
+    payloads, which the checkpoints' offsets must describe exactly (`tasks.pack.plan_pack`),
+    so the resumed run writes the identical bytes (write-once).
+    """
+    checkpoints = [w["checkpoint"] for w in windows]
+    packs = plan_pack(checkpoints)
+    packed = {i for members in packs.values() for i in members}
     out: dict[str, bytes] = {}
     store = open_store(settings)
-    for w in windows:
-        cp = w["checkpoint"]
+    for i, cp in enumerate(checkpoints):
+        if i in packed:
+            continue
         key = WindowKey.parse(cp["window"]["id"])
         pkey = layout.payload_key(settings.topic, key, cp["revision"])
         if store.head(pkey) is not None:
             continue  # written before the crash; write-once comparison is not needed
-        messages = steps.read_offset_ranges(settings, ranges_of(cp))
-        content = build_window(
-            key, [c for c in (classify(m, spec) for m in messages) if c.window == key]
-        )
-        data = encode_payload(content.records)
-        if sha256_hex(data) != cp["payload"]["sha256"]:
-            raise PlanResumeError(
-                f"{cp['window']['id']} r{cp['revision']}: the offset ranges no longer reproduce "
-                "the planned payload (source data changed or expired); refusing to anchor "
-                "(see `streamnotary repair`)"
-            )
-        out[pkey] = data
+        out[pkey] = _rederive(settings, cp)
+    for pkey, members in packs.items():
+        if store.head(pkey) is None:
+            out[pkey] = b"".join(_rederive(settings, checkpoints[i]) for i in members)
     return out
+
+
+def _rederive(settings: Settings, cp: Mapping[str, Any]) -> bytes:
+    """One window revision's payload, rebuilt from its offset ranges and checked."""
+    spec = WindowSpec(settings.window_seconds)
+    key = WindowKey.parse(cp["window"]["id"])
+    messages = steps.read_offset_ranges(settings, ranges_of(cp))
+    content = build_window(
+        key, [c for c in (classify(m, spec) for m in messages) if c.window == key]
+    )
+    data = encode_payload(content.records)
+    if sha256_hex(data) != cp["payload"]["sha256"]:
+        raise PlanResumeError(
+            f"{cp['window']['id']} r{cp['revision']}: the offset ranges no longer reproduce "
+            "the planned payload (source data changed or expired); refusing to anchor "
+            "(see `streamnotary repair`)"
+        )
+    return data
 
 
 def complete_plan(
@@ -454,7 +488,7 @@ def complete_plan(
                 for w in windows
                 for k in (
                     layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
-                    layout.payload_key(topic, keys[w["window_id"]], w["revision"]),
+                    _payload_object(topic, w),
                 )
             ],
         )
@@ -463,7 +497,7 @@ def complete_plan(
                 key, rev = keys[w["window_id"]], w["revision"]
                 receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
                     "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
-                    "payload": versions.get(layout.payload_key(topic, key, rev)),
+                    "payload": versions.get(_payload_object(topic, w)),
                 }
         steps.write_documents(settings, receipts, phase="receipts")
         kill_point("before_cursor")
@@ -474,6 +508,12 @@ def complete_plan(
         summary.batch_ref = batch_ref.to_json()
     summary.completed_plans.append(pending)
     steps.advance_cursor(settings, pending["next_cursor"])
+
+
+def _payload_object(topic: str, w: Mapping[str, Any]) -> str:
+    """The object holding a planned window's payload: its own, or the run's pack."""
+    key = WindowKey.parse(w["window_id"])
+    return payload_location(topic, key, w["revision"], w["checkpoint"]).key
 
 
 def _log_proofs(

@@ -9,7 +9,7 @@ from flows.audit_select import Discovery
 from storage import layout
 from storage.kafka import KafkaLog, OffsetRangeUnavailable
 from storage.ledger.base import EntryNotFound, Ledger, LedgerError, LedgerUnavailable
-from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
+from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError, read_payload
 from tasks.audit import (
     Finding,
     KafkaView,
@@ -27,6 +27,7 @@ from tasks.audit.documents import (
 from tasks.canonical import parse_document
 from tasks.checkpoint import ranges_of
 from tasks.message import classify
+from tasks.pack import PackError, payload_location
 from tasks.window import WindowKey, WindowSpec
 
 # ---------------------------------------------------------------------------------------
@@ -186,14 +187,27 @@ class LedgerReader:
 def fetch_evidence(
     store: ObjectStore, reader: LedgerReader, topic: str, key: WindowKey, inp: RevisionInputs
 ) -> None:
-    """Fill in the payload and the ledger observations of one revision."""
+    """Fill in the payload and the ledger observations of one revision.
+
+    The payload is where the (not yet screened) checkpoint puts it: its own object, or a
+    byte range of its run's pack (ranged GET). A pack reference that names anything but a
+    pack of this topic is a payload problem, never a read of some other object.
+    """
     try:
-        inp.payload = store.get(inp.payload_key, pinned_version(inp.receipt, "payload"))
-    except ObjectNotFound:
-        inp.payload_problem = "missing from the object store"
-    except ObjectStoreError as exc:
-        inp.payload_problem = str(exc)
-    inp.payload_uri = store.uri(inp.payload_key)
+        where = payload_location(topic, key, inp.revision, inp.checkpoint)
+    except PackError as exc:
+        inp.payload_problem = f"unusable pack reference: {exc}"
+    else:
+        inp.payload_key = where.key
+        try:
+            inp.payload = read_payload(store, where, pinned_version(inp.receipt, "payload"))
+        except ObjectNotFound:
+            inp.payload_problem = "missing from the object store"
+        except ObjectStoreError as exc:
+            inp.payload_problem = str(exc)
+        inp.payload_uri = store.uri(where.key)
+        if where.packed:
+            inp.payload_uri += f"#bytes={where.offset}+{where.length}"
     rc = inp.receipt
     if rc is None:
         return

@@ -9,7 +9,7 @@ from flows.audit_evidence import LedgerReader, load_json, pinned_version
 from flows.audit_select import iso_z
 from storage import layout
 from storage.ledger.base import Ledger
-from storage.objectstore import ObjectNotFound, ObjectStore
+from storage.objectstore import ObjectNotFound, ObjectStore, read_payload
 from storage.tlog import LogError, LogReader
 from tasks.audit import LedgerObservation
 from tasks.audit.documents import (
@@ -20,6 +20,7 @@ from tasks.audit.documents import (
 )
 from tasks.checkpoint import checkpoint_digest
 from tasks.merkle import MerkleError, merkle_root, verify_consistency
+from tasks.pack import PackError, payload_location
 from tasks.payload import PayloadError, decode_payload
 from tasks.proof_bundle import LedgerEvidence, ProofBundleError, make_bundle
 from tasks.proof_bundle_v2 import make_bundle_v2
@@ -98,10 +99,9 @@ def prove_record(
             f"{key.window_id} r{rev}: stored checkpoint does not match the anchored digest"
         )
     try:
-        records = decode_payload(
-            store.get(layout.payload_key(topic, key, rev), pinned_version(receipt, "payload"))
-        )
-    except (ObjectNotFound, PayloadError) as exc:
+        where = payload_location(topic, key, rev, checkpoint)
+        records = decode_payload(read_payload(store, where, pinned_version(receipt, "payload")))
+    except (ObjectNotFound, PayloadError, PackError) as exc:
         raise ProofError(f"{key.window_id} r{rev}: payload unusable: {exc}") from exc
     leaves = [canonical_bytes(r) for r in records]
     if merkle_root(leaves).hex() != checkpoint["merkle"]["root"]:

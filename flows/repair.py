@@ -32,6 +32,7 @@ from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from streamnotary.config import Settings
 from tasks.batch import Batch
 from tasks.canonical import sha256_hex
+from tasks.pack import payload_location, plan_pack
 from tasks.planner import Cursor
 from tasks.revision import document_bytes
 from tasks.window import WindowKey
@@ -129,6 +130,7 @@ def inspect(settings: Settings) -> PlanReport:
             )
         for w in plan["windows"]:
             key, rev = WindowKey.parse(w["window_id"]), int(w["revision"])
+            payload_object = payload_location(topic, key, rev, w["checkpoint"]).key
             anchored = (
                 ledger.supports_window_items
                 and ledger.lookup(layout.window_entry_key(topic, key, rev)) is not None
@@ -137,7 +139,7 @@ def inspect(settings: Settings) -> PlanReport:
                 WindowState(
                     window_id=w["window_id"],
                     revision=rev,
-                    payload_stored=store.head(layout.payload_key(topic, key, rev)) is not None,
+                    payload_stored=store.head(payload_object) is not None,
                     checkpoint_stored=store.head(layout.checkpoint_key(topic, key, rev))
                     is not None,
                     anchored=anchored,
@@ -159,6 +161,26 @@ def _delete_if_same(store: ObjectStore, key: str, expected_sha256: str) -> bool:
     return True
 
 
+def _delete_pack_if_same(
+    store: ObjectStore, key: str, checkpoints: list[Mapping[str, Any]]
+) -> bool:
+    """Delete the plan's pack only if it is exactly its planned payloads, back to back."""
+    try:
+        data = store.get(key)
+    except ObjectNotFound:
+        return False
+    end = 0
+    for cp in checkpoints:
+        p = cp["payload"]
+        if sha256_hex(data[p["pack"]["offset"] : p["pack"]["offset"] + p["size"]]) != p["sha256"]:
+            raise RepairRefused(f"{store.uri(key)} is not the plan's pack; left untouched")
+        end = p["pack"]["offset"] + p["size"]
+    if len(data) != end:
+        raise RepairRefused(f"{store.uri(key)} is not the plan's pack; left untouched")
+    store.delete(key)
+    return True
+
+
 def discard(settings: Settings) -> list[str]:
     """Delete an unfinished plan whose parts are all unanchored; returns deleted keys."""
     report = inspect(settings)
@@ -175,13 +197,17 @@ def discard(settings: Settings) -> list[str]:
     plan = load_plan(store, topic)
     assert plan is not None
     deleted: list[str] = []
+    checkpoints = [w["checkpoint"] for w in plan["windows"]]
+    for pack_key, members in plan_pack(checkpoints).items():
+        if _delete_pack_if_same(store, pack_key, [checkpoints[i] for i in members]):
+            deleted.append(pack_key)
     for w in plan["windows"]:
         key, rev = WindowKey.parse(w["window_id"]), int(w["revision"])
         cp = w["checkpoint"]
-        for k, digest in (
-            (layout.payload_key(topic, key, rev), cp["payload"]["sha256"]),
-            (layout.checkpoint_key(topic, key, rev), sha256_hex(document_bytes(cp))),
-        ):
+        objects = [(layout.checkpoint_key(topic, key, rev), sha256_hex(document_bytes(cp)))]
+        if "pack" not in cp["payload"]:
+            objects.insert(0, (layout.payload_key(topic, key, rev), cp["payload"]["sha256"]))
+        for k, digest in objects:
             if _delete_if_same(store, k, digest):
                 deleted.append(k)
     if plan["batch"]:

@@ -4,7 +4,8 @@ Like Confluent's S3 sink, every name is a function of the window (topic, station
 window start and size, revision), never of the run or the clock. A retry therefore
 writes to the same keys, finds its own earlier work, and overwrites nothing.
 
-    payloads/<topic>/<station>/<window start>_<size>s/r<rev>.parquet
+    payloads/<topic>/<station>/<window start>_<size>s/r<rev>.parquet   (layout per_window)
+    packs/<topic>/run-<run, 10 digits>.pack  (layout pack: the run's payloads back to back)
     checkpoints/<topic>/<station>/<window start>_<size>s/r<rev>.json
     receipts/<topic>/<station>/<window start>_<size>s/r<rev>.json
     quarantine/<topic>/p<partition>/<offset, 20 digits>.json
@@ -28,6 +29,31 @@ def _window_dir(topic: str, key: WindowKey) -> str:
 
 def payload_key(topic: str, key: WindowKey, revision: int) -> str:
     return f"payloads/{_window_dir(topic, key)}/r{revision:04d}.parquet"
+
+
+def pack_key(topic: str, run: int) -> str:
+    """The payload pack of the topic's run number `run` (the plan's next cursor's ``runs``).
+
+    A function of the run, not of the clock: a killed run that resumes writes the same
+    pack, byte for byte, to the same key (write-once).
+    """
+    return f"packs/{topic}/run-{run:010d}.pack"
+
+
+def packs_prefix(topic: str) -> str:
+    return f"packs/{topic}/"
+
+
+def is_pack_key(topic: str, object_key: str) -> bool:
+    """Whether `object_key` is named like a pack of `topic` (`pack_key`)."""
+    name = object_key.removeprefix(packs_prefix(topic))
+    return (
+        object_key.startswith(packs_prefix(topic))
+        and len(name) == len("run-0000000000.pack")
+        and name.startswith("run-")
+        and name.endswith(".pack")
+        and name[4:14].isdigit()
+    )
 
 
 def checkpoint_key(topic: str, key: WindowKey, revision: int) -> str:

@@ -28,6 +28,7 @@ from storage.store_base import (
 
 if TYPE_CHECKING:
     from streamnotary.config import Settings
+    from tasks.pack import PayloadLocation
 
 __all__ = [
     "LocalObjectStore",
@@ -43,7 +44,17 @@ __all__ = [
     "S3ObjectStore",
     "Tagged",
     "open_store",
+    "read_payload",
 ]
+
+
+def read_payload(
+    store: ObjectStore, where: PayloadLocation, version_id: str | None = None
+) -> bytes:
+    """A window revision's payload bytes: its own object, or a ranged GET of its run's pack."""
+    if where.offset is None or where.length is None:
+        return store.get(where.key, version_id)
+    return store.get_range(where.key, where.offset, where.length, version_id)
 
 
 def open_store(settings: Settings) -> ObjectStore:

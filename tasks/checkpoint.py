@@ -34,6 +34,8 @@ class PayloadRef:
     uri: str
     sha256: str
     size: int
+    pack_key: str | None = None  # layout pack: the payload is bytes [offset, offset+size)
+    offset: int | None = None  # of this run-level pack object (tasks/pack.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,8 @@ def build_checkpoint(
         },
         "pipeline": {"name": "streamnotary", "version": pipeline_version},
     }
+    if payload.pack_key is not None:
+        doc["payload"]["pack"] = {"key": payload.pack_key, "offset": payload.offset}
     # Not schema-validated here: validation costs ~3 ms, as much as building the window,
     # and this document is assembled from typed values. Every checkpoint a reader takes
     # from outside (bucket, bundle) is validated, and tests/test_pipeline.py validates a

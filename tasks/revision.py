@@ -19,6 +19,7 @@ from tasks.batch import RECEIPT_SCHEMA, Batch, BatchMember, batch_proof
 from tasks.canonical import canonical_json, sha256_hex
 from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
 from tasks.message import Classified
+from tasks.pack import PackBuilder
 from tasks.payload import encode_payload
 from tasks.stage_timing import WINDOW, timed
 from tasks.window import WindowKey
@@ -54,17 +55,28 @@ def plan_revision(
     close_reason: str,
     uri_of: Callable[[str], str],
     pipeline_version: str,
+    pack: PackBuilder | None = None,
 ) -> PlannedRevision:
-    """Encode the payload and build the checkpoint of one window revision."""
+    """Encode the payload and build the checkpoint of one window revision.
+
+    With `pack` (layout pack) the payload is appended to the run's pack and the checkpoint
+    addresses it there; without, it is its own object at `layout.payload_key`.
+    """
     payload = encode_payload(content.records)
-    key = layout.payload_key(topic, content.key, revision)
+    digest = sha256_hex(payload)
+    if pack is None:
+        key = layout.payload_key(topic, content.key, revision)
+        ref = PayloadRef(uri=uri_of(key), sha256=digest, size=len(payload))
+    else:
+        offset = pack.add(payload)
+        ref = PayloadRef(uri_of(pack.key), digest, len(payload), pack.key, offset)
     checkpoint = build_checkpoint(
         content=content,
         topic=topic,
         revision=revision,
         supersedes=supersedes,
         close_reason=close_reason,
-        payload=PayloadRef(uri=uri_of(key), sha256=sha256_hex(payload), size=len(payload)),
+        payload=ref,
         pipeline_version=pipeline_version,
     )
     return PlannedRevision(

@@ -153,7 +153,7 @@ def anchored_revisions(
                 close_reason=str(cp.get("close_reason", "")),
                 records=int(cp["counts"]["records"]),
                 checkpoint_digest=str(w["checkpoint_digest"]),
-                payload_uri=uri_of(layout.payload_key(topic, key, rev)),
+                payload_uri=str(cp["payload"]["uri"]),  # its own object or its run's pack
                 checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev)),
                 receipt_uri=uri_of(layout.receipt_key(topic, key, rev)),
                 batch_ledger_key=layout.batch_entry_key(topic, batch_root),
