@@ -35,10 +35,15 @@ class PipelineEnv:
     endpoint_url: str
     access_key_id: str
     secret_access_key: str
+    object_layout: str | None = None  # None: the configured default
 
     @property
     def env(self) -> dict[str, str]:
+        layout_env = (
+            {"STREAMNOTARY_OBJECT_LAYOUT": self.object_layout} if self.object_layout else {}
+        )
         return {
+            **layout_env,
             "STREAMNOTARY_HOME": str(self.home),
             "STREAMNOTARY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "STREAMNOTARY_TOPIC": self.topic,
@@ -120,7 +125,9 @@ class PipelineEnv:
         return out
 
 
-def make_env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
+def make_env(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, object_layout: str | None = None
+) -> PipelineEnv:
     env = PipelineEnv(
         home=tmp_path / "home",
         kafka_bootstrap=kafka_bootstrap,
@@ -129,6 +136,7 @@ def make_env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEn
         endpoint_url=s3_server.endpoint_url,
         access_key_id=s3_server.access_key_id,
         secret_access_key=s3_server.secret_access_key,
+        object_layout=object_layout,
     )
     env.home.mkdir(parents=True)
     return env

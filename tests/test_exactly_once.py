@@ -22,9 +22,10 @@ from storage import layout
 from storage.ledger.local import LocalLedger
 from storage.logkey import load_signer, log_origin
 from storage.tlog import LogReader
+from streamnotary.config import Settings
 from streamnotary.faults import POINTS
 from tasks import merkle
-from tasks.canonical import canonical_digest
+from tasks.canonical import canonical_digest, sha256_hex
 from tasks.tlog.entries import entry_bytes
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
@@ -70,6 +71,12 @@ def log_state(env: PipelineEnv) -> dict[str, Any]:
     }
 
 
+def pack_digests(env: PipelineEnv) -> list[str]:
+    """SHA-256 of each payload pack of the topic (layout pack; none under per_window)."""
+    store = env.store()
+    return [sha256_hex(store.get(k)) for k in store.list(layout.packs_prefix(env.topic))]
+
+
 @pytest.fixture(scope="module")
 def reference(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, s3_server: Any
@@ -84,6 +91,7 @@ def reference(
         "digests": digests,
         "ledger": len(ledger_keys(env)),
         "log": log_state(env),
+        "packs": pack_digests(env),
     }
 
 
@@ -111,7 +119,36 @@ def test_kill_at_each_point_then_rerun_anchors_exactly_once(
     # the log holds each entry once, in the same order, as after an undisturbed run
     log = log_state(env)
     assert log == reference["log"]
+    # a resumed run writes the very pack bytes an undisturbed run writes (write-once)
+    assert pack_digests(env) == reference["packs"]
 
     third = env.run_cli("anchor", "--drain", "--json")
     assert json.loads(third.stdout)["new_anchors"] == 0
     assert log_state(env) == log  # nothing new read: the log does not grow
+
+
+OTHER_LAYOUT = "per_window" if Settings().object_layout == "pack" else "pack"
+
+
+@pytest.mark.parametrize("point", ["after_plan", "after_payloads"])
+def test_kill_in_the_other_object_layout_then_rerun_anchors_exactly_once(
+    point: str, reference: dict, tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    """The layout that is not the default resumes as exactly: same roots, anchors and log."""
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, OTHER_LAYOUT)
+    env.produce_observations(OBSERVATIONS)
+    killed = env.run_cli("anchor", "--drain", "--json", kill_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    rerun = env.run_cli("anchor", "--drain", "--json")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads(rerun.stdout)["resumed_plan"] is True
+    assert env.roots() == reference["roots"]
+    assert len(ledger_keys(env)) == reference["ledger"]
+    assert log_state(env) == reference["log"]
+    store = env.store()
+    packs = list(store.list(layout.packs_prefix(env.topic)))
+    payloads = list(store.list(f"payloads/{env.topic}/"))
+    if OTHER_LAYOUT == "pack":
+        assert len(packs) == 1 and payloads == []
+    else:
+        assert packs == [] and len(payloads) == len(reference["roots"])
