@@ -293,7 +293,8 @@ def plan_run(
                 )
         stations[station] = StationCursor(wm, closed_until, progress_at)
 
-    still_open = [k for k in open_items if all(k != w.key for w in closing)]
+    closing_keys = {w.key for w in closing}  # a set: a list scan was O(windows²)
+    still_open = [k for k in open_items if k not in closing_keys]
     resume: dict[int, int] = {}
     for key in still_open:
         for c in open_items[key]:
