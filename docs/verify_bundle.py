@@ -4,8 +4,11 @@
     python3 verify_bundle.py --trust TRUST.json BUNDLE.json   (exit 0: verified, 1: not)
 
 TRUST.json is the auditor's pinned trust policy (`streamnotary trust export`,
-streamnotary.trust/v1): the log's origin and C2SP verifier key. They are never taken
-from the bundle. Bundles v1 (batch anchors, before the signed log) verify without it.
+streamnotary.trust/v1): the log's origin and C2SP verifier key, and the ledger's identity
+(chain, contract or stream, and the operator's address): every ledger reference of the
+bundle must name that writer, so a bundle built on a third party's entry is rejected.
+None of it is ever taken from the bundle. Bundles v1 (batch anchors, before the signed
+log) verify without it.
 
 Written for an outsider who does not want to install (or trust) streamnotary: it is one
 file, uses only `hashlib` and `json`, and re-derives every hash in the bundle:
@@ -536,7 +539,7 @@ def _b64(text, what):
 
 
 def load_trust(path):
-    """(origin, name, key id, Ed25519 public key) from a streamnotary.trust/v1 file."""
+    """(origin, name, key id, Ed25519 public key, ledger identity) from a trust/v1 file."""
     with open(path, "rb") as fh:
         doc = json.loads(fh.read().decode("utf-8"))
     if not isinstance(doc, dict) or doc.get("schema") != TRUST_SCHEMA:
@@ -554,12 +557,65 @@ def load_trust(path):
     kid = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
     if kid.hex() != kid_hex or name != origin:
         raise NotVerified("verifier key hash or name does not match the pinned origin")
-    return origin, name, kid, raw[1:]
+    ledger = doc.get("ledger")
+    if not isinstance(ledger, dict) or not isinstance(ledger.get("backend"), str):
+        raise NotVerified("trust policy lacks the ledger identity")
+    return origin, name, kid, raw[1:], ledger
+
+
+def check_ref_identity(ref, identity):
+    """The ledger reference names the pinned ledger and writer (as far as its locator
+    tells; a locator that lies about its writer is caught by the online lookup). A bundle
+    built on a third party's entry on the same chain or stream is rejected here."""
+    backend, key, loc = identity["backend"], ref.get("key"), ref.get("locator")
+    if ref.get("backend") != backend:
+        raise NotVerified(f"ledger entry {key} is not on the pinned {backend} ledger")
+    if not isinstance(loc, dict):
+        raise NotVerified(f"ledger entry {key} has no locator")
+    if backend == "evm":
+        if (
+            loc.get("chain_id") != identity.get("chain_id")
+            or str(loc.get("contract", "")).lower() != str(identity.get("contract")).lower()
+        ):
+            raise NotVerified(f"ledger entry {key} is not on the pinned chain and contract")
+        if str(loc.get("sender", "")).lower() != str(identity.get("operator")).lower():
+            raise NotVerified(
+                "ledger entry {} was anchored by {}, not by the pinned operator {}".format(
+                    key, loc.get("sender"), identity.get("operator")
+                )
+            )
+        return f"ledger entry {key} names the pinned contract and operator"
+    if backend == "multichain":
+        if loc.get("stream") != identity.get("stream"):
+            raise NotVerified(f"ledger entry {key} is not in the pinned stream")
+        if loc.get("publisher") not in (identity.get("publishers") or []):
+            raise NotVerified(
+                "ledger entry {} was published by {}, not by a pinned publisher".format(
+                    key, loc.get("publisher")
+                )
+            )
+        return f"ledger entry {key} names the pinned stream and publisher"
+    if backend == "bitcoin":
+        if loc.get("address") != identity.get("operator_address"):
+            raise NotVerified(f"ledger entry {key} is not paid by the pinned operator")
+        return f"ledger entry {key} names the pinned operator address"
+    return f"ledger entry {key} is on the pinned {backend} ledger (its writer is checked online)"
+
+
+def bundle_refs(bundle):
+    """The ledger references a verified bundle relies on (v1 or v2)."""
+    if bundle.get("schema") == BUNDLE_SCHEMA_V2:
+        window = bundle["anchor"].get("window")
+        return [bundle["anchor"]["ref"]] + (
+            [window["ref"]] if isinstance(window, dict) and "ref" in window else []
+        )
+    ledger = bundle["ledger"]
+    return [ledger["batch"]["ref"]] + ([ledger["window"]["ref"]] if ledger["window"] else [])
 
 
 def open_signed_checkpoint(note, trust):
     """Verify the pinned key's signature on a C2SP note; return (origin, size, root hex)."""
-    origin, name, kid, public = trust
+    origin, name, kid, public = trust[:4]
     if not isinstance(note, str) or any(ord(c) < 0x20 and c != "\n" for c in note):
         raise NotVerified("signed checkpoint is not a note")
     split = note.rfind("\n\n")
@@ -730,6 +786,8 @@ def main(argv):
             steps = verify_v2(bundle, trust)
         else:
             steps = verify(bundle)
+        if trust is not None:
+            steps += [check_ref_identity(ref, trust[4]) for ref in bundle_refs(bundle)]
     except (NotVerified, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         print(printable(f"NOT VERIFIED: {exc}"))
         return 1

@@ -8,7 +8,7 @@ from typing import Any
 from flows.audit_evidence import LedgerReader, load_json, pinned_version
 from flows.audit_select import iso_z
 from storage import layout
-from storage.ledger.base import Ledger
+from storage.ledger.base import AnchorRef, Ledger, LedgerError, LedgerUnavailable
 from storage.objectstore import ObjectNotFound, ObjectStore, read_payload
 from storage.tlog import LogError, LogReader
 from tasks.audit import LedgerObservation
@@ -189,6 +189,23 @@ def _newest_anchored(
     return reader.observe(f"head/{topic}/{size}")
 
 
+def _read_own_ref(ledger: Ledger, ref: dict[str, Any]) -> dict[str, Any]:
+    """The body of the very entry the bundle's locator names, read through the pinned
+    ledger: a locator pointing at a third party's entry (whatever writer it claims) is
+    refused by the ledger (`ForeignAnchor`, `ForeignPublisher`), not looked past."""
+    try:
+        return ledger.read(AnchorRef.from_json(ref))
+    except LedgerUnavailable as exc:
+        raise ProofBundleError(f"the pinned ledger is unreachable: {exc}") from exc
+    except LedgerError as exc:
+        raise ProofBundleError(
+            f"the bundle's anchor reference is not the pinned writer's entry "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProofBundleError(f"the bundle's anchor reference is unusable: {exc}") from exc
+
+
 def check_online(
     bundle: dict[str, Any],
     trust: Any,  # flows.audit_log.TrustPolicy | None
@@ -211,6 +228,9 @@ def check_online(
     steps = []
     with open_ledger(settings, trusted_identity=trust.ledger if trust else None) as ledger:
         obs = LedgerReader(ledger).observe(anchor["ref"]["key"])
+        own = _read_own_ref(ledger, anchor["ref"])
+    if own != anchor["body"]:
+        raise ProofBundleError(f"the entry the bundle references holds another body than {own}")
     if obs.ref is None or obs.ref.digest != anchor["ref"]["digest"]:
         raise ProofBundleError(
             f"the pinned ledger has no entry {anchor['ref']['key']} with digest "

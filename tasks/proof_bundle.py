@@ -185,13 +185,29 @@ def verify_record(bundle: dict[str, Any]) -> tuple[list[str], WindowKey]:
     return steps, key
 
 
-def verify_bundle(bundle: dict[str, Any], trust: tuple[str, Any] | None = None) -> list[str]:
+def verify_bundle(
+    bundle: dict[str, Any],
+    trust: tuple[str, Any] | None = None,
+    ledger_identity: dict[str, Any] | None = None,
+) -> list[str]:
     """Check every hash in the bundle; return the steps that passed, in order.
 
     v2 bundles (`tasks.proof_bundle_v2`) need `trust` = (origin, pinned Verifier). For v1
     the last step names the ledger lookup that remains to be done online (the bundle can
-    prove that *this* entry commits to the record, not that the ledger holds it).
+    prove that *this* entry commits to the record, not that the ledger holds it). With the
+    trust policy's `ledger_identity`, every ledger reference must also name the pinned
+    ledger and writer (`tasks.bundle_identity`): a bundle built on a third party's entry
+    is rejected offline.
     """
+    steps = _verify_hashes(bundle, trust)
+    if ledger_identity is not None:
+        from tasks.bundle_identity import bundle_refs, check_ref_identity
+
+        steps += [check_ref_identity(ref, ledger_identity) for ref in bundle_refs(bundle)]
+    return steps
+
+
+def _verify_hashes(bundle: dict[str, Any], trust: tuple[str, Any] | None) -> list[str]:
     if isinstance(bundle, dict) and bundle.get("schema") == "streamnotary.proof-bundle/2":
         from tasks.proof_bundle_v2 import verify_bundle_v2
 

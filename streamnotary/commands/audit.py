@@ -187,7 +187,7 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
         bundle = parse_document(Path(args.bundle).read_bytes())
         trust = TrustPolicy.load(args.trust) if args.trust else None
         pinned = (trust.origin, trust.verifier) if trust else _local_key(bundle, notes)
-        steps = verify_bundle(bundle, pinned)
+        steps = verify_bundle(bundle, pinned, trust.ledger if trust else None)
         if args.online:
             from flows.prove import check_online
 

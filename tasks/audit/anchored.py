@@ -10,7 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.audit.core import FAIL, INFO, NOT_CHECKABLE, PENDING, CheckResult
-from tasks.audit.evidence import LedgerIntegrity, LedgerObservation, RevisionInputs
+from tasks.audit.evidence import (
+    LedgerIntegrity,
+    LedgerObservation,
+    RevisionInputs,
+    foreign_writers,
+)
 from tasks.batch import verify_batch_proof
 from tasks.canonical import canonical_digest
 from tasks.checkpoint import checkpoint_digest, ranges_of
@@ -145,7 +150,7 @@ def _check_entry(
         res.add(FAIL, f"{kind}_entry_unreadable", f"{obs.key}: {obs.error}")
         return
     if obs.foreign:
-        writers = sorted({str(w) for item in obs.foreign for w in item.get("publishers", ())})
+        writers = foreign_writers(obs.foreign)
         res.add(
             INFO,
             f"{kind}_entry_foreign_items",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +140,10 @@ class KafkaView:
             if c.window is not None:
                 groups[c.window].append(c)
         return cls({s.partition: s for s in scans}, dict(groups))
+
+
+def foreign_writers(items: Sequence[dict[str, Any]]) -> list[str]:
+    """Who wrote a ledger's foreign entries: MultiChain `publishers`, EVM `sender`."""
+    return sorted(
+        {str(w) for item in items for w in (item.get("publishers") or [item.get("sender")]) if w}
+    )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.audit.core import FAIL, INFO, NOT_CHECKABLE, PENDING, CheckResult
-from tasks.audit.evidence import LedgerObservation
+from tasks.audit.evidence import LedgerObservation, foreign_writers
 from tasks.canonical import canonical_digest
 from tasks.merkle import MerkleError, verify_consistency
 from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError, open_checkpoint
@@ -203,6 +203,13 @@ def _anchored_root(res: CheckResult, h: HeadEvidence) -> bytes | None:
     if obs.unavailable:
         res.add(NOT_CHECKABLE, "ledger_unavailable", f"ledger unreachable for {obs.key}")
         return None
+    if obs.foreign:  # a third party's entries under the key: never the anchor, only noted
+        res.add(
+            INFO,
+            "head_entry_foreign_items",
+            f"{len(obs.foreign)} item(s) under {obs.key} by untrusted writer(s) "
+            f"{', '.join(foreign_writers(obs.foreign))} ignored",
+        )
     if obs.error is not None or obs.ref is None or obs.body is None:
         res.add(
             FAIL,
