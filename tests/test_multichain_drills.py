@@ -170,3 +170,135 @@ def _audit_when_final(env: MultiChainEnv, ledger: MultiChainLedger) -> dict[str,
         if report["verdict"] != "pending" or time.monotonic() > deadline:
             return report
         time.sleep(0.5)  # polling for the next block, bounded by the deadline
+
+
+def _publish_as(
+    operator: MultiChainLedger, squatter: str, entries: list[AnchorEntry]
+) -> list[dict[str, Any]]:
+    """The second publisher writes streamnotary-shaped items; their references (JSON)."""
+    items = [
+        {
+            "keys": [e.key],
+            "data": {
+                "json": {"entry_key": e.key, "kind": e.kind, "digest": e.digest, "body": e.body}
+            },
+        }
+        for e in entries
+    ]
+    txid = operator.rpc.call("publishmultifrom", squatter, operator.stream, items)
+    vouts = {
+        item["data"]["json"]["entry_key"]: int(item["vout"])
+        for item in operator.rpc.call("liststreamtxitems", operator.stream, txid, True)
+    }
+    return [
+        {
+            "backend": "multichain",
+            "key": e.key,
+            "digest": e.digest,
+            "locator": {
+                "txid": txid,
+                "vout": vouts[e.key],
+                "stream": operator.stream,
+                "publisher": squatter,
+            },
+            "confirmations": 0,
+            "required_confirmations": 1,
+        }
+        for e in entries
+    ]
+
+
+def test_second_publisher_head_keys_and_bundles_on_its_items_are_rejected(
+    multichain_env: tuple[MultiChainEnv, MultiChainLedger], tmp_path: Any
+) -> None:
+    """The second publisher pre-publishes log head keys too, and later builds proof bundles
+    on its own items. Defences: the pinned publishers (audit: `head_entry_foreign_items` is
+    info), `tasks.bundle_identity` (offline, both verifiers) and `flows.prove._read_own_ref`
+    (`verify-proof --online` reads the referenced item through the pinned ledger)."""
+    from tests.chain_drill_env import (
+        copied_head,
+        export_trust,
+        extended_head,
+        log_codes,
+        log_size,
+        pinned_audit,
+        prove,
+        verify_all,
+        with_anchor,
+    )
+
+    env, operator = multichain_env
+    squatter = str(operator.rpc.call("getnewaddress"))
+    operator.rpc.call("grant", squatter, "send")
+    operator.rpc.call("grant", squatter, f"{operator.stream}.write")  # the misconfiguration
+    heads = [
+        AnchorEntry(
+            f"head/{env.topic}/{s}",
+            "head",
+            {"kind": "head", "topic": env.topic, "size": s, "root": "ab" * 32, "previous_size": 0},
+        )
+        for s in range(1, 13)
+    ]
+    squats = _publish_as(operator, squatter, heads + [
+        AnchorEntry(k, "window", {"forged": k}) for k in _window_keys(env.topic)
+    ])  # fmt: skip
+
+    env.produce_observations(audit_observations())
+    with env.active():
+        assert anchor_windows(drain=True)["new_anchors"] == 6
+    trust = tmp_path / "trust.json"
+    policy = export_trust(env, trust)
+    assert policy["ledger"]["publishers"] == [operator.operator_address()] != [squatter]
+    size = log_size(env, trust)
+    assert size <= 12  # its head key was squatted
+
+    deadline = time.monotonic() + CONFIRMATION_DEADLINE_S
+    report = pinned_audit(env, trust)
+    while report["verdict"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.5)  # the next block (2 s on the test chain), bounded by the deadline
+        report = pinned_audit(env, trust)
+    assert report["verdict"] == "pass", [f for f in report["log"]["findings"]]
+    assert "head_entry_foreign_items" in log_codes(report, "info")
+    assert any(squatter in f["message"] for f in report["log"]["findings"])
+
+    honest = prove(env, trust, "00433", "2019-09-07T17:00Z")
+    assert honest["anchor"]["ref"]["locator"]["publisher"] == operator.operator_address()
+    ok = verify_all(env, honest, trust, tmp_path, "honest")
+    assert {mode: rc for mode, (rc, _) in ok.items()} == {
+        "offline": 0, "online": 0, "standalone": 0,
+    }, ok  # fmt: skip
+
+    # (a) the head of a forged extension of the log, a valid consistency proof, published
+    # by the second publisher under a key the operator has not used.
+    entry, proof = extended_head(env, trust, honest["log"]["size"], 20)
+    [ref] = _publish_as(operator, squatter, [entry])
+    out = verify_all(env, with_anchor(honest, ref, entry.body, proof), trust, tmp_path, "ext")
+    for mode in ("offline", "online", "standalone"):
+        rc, text = out[mode]
+        assert rc == 1 and "NOT VERIFIED" in text, (mode, text)
+    for mode in ("offline", "standalone"):
+        assert f"published by {squatter}" in out[mode][1], out[mode][1]
+
+    # (b) its copy of the operator's real head, the locator claiming the operator: offline
+    # nothing can tell, online the referenced item is read and refused.
+    copy = copied_head(env, operator, honest["anchor"]["body"]["size"])
+    [copy_ref] = _publish_as(operator, squatter, [copy])
+    lying = {
+        **copy_ref,
+        "locator": {**copy_ref["locator"], "publisher": operator.operator_address()},
+    }
+    consistency = [bytes.fromhex(h) for h in honest["anchor"]["consistency"]]
+    out = verify_all(env, with_anchor(honest, lying, copy.body, consistency), trust, tmp_path, "b")
+    rc, text = out["online"]
+    assert rc == 1 and "ForeignPublisher" in text, text
+    assert copy_ref["locator"]["txid"] in out["offline"][1]  # the item an outsider must look up
+
+    # (c) the pre-published item at the operator's real head key (a made-up root)
+    squat_ref, squat_entry = next(
+        (r, e) for r, e in zip(squats, heads, strict=False) if e.body["size"] == size
+    )
+    squatted = with_anchor(honest, squat_ref, squat_entry.body, [])
+    out = verify_all(env, squatted, trust, tmp_path, "c")
+    assert {mode: rc for mode, (rc, _) in out.items()} == {
+        "offline": 1, "online": 1, "standalone": 1,
+    }, out  # fmt: skip
