@@ -569,7 +569,11 @@ def check_ref_identity(ref, identity):
     built on a third party's entry on the same chain or stream is rejected here."""
     backend, key, loc = identity["backend"], ref.get("key"), ref.get("locator")
     if ref.get("backend") != backend:
-        raise NotVerified(f"ledger entry {key} is not on the pinned {backend} ledger")
+        raise NotVerified(
+            "ledger entry {} is on a {} ledger, not on the pinned {} ledger".format(
+                key, ref.get("backend"), backend
+            )
+        )
     if not isinstance(loc, dict):
         raise NotVerified(f"ledger entry {key} has no locator")
     if backend == "evm":

@@ -21,6 +21,7 @@ from storage import layout
 from storage.lease import Holder, TopicLease
 from storage.logkey import log_origin
 from storage.objectstore import open_store
+from storage.tlog import checkpoint_key
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import stage_timing, steps
@@ -43,7 +44,7 @@ from tasks.revision import (
 )
 from tasks.run_artifacts import explain_run, track_progress
 from tasks.run_log import head_entry, log_plan, log_proof, run_entries, window_indexes
-from tasks.run_report import held_open_by_station
+from tasks.run_report import held_open_by_station, log_head_summary
 from tasks.stage_timing import StageClock
 from tasks.window import WindowKey, WindowSpec
 from tasks.window_content import build_window
@@ -72,6 +73,7 @@ class RunSummary:
     stations: dict[str, dict[str, int]] = field(default_factory=dict)
     held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
     batch_ref: dict[str, Any] | None = None
+    log: dict[str, Any] | None = None  # the anchor-log head of this run (`log_head_summary`)
     completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
     # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
     clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
@@ -119,6 +121,7 @@ class RunSummary:
             "stations": dict(sorted(self.stations.items())),
             "held_open": self.held_open,
             "batch_ref": self.batch_ref,
+            "log": self.log,
             "timings": self.clock.report(),
         }
 
@@ -455,6 +458,9 @@ def complete_plan(
         head_ref = steps.anchor_head(settings, entry)
         summary.ledger_entries += 1
         summary.log_size, summary.log_root = head["new"]["size"], head["new"]["root"]
+        summary.log = log_head_summary(
+            topic, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(topic)
+        )
 
     if batch is not None:
         root = batch.root.hex()

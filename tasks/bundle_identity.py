@@ -38,8 +38,8 @@ def check_ref_identity(ref: dict[str, Any], identity: dict[str, Any]) -> str:
     key = ref.get("key")
     if ref.get("backend") != backend:
         raise ProofBundleError(
-            f"ledger entry {key} is on a {ref.get('backend')!r} ledger, the trust policy pins "
-            f"{backend!r}"
+            f"ledger entry {key} is on a {ref.get('backend')} ledger, not on the pinned "
+            f"{backend} ledger"
         )
     loc = ref.get("locator")
     if not isinstance(loc, dict):

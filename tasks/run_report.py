@@ -263,6 +263,27 @@ def _md_escape(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
+def log_head_summary(
+    topic: str,
+    origin: str,
+    head: Mapping[str, Any],
+    previous_size: int,
+    ledger_ref: Mapping[str, Any],
+    checkpoint_key: str,
+) -> dict[str, Any]:
+    """The run's anchor-log head as the summary and the markdown artifact show it: what an
+    auditor compares with the ledger (origin, size, root, anchored key and locator)."""
+    return {
+        "origin": origin,
+        "size": head["size"],
+        "root": head["root"],
+        "previous_size": previous_size,
+        "ledger_key": layout.head_entry_key(topic, head["size"]),
+        "ledger_locator": dict(ledger_ref.get("locator") or {}),
+        "checkpoint_key": checkpoint_key,
+    }
+
+
 def render_markdown(
     summary: Mapping[str, Any],
     *,
@@ -307,10 +328,21 @@ def render_markdown(
             f"- ledger: {_md_escape(summary['ledger'])}"
             + (f", entry at {_locator(ref['locator'])}" if ref.get("locator") else ""),
         ]
-        log = summary.get("log")
-        if log:
-            out.append(f"- anchor log: size {log.get('size', '?')}, root `{log.get('root', '?')}`")
         out.append("")
+    log = summary.get("log")
+    if log:
+        out += [
+            "## Anchor log head",
+            "",
+            f"- origin: `{_md_escape(log['origin'])}`",
+            f"- size {log['size']}, root `{log['root']}` (previous anchored head: size "
+            f"{log['previous_size']})",
+            f"- anchored as ledger entry `{_md_escape(log['ledger_key'])}` on the "
+            f"{_md_escape(summary['ledger'])} ledger"
+            + (f", at {_locator(log['ledger_locator'])}" if log.get("ledger_locator") else ""),
+            f"- signed checkpoint: `{_md_escape(log['checkpoint_key'])}`",
+            "",
+        ]
     out += ["## Cursor before → after", "", *_cursor_rows(cursor_before, cursor_after), ""]
     held = summary.get("held_open") or {}
     out += ["## Windows held open", ""]

@@ -468,9 +468,10 @@ def test_bundle_signed_by_another_key_is_rejected_by_both_verifiers(
 def test_hostile_bundle_text_is_printed_escaped_by_both_verifiers(
     bundle_v2: dict[str, Any], trust_file: Path, tmp_path: Path, capsys: Any
 ) -> None:
-    """The ledger reference's backend name is not covered by any hash, and both verifiers
-    print it. Defence: `printable`: a forged line or a terminal escape from the bundle never
-    reaches the terminal; the bundle still verifies (what it proves is unchanged)."""
+    """The ledger reference's backend name is not covered by any hash. Both verifiers
+    refuse a reference that does not name the pinned ledger, and print why, with the
+    bundle's text in the reason. Defence: `printable`: a forged "VERIFIED" line or a
+    terminal escape from the bundle never reaches the terminal."""
     from streamnotary.cli import main as cli_main
 
     hostile = json.loads(json.dumps(bundle_v2))
@@ -483,9 +484,10 @@ def test_hostile_bundle_text_is_printed_escaped_by_both_verifiers(
     for out in (standalone.stdout, ours):
         assert "\x1b" not in out and "\u2028" not in out
         lines = out.splitlines()
-        assert [line for line in lines if line.startswith("VERIFIED")] == [lines[-1]]
+        assert not [line for line in lines if line.startswith("VERIFIED")], out
+        assert lines[-1].startswith("NOT VERIFIED") and "pinned local ledger" in lines[-1]
         assert "local\\nVERIFIED: forged \\x1b[2J\\u2028" in out
-    assert standalone.returncode == 0 and rc == 0
+    assert standalone.returncode == 1 and rc == 1
 
 
 def test_online_verification_reports_a_newer_revision(

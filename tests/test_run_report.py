@@ -201,6 +201,9 @@ def test_anchor_run_publishes_keyed_artifacts_and_its_headline(
     assert store.head(layout.batch_key(env.topic, summary["batch_root"])) is not None
     assert artifact_key("anchor-cursor", env.topic) in links
 
+    # the anchor-log head the run anchored: the signed checkpoint and the ledger agree
+    _assert_log_head(env, summary, md.data)
+
     progress = by_type["progress"]
     assert {a.description.split(":")[0] for a in progress} >= {"payloads", "checkpoints"}
     assert all(float(a.data) == 100.0 for a in progress)
@@ -212,3 +215,32 @@ def test_anchor_run_publishes_keyed_artifacts_and_its_headline(
     assert "2 window(s) held open" in again.message
     md2 = {a.key: a for a in _artifacts(again.state_details.flow_run_id)}[md.key]
     assert md2.id != md.id and "nothing new to anchor" in md2.data
+
+
+def _assert_log_head(env: PipelineEnv, summary: dict[str, Any], markdown: str) -> None:
+    """summary["log"] names the head in the bucket's signed checkpoint and the entry the
+    ledger holds under its key; the markdown artifact shows origin, size, root and key."""
+    from storage.ledger.factory import open_ledger
+    from storage.logkey import log_origin, log_verifier
+    from storage.tlog import LogReader
+
+    log = summary["log"]
+    with env.active() as settings:
+        origin, verifier = log_origin(settings), log_verifier(settings)
+        with open_ledger(settings) as ledger:
+            ref = ledger.lookup(log["ledger_key"])
+            assert ref is not None
+            body = ledger.read(ref)
+    head = LogReader(env.store(), env.topic, verifier, origin).checkpoint()
+    assert head is not None
+    assert (log["origin"], log["size"], log["root"]) == (origin, head.size, head.root.hex())
+    assert log["ledger_key"] == layout.head_entry_key(env.topic, head.size)
+    assert (body["size"], body["root"], body["previous_size"]) == (
+        head.size, log["root"], log["previous_size"],
+    )  # fmt: skip
+    assert log["ledger_locator"] == ref.locator and log["previous_size"] == 0
+    assert (log["size"], log["root"]) == (summary["log_size"], summary["log_root"])
+    section = markdown.split("## Anchor log head", 1)[1].split("\n## ", 1)[0]
+    for text in (origin, f"size {head.size}", head.root.hex(), log["ledger_key"],
+                 log["checkpoint_key"], f"seq `{ref.locator['seq']}`"):  # fmt: skip
+        assert text in section, (text, section)
