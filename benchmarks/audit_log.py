@@ -2,19 +2,27 @@
 
     python benchmarks/audit_log.py [--entries 550,2200,8800] [--records 10000,100000,300000]
 
-Run by `benchmarks/audit.py` after its window table. A real SeaweedFS (`weed mini`) is
-started in a temporary directory; logs are written to it with the pipeline's own
-`storage.tlog.LogWriter` (runs of 10 window entries and one run entry, each run's head
-anchored on an embedded ledger), then audited from the S3 server:
+Run by `benchmarks/audit.py` after its window table (on the same SeaweedFS). A real
+SeaweedFS (`weed mini`) is started in a temporary directory; logs are written to it with
+the pipeline's own `storage.tlog.LogWriter` (runs of 10 window entries and one run entry,
+each run's head anchored on an embedded ledger), then audited from the S3 server. Per log
+entry, each phase of the audit's log side is timed separately:
 
-* per log entry: `flows.audit_log.fetch_log` (authenticated tiles and entries, the root at
-  every run boundary, the consistency proof between consecutive boundaries, one ledger
-  lookup per head) + `check_log` + `index_log` + `check_entries`, beside the same run's
-  baseline: listing and GETting every object of the log from the S3 server (the I/O floor);
-* per record: coverage accounting (`Accounting.add` for every classified message), beside
-  the baseline the audit pays anyway: classifying the message (`tasks.message.classify`).
+* fetch: `flows.audit_log.fetch_log` (the signed checkpoint, authenticated tiles and entry
+  bundles, the root at every run boundary, the consistency proof between consecutive
+  boundaries: S3 GETs and hashing);
+* heads: one ledger lookup per run boundary (`observe_heads`);
+* signature + consistency: `check_log` (Ed25519 signature of the checkpoint, every anchored
+  head against the log, RFC 9162 consistency between consecutive anchored heads);
+* entries: `index_log` + `check_entries` (one entry per window revision, read ranges tile);
 
-Each figure is the median of `--repeats` runs (default 3) with its spread (max - min).
+beside the same run's baseline: listing and GETting every object of the log from the S3
+server (the I/O floor). Per record: coverage accounting (`Accounting.add` for every
+classified message), beside the baseline the audit pays anyway: classifying the message
+(`tasks.message.classify`).
+
+Each figure is the median of `--repeats` runs (default 3); totals carry their spread
+(max - min).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -115,14 +124,23 @@ def raw_read(store: ObjectStore) -> None:
         store.get(k)
 
 
-def audit_log(store: ObjectStore, ledger: LocalLedger, signer: Signer) -> None:
-    """The audit's log side: fetch (tiles, entries, roots, proofs, ledger heads), check."""
+PHASES = ("fetch", "heads", "signature + consistency", "entries")
+
+
+def audit_log(store: ObjectStore, ledger: LocalLedger, signer: Signer) -> dict[str, float]:
+    """The audit's log side, phase by phase (seconds): fetch, heads, check, entries."""
     verifier = signer.verifier()
+    t0 = time.perf_counter()
     fetched = fetch_log(store, "bench", ORIGIN, verifier, {}, None)
+    t1 = time.perf_counter()
     observe_heads(fetched.evidence, LedgerReader(ledger).observe, "bench")
+    t2 = time.perf_counter()
     res, _ = check_log(fetched.evidence, verifier)
+    t3 = time.perf_counter()
     assert res.verdict == "pass", res.to_json()
     check_entries(index_log(fetched.entries))
+    t4 = time.perf_counter()
+    return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
 
 
 def classify_all(msgs: list[SourceMessage]) -> None:
@@ -148,6 +166,16 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(samples), max(samples) - min(samples)
 
 
+def timed_phases(
+    fn: Callable[[], dict[str, float]], repeats: int
+) -> tuple[dict[str, float], float, float]:
+    """(median per phase, median total, spread of the total) over `repeats` runs of `fn`."""
+    samples = [fn() for _ in range(repeats)]
+    totals = [sum(s.values()) for s in samples]
+    phases = {p: statistics.median(s[p] for s in samples) for p in samples[0]}
+    return phases, statistics.median(totals), max(totals) - min(totals)
+
+
 def log_rows(store_of: Callable[[], ObjectStore], tmp: Path, counts: list[int], repeats: int):
     signer = Signer.generate(ORIGIN)
     rows = []
@@ -158,9 +186,9 @@ def log_rows(store_of: Callable[[], ObjectStore], tmp: Path, counts: list[int], 
             write_log(store, ledger, signer, runs)
 
             base, base_spread = timed(partial(raw_read, store), repeats)
-            check, spread = timed(partial(audit_log, store, ledger, signer), repeats)
+            phases, total, spread = timed_phases(partial(audit_log, store, ledger, signer), repeats)
         entries = runs * (WINDOWS_PER_RUN + 1)
-        rows.append((entries, runs, base, base_spread, check, spread))
+        rows.append((entries, runs, base, base_spread, phases, total, spread))
         print(f"done log {entries}", file=sys.stderr, flush=True)
     return rows
 
@@ -183,40 +211,54 @@ def coverage_rows(counts: list[int], repeats: int):
     return rows
 
 
-def run(entry_counts: list[int], record_counts: list[int], repeats: int) -> None:
+def s3_store_factory(server: Any) -> Callable[[], ObjectStore]:
+    """Fresh buckets on a running SeaweedFS (`streamnotary.services.S3Server`)."""
+    counter = iter(range(10**6))
+
+    def store_of() -> ObjectStore:
+        store = S3ObjectStore(
+            f"bench-log-{next(counter)}",
+            "",
+            endpoint_url=server.endpoint_url,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+        )
+        store.ensure_bucket()
+        return store
+
+    return store_of
+
+
+def run(
+    entry_counts: list[int], record_counts: list[int], repeats: int, server: Any = None
+) -> None:
+    """Both tables; on `server` (a running SeaweedFS) or on one started here."""
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        server = start_s3_server(tmp / "s3", tmp / "s3.log")
+        own = server is None
+        if own:
+            server = start_s3_server(tmp / "s3", tmp / "s3.log")
         try:
-            counter = iter(range(10**6))
-
-            def store_of() -> ObjectStore:
-                store = S3ObjectStore(
-                    f"bench-{next(counter)}",
-                    "",
-                    endpoint_url=server.endpoint_url,
-                    access_key_id=server.access_key_id,
-                    secret_access_key=server.secret_access_key,
-                )
-                store.ensure_bucket()
-                return store
-
-            log = log_rows(store_of, tmp, entry_counts, repeats)
+            log = log_rows(s3_store_factory(server), tmp, entry_counts, repeats)
         finally:
-            assert server.process is not None
-            stop_process(server.process)
+            if own:
+                assert server.process is not None
+                stop_process(server.process)
     cov = coverage_rows(record_counts, repeats)
-    print(f"\nLog checks from SeaweedFS (median of {repeats}, ± spread)\n")
+    print(f"\nLog checks per log entry, from SeaweedFS (median of {repeats}, ± spread)\n")
     print(
         "| log entries | runs (anchored heads) | baseline: GET every log object s "
-        "| log checks s | µs/entry | baseline µs/entry | slope µs/entry |"
+        + "".join(f"| {p} s " for p in PHASES)
+        + "| log checks s | µs/entry | baseline µs/entry | slope µs/entry |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:" * (7 + len(PHASES)) + "|")
     prev = None
-    for entries, runs, base, bs, check, cs in log:
+    for entries, runs, base, bs, phases, check, cs in log:
         slope = "" if prev is None else f"{(check - prev[1]) / (entries - prev[0]) * 1e6:.0f}"
         print(
-            f"| {entries:,} | {runs:,} | {base:.2f} ± {bs:.2f} | {check:.2f} ± {cs:.2f} "
+            f"| {entries:,} | {runs:,} | {base:.2f} ± {bs:.2f} "
+            + "".join(f"| {phases[p]:.3f} " for p in PHASES)
+            + f"| {check:.2f} ± {cs:.2f} "
             f"| {check / entries * 1e6:.0f} | {base / entries * 1e6:.0f} | {slope} |"
         )
         prev = (entries, check)
