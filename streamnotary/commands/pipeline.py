@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     backfill.add_argument(
         "--lenient", action="store_true", help="quarantine malformed lines instead of failing"
     )
+    backfill.add_argument(
+        "--since", type=_utc_time, help="only observations at or after (ISO date or time, UTC)"
+    )
+    backfill.add_argument(
+        "--until", type=_utc_time, help="only observations before (ISO date or time, UTC)"
+    )
     backfill.add_argument("--json", action="store_true", help="print the summary as JSON")
     backfill.set_defaults(func=cmd_backfill)
 
@@ -70,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     anchor.add_argument("--json", action="store_true")
     anchor.set_defaults(func=cmd_anchor)
+
+
+def _utc_time(text: str) -> datetime:
+    """An ISO date or time; naive values are UTC."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _home_env(home: Path | None) -> None:
@@ -167,7 +180,7 @@ def expand_sources(sources: list[str]) -> list[str]:
 def cmd_backfill(args: argparse.Namespace) -> int:
     import time
 
-    from flows.backfill import backfill
+    from flows.backfill import backfill, line_hooks
     from streamnotary.demo import progress_bars
     from tasks.stage_timing import add_call_time
 
@@ -179,20 +192,41 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     err = Console(stderr=True, quiet=args.json)
     err.print(f"backfill of {len(sources)} source(s)")
     started = time.perf_counter()
-    with progress_bars(err):
-        result = backfill(sources=sources, topic=args.topic, lenient=args.lenient)
+    line_hooks.append(print_line := lambda line: err.print(line, highlight=False))
+    try:
+        with progress_bars(err):
+            result = backfill(
+                sources=sources,
+                topic=args.topic,
+                lenient=args.lenient,
+                since=args.since,
+                until=args.until,
+            )
+    finally:
+        line_hooks.remove(print_line)
     seconds = time.perf_counter() - started
     summary = result["anchored"]
     add_call_time(summary["timings"], seconds)
     produced = sum(r["records"] for r in result["ingested"].values() if not r["skipped"])
     summary["ingested_records"] = produced
     summary["skipped_sources"] = sum(r["skipped"] for r in result["ingested"].values())
+    summary["backfill"] = windows = result["windows"]
     err.print(
         f"backfill: {produced:,} records produced, {summary['new_anchors']:,} window "
         f"revisions anchored in {seconds:.1f} s "
         f"({summary['messages_read'] / seconds:,.0f} messages/s, "
-        f"{summary['new_anchors'] / seconds:,.1f} windows/s)"
+        f"{summary['new_anchors'] / seconds:,.1f} windows/s); "
+        f"{windows['skipped']:,} window(s) skipped (already anchored, identical), "
+        f"{windows['conflicts']:,} conflict(s)",
+        highlight=False,
     )
+    for c in windows["conflicting"]:
+        err.print(
+            f"conflict: {c['window_id']} anchored as r{c['anchored_revision']} with root "
+            f"{c['anchored_root'][:16]}…, recomputed root {c['recomputed_root'][:16]}…: "
+            "not re-anchored",
+            highlight=False,
+        )
     return _emit(summary, as_json=args.json)
 
 
