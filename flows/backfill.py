@@ -20,6 +20,7 @@ the CLI (`line_hooks`).
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -318,6 +319,11 @@ def anchor_all(topic: str, progress: Progress) -> list[dict[str, Any]]:
     return runs
 
 
+def conflict_artifact_key(topic: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]", "-", f"backfill-conflicts-{topic}".lower())
+
+
 def report_conflicts(topic: str, verdicts: Classification) -> None:
     """Name every conflict in the run log and a table artifact (keyed by topic)."""
     if not verdicts.conflicts:
@@ -334,7 +340,7 @@ def report_conflicts(topic: str, verdicts: Classification) -> None:
         )
     create_table_artifact(
         table=[dict(c) for c in verdicts.conflicts],
-        key=f"backfill-conflicts-{topic}".replace(".", "-").replace("_", "-").lower(),
+        key=conflict_artifact_key(topic),
         description=f"windows of {topic} whose recomputed content differs from the anchored one",
     )
 
