@@ -43,6 +43,7 @@ from tasks.canonical import canonical_digest, canonical_json
 from tasks.dwd import demo_files
 from tasks.synth import SynthOptions
 from tests.pipeline_env import PipelineEnv, make_env
+from tests.test_schemas import assert_valid
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -212,6 +213,8 @@ def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
     markers = [k for k in store.list(f"ingest/{env.topic}/") if k.endswith(".started.json")]
     assert len(manifests) == source_count() // 2 == len(markers) - 1  # one source half-done
     assert not list(store.list(f"checkpoints/{env.topic}/"))
+    for key in markers:
+        assert_valid("ingest_start.schema.json", json.loads(store.get(key)), key)
 
     # 2. resumed, killed again in the middle of its second anchor-windows run
     killed = backfill(env, args, kill_at="mid_window_anchors", skip=1)
@@ -253,9 +256,10 @@ def test_changed_content_of_an_anchored_window_is_a_conflict_not_a_revision(
     shutil.copytree(original.parent, changed_dir)
     changed = changed_dir / original.name
     lines = changed.read_text(encoding="latin-1").splitlines(keepends=True)
-    row = lines[100].split(";")  # one hour of one day: a different temperature
+    at = next(i for i in range(100, len(lines)) if lines[i].split(";")[3].strip() != "-999")
+    row = lines[at].split(";")  # one hour of one day: a different temperature
     row[3] = f"{float(row[3]) + 0.7:6.1f}"
-    lines[100] = ";".join(row)
+    lines[at] = ";".join(row)
     changed.write_text("".join(lines), encoding="latin-1")
 
     done = backfill(env, [str(changed)])
