@@ -26,6 +26,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,16 @@ from streamnotary.faults import SKIP_ENV
 from tasks import merkle
 from tasks.canonical import canonical_digest, canonical_json
 from tasks.dwd import demo_files
-from tasks.synth import SynthOptions
+from tasks.synth import SynthOptions, archives
 from tests.pipeline_env import PipelineEnv, make_env
 from tests.test_schemas import assert_valid
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# several full backfills as processes: many minutes on a loaded 2-core machine
+pytestmark = [
+    pytest.mark.usefixtures("prefect_harness"),
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+]
 
 STATIONS = 50
 DAYS = 14  # the done criterion's full size is 365 (~18k windows): see the module docstring
@@ -184,6 +190,12 @@ def reference(workdir: Path, kafka_bootstrap: str, s3_server: Any) -> dict[str, 
 def test_reference_backfill_anchors_every_window_with_rate_and_eta(
     reference: dict[str, Any],
 ) -> None:
+    # the generated history carries the quirks the issue names, late rows and conflicting
+    # re-publications among them
+    quirks: Counter[str] = Counter()
+    for archive in archives(SYNTH):
+        quirks.update(archive.quirks)
+    assert min(quirks["late"], quirks["corrected"], quirks["duplicates"]) > 0, quirks
     summary = reference["summary"]
     windows = summary["backfill"]
     assert windows["new"] == windows["recomputed"] > STATIONS * DAYS
