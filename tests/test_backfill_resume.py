@@ -160,6 +160,8 @@ def state(env: PipelineEnv) -> dict[str, Any]:
         store.get(layout.cursor_key(env.topic)).decode().replace(env.topic, "TOPIC")
     )
     cursor.pop("held", None)  # names of the held-open copies (digests of topic-named docs)
+    for station in cursor.get("stations", {}).values():
+        station.pop("progress_at", None)  # wall clock of the idle timeout
     return {
         "checkpoints": sorted(digests.values()),
         "ledger": sorted(
