@@ -116,7 +116,7 @@ class Settings:
     # issue 10: object layout of a run. "per_window": payload, checkpoint and receipt per
     # window revision; "pack": one Parquet payload pack per run, checkpoints per window and
     # no receipts (auditor and prover take inclusion proofs from the anchor log's tiles).
-    object_layout: str = "per_window"
+    object_layout: str = "pack"
 
     def __repr__(self) -> str:
         parts = []

@@ -77,6 +77,8 @@ def anchored_env(
     s3_server: Any,
     prefect_harness: None,
 ) -> Iterator[PipelineEnv]:
-    env = make_env(tmp_path_factory.mktemp("audit"), kafka_bootstrap, s3_server)
+    # The drills on this environment tamper with per-window payload objects: it keeps the
+    # per_window layout covered (tests/test_pack.py runs the same drills on a pack).
+    env = make_env(tmp_path_factory.mktemp("audit"), kafka_bootstrap, s3_server, "per_window")
     anchor_demo_days(env)
     yield env

@@ -133,7 +133,7 @@ def test_log_lines_mask_configured_secrets(
 def test_object_layout_is_pack_or_per_window(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_settings().object_layout == "per_window"
+    assert load_settings().object_layout == "pack"
     assert load_settings(object_layout="pack").object_layout == "pack"
     monkeypatch.setenv("STREAMNOTARY_OBJECT_LAYOUT", "per-window")
     with pytest.raises(ValueError, match="object_layout must be one of"):

@@ -28,7 +28,7 @@ OTHER = "00433_20190906T000000Z_86400s"
 
 @pytest.fixture
 def versioned_env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
-    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, "per_window")  # per-window payloads
     store = env.store()
     assert isinstance(store, S3ObjectStore)
     store.client.put_bucket_versioning(

@@ -14,11 +14,13 @@ from flows.anchor_windows import anchor_windows
 from flows.ingest_dwd import ingest_dwd
 from storage import layout
 from storage.ledger.local import LocalLedger
+from storage.objectstore import read_payload
 from tasks.batch import verify_batch_proof
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import checkpoint_digest, schema_validator, validate_checkpoint
 from tasks.dwd import DwdFormatError, demo_files
 from tasks.merkle import merkle_root
+from tasks.pack import payload_location
 from tasks.payload import payload_leaves
 from tasks.planner import CursorError
 from tasks.record import Observation
@@ -59,7 +61,9 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         sample = checkpoints[("00433_20190907T000000Z_86400s", 0)]
         validate_checkpoint(sample)
         assert sample["aggregates"]["temperature_c"]["missing"] == 7  # 17:00..23:00 of 2019-09-07
-        payload = store.get(layout.payload_key(settings.topic, _key(sample), 0))
+        where = payload_location(settings.topic, _key(sample), 0, sample)
+        assert where.packed == (settings.object_layout == "pack")
+        payload = read_payload(store, where)  # its object, or its range of the run's pack
         assert sha256_hex(payload) == sample["payload"]["sha256"]
         assert merkle_root(payload_leaves(payload)).hex() == sample["merkle"]["root"]
         receipt = json.loads(store.get(layout.receipt_key(settings.topic, _key(sample), 0)))
