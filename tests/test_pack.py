@@ -84,9 +84,8 @@ def test_audit_passes_and_a_flipped_pack_byte_fails_exactly_its_window(
         store.put(key, pack)
     failed = [w["window_id"] for w in report["windows"] if w["verdict"] == "fail"]
     assert failed == [victim["window"]["id"]]
-    assert "payload_mismatch" in codes(check(report, victim["window"]["id"], "payload")) or (
-        check(report, victim["window"]["id"], "payload")["verdict"] == "fail"
-    )
+    assert "payload_sha256_mismatch" in codes(check(report, failed[0], "payload"))
+    assert check(report, failed[0], "anchored")["verdict"] == "pass"
     assert window(report, failed[0])["verdict"] == "fail"
 
 
@@ -140,3 +139,19 @@ def test_a_plan_pack_must_be_contiguous() -> None:
     assert plan_pack([cp(0, 2), {"payload": {"size": 1}}, cp(2, 3)]) == {b.key: [0, 2]}
     with pytest.raises(PackError):
         plan_pack([cp(0, 2), cp(3, 3)])
+
+
+def test_a_deleted_pack_fails_every_window_of_its_run_by_name(packed: PipelineEnv) -> None:
+    store = packed.store()
+    key = layout.pack_key(packed.topic, 1)
+    pack = store.get(key)
+    store.delete(key)
+    try:
+        report = audit_report(packed)
+    finally:
+        store.put(key, pack)
+    assert len(report["windows"]) == 6
+    for w in report["windows"]:
+        assert w["verdict"] == "fail"
+        assert codes(check(report, w["window_id"], "payload")) == {"payload_missing"}
+        assert check(report, w["window_id"], "anchored")["verdict"] == "pass"
