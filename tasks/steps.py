@@ -38,7 +38,7 @@ from tasks.message import SourceMessage
 from tasks.planner import Cursor, CursorConflict, CursorError, HeldRef, check_successor
 from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
-from tasks.stage_timing import LEDGER, OBJECTS, READ, timed
+from tasks.stage_timing import LEDGER, LOG, OBJECTS, READ, timed
 from tasks.tlog.checkpoint import LogCheckpoint
 from tasks.tlog.entries import entry_bytes
 from tasks.tlog.note import NoteError, open_note, sign_note
@@ -168,6 +168,7 @@ def read_offset_ranges(
 
 @unwalked
 @task(name="load-held-messages", **IO_RETRIES)
+@timed(OBJECTS)
 def load_held(settings: Settings, cursor: Cursor) -> list[SourceMessage] | None:
     """The stored messages of still-open windows the cursor names; None: re-read instead."""
     if cursor.held is None:
@@ -182,6 +183,7 @@ def load_held(settings: Settings, cursor: Cursor) -> list[SourceMessage] | None:
 
 @unwalked
 @task(name="write-held-messages", **IO_RETRIES)
+@timed(OBJECTS)
 def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef | None:
     """Store the messages of still-open windows (write-once, named by their SHA-256)."""
     if not messages:
@@ -272,6 +274,7 @@ def write_documents(
 
 @unwalked
 @task(name="object-versions", **IO_RETRIES)
+@timed(OBJECTS)
 def object_versions(settings: Settings, keys: Sequence[str]) -> dict[str, str]:
     """The S3 version id of each write-once object, where the bucket keeps versions.
 
@@ -366,6 +369,7 @@ def _log_writer(settings: Settings) -> LogWriter:
 
 @unwalked
 @task(name="check-cursor-against-log", **IO_RETRIES)
+@timed(LOG)
 def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
     """Authenticate the cursor by the signed log; returns the log's size (the append base).
 
@@ -392,6 +396,7 @@ def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
 
 @unwalked
 @task(name="append-log", **IO_RETRIES)
+@timed(LOG)
 def append_log(settings: Settings, log: Mapping[str, Any]) -> dict[str, Any]:
     """Append the plan's entries to the anchor log and publish the signed checkpoint.
 
@@ -419,6 +424,7 @@ def _head_json(head: LogCheckpoint) -> dict[str, Any]:
 
 @unwalked
 @task(name="anchor-head", **IO_RETRIES)
+@timed(LEDGER)
 def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
     """Anchor the run's new log head (idempotent by key `head/<topic>/<size>`)."""
     with open_ledger(settings) as ledger:
@@ -427,6 +433,7 @@ def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
 
 @unwalked
 @task(name="log-inclusion-proofs", **IO_RETRIES)
+@timed(LOG)
 def log_inclusion_proofs(
     settings: Settings, indexes: Sequence[int], size: int
 ) -> dict[int, list[bytes]]:
@@ -441,6 +448,7 @@ def _plan_text(origin: str, pending: Mapping[str, Any]) -> str:
 
 @unwalked
 @task(name="sign-plan", **IO_RETRIES)
+@timed(LOG)
 def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     """Sign the plan before storing it: a resumed run signs log entries only from a plan
     the log key vouched for, not from one a bucket writer put in `pending.json`."""
@@ -451,6 +459,7 @@ def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
 
 @unwalked
 @task(name="verify-plan", **IO_RETRIES)
+@timed(LOG)
 def verify_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     """`PlanUnauthenticated` unless the stored plan carries the log key's signature."""
     if pending.get("log") is None:
