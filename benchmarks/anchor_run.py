@@ -31,7 +31,9 @@ from streamnotary.services import start_services, stop_services  # noqa: E402
 from tasks.dwd import demo_files  # noqa: E402
 
 
-def cli(home: Path, *args: str, api: str | None) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, api: str | None, layout: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "STREAMNOTARY_HOME": str(home),
@@ -40,6 +42,8 @@ def cli(home: Path, *args: str, api: str | None) -> subprocess.CompletedProcess[
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     }
+    if layout:
+        env["STREAMNOTARY_OBJECT_LAYOUT"] = layout
     if api:
         env["PREFECT_API_URL"] = api
     else:
@@ -66,6 +70,11 @@ def main() -> None:
         action="store_true",
         help="start the home's Prefect server first, as `streamnotary up` does",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("pack", "per_window"),
+        help="object_layout of the anchor runs (default: the configured one)",
+    )
     args = parser.parse_args()
     sources = [str(p) for p in demo_files()]
     rows = []
@@ -82,7 +91,9 @@ def main() -> None:
                 set_profile(home, topic=topic, ledger="local")
                 cli(home, "ingest", *sources, api=args.prefect_api)
                 started = time.perf_counter()
-                out = cli(home, "anchor", "--drain", "--json", api=args.prefect_api)
+                out = cli(
+                    home, "anchor", "--drain", "--json", api=args.prefect_api, layout=args.layout
+                )
                 wall = time.perf_counter() - started
                 summary = json.loads(out.stdout)
                 assert summary["new_anchors"] == 1100, summary["new_anchors"]
@@ -97,7 +108,7 @@ def main() -> None:
     walls = sorted(w for w, _ in rows)
     print(
         f"# anchor run of the demo data (1,100 windows, 26,400 records), {args.repeat} runs, "
-        f"load average {os.getloadavg()[0]:.1f}, Prefect "
+        f"load average {os.getloadavg()[0]:.1f}, layout {args.layout or 'default'}, Prefect "
         f"{'server ' + args.prefect_api if args.prefect_api else 'temporary server per process'}"
     )
     print()
