@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 
-import streamnotary
+from flows.window_build import WindowJob, plan_revisions
 from storage import layout
 from storage.lease import Holder, TopicLease
 from storage.logkey import log_origin
@@ -37,7 +37,6 @@ from tasks.revision import (
     batch_entry,
     make_batch,
     pending_document,
-    plan_revision,
     quarantine_doc,
     receipt,
     window_entry,
@@ -201,21 +200,9 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         )
     summary.held_open = held_open_by_station(plan.held_open, plan.next_cursor)
 
-    uri_of = open_store(settings).uri
     pack = run_pack(settings, plan.next_cursor.runs)
-    revisions = [
-        plan_revision(
-            content=build_window(w.key, w.items),
-            topic=settings.topic,
-            revision=0,
-            supersedes=None,
-            close_reason=w.close_reason,
-            uri_of=uri_of,
-            pipeline_version=streamnotary.__version__,
-            pack=pack,
-        )
-        for w in plan.closing
-    ]
+    jobs = [WindowJob(w.key, w.items, w.close_reason) for w in plan.closing]
+    revisions = plan_revisions(settings, jobs, open_store(settings).uri, pack)
     rejected = [c for w in plan.closing for c in w.items if c.rejected]
     late_revisions, late_rejected = revise_late_windows(settings, plan.late, pack)
     revisions += late_revisions
@@ -349,8 +336,7 @@ def revise_late_windows(
         return [], []
     latest = steps.load_latest_revisions(settings, list(late))
     spec = WindowSpec(settings.window_seconds)
-    store = open_store(settings)
-    out: list[PlannedRevision] = []
+    jobs: list[WindowJob] = []
     rejected: list[Classified] = []
     for key, items in late.items():
         previous = latest.get(key)
@@ -358,21 +344,18 @@ def revise_late_windows(
         messages = steps.read_offset_ranges(settings, ranges)
         mine = [c for c in (classify(m, spec) for m in messages) if c.window == key]
         rejected += [c for c in mine if c.rejected]
-        out.append(
-            plan_revision(
-                content=build_window(key, mine),
-                topic=settings.topic,
+        jobs.append(
+            WindowJob(
+                key,
+                mine,
+                "late_data",
                 revision=0 if previous is None else previous["revision"] + 1,
                 supersedes=None
                 if previous is None
                 else Supersedes(previous["revision"], checkpoint_digest(previous)),
-                close_reason="late_data",
-                uri_of=store.uri,
-                pipeline_version=streamnotary.__version__,
-                pack=pack,
             )
         )
-    return out, rejected
+    return plan_revisions(settings, jobs, open_store(settings).uri, pack), rejected
 
 
 def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -> dict[str, bytes]:

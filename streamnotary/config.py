@@ -117,6 +117,9 @@ class Settings:
     # window revision; "pack": one Parquet payload pack per run, checkpoints per window and
     # no receipts (auditor and prover take inclusion proofs from the anchor log's tiles).
     object_layout: str = "pack"
+    # issue 10: parallel window building (flows/window_build.py, docs/operations.md)
+    workers: int = 1  # > 1: a local Dask cluster of that many worker processes
+    dask_scheduler_address: str = ""  # an existing Dask scheduler (tcp://host:8786) instead
 
     def __repr__(self) -> str:
         parts = []

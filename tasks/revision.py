@@ -56,13 +56,17 @@ def plan_revision(
     uri_of: Callable[[str], str],
     pipeline_version: str,
     pack: PackBuilder | None = None,
+    payload: bytes | None = None,
 ) -> PlannedRevision:
     """Encode the payload and build the checkpoint of one window revision.
 
     With `pack` (layout pack) the payload is appended to the run's pack and the checkpoint
-    addresses it there; without, it is its own object at `layout.payload_key`.
+    addresses it there; without, it is its own object at `layout.payload_key`. `payload`
+    is `encode_payload(content.records)` when the caller already has it (built in parallel
+    by `flows/window_build.py`); it is encoded here otherwise.
     """
-    payload = encode_payload(content.records)
+    if payload is None:
+        payload = encode_payload(content.records)
     digest = sha256_hex(payload)
     if pack is None:
         key = layout.payload_key(topic, content.key, revision)

@@ -77,6 +77,12 @@ class StageClock:
             if stack:
                 stack[-1][1] = end  # the enclosing stage resumes now
 
+    def add(self, stage: str, seconds: float) -> None:
+        """Count `seconds` measured elsewhere (e.g. on Dask workers) as one call of `stage`."""
+        self._add(stage, seconds)
+        with self._lock:
+            self.calls[stage] = self.calls.get(stage, 0) + 1
+
     def report(self) -> dict[str, Any]:
         """The run's timings (schema `streamnotary.stage_timings/1`, docs/formats.md)."""
         wall = time.perf_counter() - self.started
