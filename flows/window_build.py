@@ -20,6 +20,8 @@ digests, plan and log are exactly those of the in-process path. Runs with fewer 
 from __future__ import annotations
 
 import atexit
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -123,6 +125,7 @@ def dask_runner(settings: Settings) -> Iterator[DaskTaskRunner]:
     """A started `DaskTaskRunner` on the configured scheduler, or on the local cluster."""
     from prefect_dask import DaskTaskRunner
 
+    quiet_dask_logs()
     address = settings.dask_scheduler_address
     runner = (
         DaskTaskRunner(address=address)
@@ -154,6 +157,8 @@ def local_cluster(workers: int) -> Any:
     """
     import distributed
 
+    # worker processes read their log level from the environment when they import Dask
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     with _clusters_lock:
         cluster = _clusters.get(workers)
         if cluster is None or cluster.status.name in ("closing", "closed", "failed"):
@@ -161,7 +166,12 @@ def local_cluster(workers: int) -> Any:
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: two processes may run clusters
+                silence_logs=logging.WARNING,
+                # import this module (Prefect, pyarrow) before the worker joins, not while
+                # it unpickles its first task: that import blocks the worker's event loop,
+                # long enough on a loaded machine for the scheduler to drop the worker
+                preload=[__name__],
             )
             if not _clusters:
                 atexit.register(close_local_clusters)
@@ -174,8 +184,36 @@ def close_local_clusters() -> None:
     with _clusters_lock:
         clusters = list(_clusters.values())
         _clusters.clear()
+    import distributed
+
     for cluster in clusters:
+        # Prefect's event and log senders in each worker flush first; otherwise the
+        # worker's interpreter waits for them at exit and its nanny kills it after 4 s
+        with distributed.Client(cluster, set_as_default=False) as client:
+            client.run(drain_prefect_services)
         cluster.close()
+
+
+def drain_prefect_services() -> None:
+    """On a Dask worker: send Prefect's pending events and logs, stop their threads."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=10)
+    APILogWorker.drain_all(timeout=10)
+
+
+def quiet_dask_logs() -> None:
+    """Dask's INFO lines (scheduler and worker start, connections) are not the run's story.
+
+    A nanny that kills its worker process after 4 s at shutdown (a loaded machine, a slow
+    interpreter exit) loses nothing: every chunk's result was returned before. Both stay
+    available by configuring the `distributed` loggers (docs/operations.md).
+    """
+    for name, level in (("distributed", logging.WARNING), ("distributed.nanny", logging.ERROR)):
+        logger = logging.getLogger(name)
+        if logger.level in (logging.NOTSET, logging.INFO):
+            logger.setLevel(level)
 
 
 def _account(results: Sequence[window_jobs.ChunkResult], wall: float) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ HISTORY = SynthOptions(seed=10, stations=3, start=date(2021, 3, 1), days=30, rep
 def cluster() -> Iterator[distributed.LocalCluster]:
     """A Dask cluster of 2 worker processes, as an operator runs one (`dask scheduler`)."""
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        preload=["flows.window_build"],  # as docs/operations.md tells `dask worker`
     ) as c:
         yield c
 
@@ -89,27 +94,25 @@ def classified_windows(hours: int) -> list[tuple[Any, list[Any]]]:
     return sorted((k, v) for k, v in groups.items() if k is not None)
 
 
-def test_two_dask_workers_build_exactly_what_one_process_builds() -> None:
+def test_two_dask_workers_build_exactly_what_one_process_builds(
+    cluster: distributed.LocalCluster,
+) -> None:
     windows = classified_windows(hours=24 * 4)
     assert len(windows) >= window_build.MIN_PARALLEL_WINDOWS
     assert any(c.rejected for _, items in windows for c in items)
     jobs = [window_build.WindowJob(k, items, "drain") for k, items in windows]
 
     @flow
-    def plan(workers: int) -> tuple[list[Any], dict[str, Any]]:
+    def plan(**options: Any) -> tuple[list[Any], dict[str, Any]]:
         clock = stage_timing.start_run()
-        settings = Settings(topic="t", workers=workers, window_seconds=3600)
+        settings = Settings(topic="t", window_seconds=3600, **options)
         revisions = window_build.plan_revisions(settings, jobs, lambda k: f"s3://b/{k}")
         return revisions, clock.report()
 
-    try:
-        serial, serial_timing = plan(1)
-        parallel, parallel_timing = plan(2)  # workers=2: a LocalCluster started by the code
-        cluster = window_build.local_cluster(2)
-        assert len(cluster.workers) == 2
-        assert executed(cluster) >= 2  # the chunks ran on the cluster's worker processes
-    finally:
-        window_build.close_local_clusters()
+    serial, serial_timing = plan()
+    before = executed(cluster)
+    parallel, parallel_timing = plan(dask_scheduler_address=cluster.scheduler_address)
+    assert executed(cluster) >= before + 2  # the chunks ran on the cluster's worker processes
 
     assert [r.payload for r in parallel] == [r.payload for r in serial]
     assert [r.checkpoint for r in parallel] == [r.checkpoint for r in serial]
@@ -139,11 +142,12 @@ def test_workers_below_one_is_a_named_error() -> None:
 
 
 def run_backfill(env: PipelineEnv, history: Path, **settings: str) -> dict[str, Any]:
+    settings = {"ingest_roots": str(history), **settings}
     env_vars = {f"STREAMNOTARY_{k.upper()}": v for k, v in settings.items()}
     saved = {k: os.environ.get(k) for k in env_vars}
-    os.environ.update(env_vars)
     try:
         with env.active():
+            os.environ.update(env_vars)
             return backfill(sources=expand_sources([str(history)]))
     finally:
         for k, v in saved.items():
@@ -151,6 +155,28 @@ def run_backfill(env: PipelineEnv, history: Path, **settings: str) -> dict[str, 
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+NOISE = re.compile(r"ERROR|Traceback|WARNING|distributed\.")
+
+
+def build_task_runs(since: datetime) -> int:
+    """`build-windows` task runs (chunks built on Dask) that the Prefect API recorded."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="build-windows"),
+                start_time=TaskRunFilterStartTime(after_=since),
+            )
+        )
+    return sum(r.state is not None and r.state.is_completed() for r in runs)
 
 
 def anchored(env: PipelineEnv) -> dict[str, Any]:
@@ -175,7 +201,7 @@ def neutral(doc: Any, env: PipelineEnv) -> Any:
 
 
 def test_a_backfill_on_two_dask_workers_anchors_what_one_worker_anchors(
-    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, cluster: distributed.LocalCluster
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history = tmp_path / "history"
     write_history(HISTORY, history)
@@ -183,11 +209,17 @@ def test_a_backfill_on_two_dask_workers_anchors_what_one_worker_anchors(
     two = make_env(tmp_path / "two", kafka_bootstrap, s3_server)
 
     first = run_backfill(one, history)
-    before = executed(cluster)
-    second = run_backfill(two, history, dask_scheduler_address=cluster.scheduler_address)
-    assert executed(cluster) > before  # the windows were built on the cluster's workers
+    # `streamnotary backfill` as an operator runs it, with `workers = 2`: the CLI process
+    # starts a LocalCluster of 2 worker processes and builds the windows there.
+    started = datetime.now(UTC)
+    monkeypatch.setenv("STREAMNOTARY_WORKERS", "2")
+    done = two.run_cli("backfill", str(history), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads(done.stdout)
+    assert not NOISE.search(done.stderr), done.stderr[-3000:]
+    assert build_task_runs(since=started) >= 2  # the chunks: Prefect task runs on Dask
 
-    assert first["anchored"]["new_anchors"] == second["anchored"]["new_anchors"] >= 90
+    assert first["anchored"]["new_anchors"] == second["new_anchors"] >= 90
     assert one.roots() == two.roots()
     a, b = anchored(one), anchored(two)
     assert a["checkpoints"].keys() == b["checkpoints"].keys()
