@@ -215,8 +215,10 @@ def test_a_backfill_on_two_dask_workers_anchors_what_one_worker_anchors(
     assert build_task_runs(since=started) >= 2  # each chunk a Prefect task run
 
     assert first["anchored"]["new_anchors"] == second["anchored"]["new_anchors"] >= 90
-    assert one.roots() == two.roots()
     a, b = anchored(one), anchored(two)
+    roots = {k: cp["merkle"]["root"] for k, cp in a["checkpoints"].items()}
+    assert len(roots) >= 90
+    assert roots == {k: cp["merkle"]["root"] for k, cp in b["checkpoints"].items()}
     assert a["checkpoints"].keys() == b["checkpoints"].keys()
     for key, cp in a["checkpoints"].items():
         other = b["checkpoints"][key]
