@@ -2,8 +2,9 @@
 
 Reads the closed offset range [cursor, high watermark at run start) of every partition,
 closes the windows whose time has come, and for each closed window revision writes the
-payload and checkpoint, anchors the run's batch root (and one keyed entry per window),
-writes receipts, and only then advances the cursor. A write-ahead plan makes a killed run
+payload and checkpoint, appends them to the signed anchor log, anchors the log's new head
+(and one keyed entry per window on ledgers with keys), writes receipts (layout per_window
+only), and only then advances the cursor. A write-ahead plan makes a killed run
 resumable exactly once (docs/design.md).
 """
 
@@ -19,13 +20,13 @@ from prefect import flow, get_run_logger, runtime
 from flows.window_build import WindowJob, plan_revisions
 from storage import layout
 from storage.lease import Holder, TopicLease
+from storage.ledger.base import AnchorRef
 from storage.logkey import log_origin
 from storage.objectstore import open_store
 from storage.tlog import checkpoint_key
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import stage_timing, steps
-from tasks.batch import Batch
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
 from tasks.message import Classified, classify
@@ -34,15 +35,21 @@ from tasks.payload import encode_payload
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
-    batch_entry,
-    make_batch,
     pending_document,
     quarantine_doc,
     receipt,
     window_entry,
 )
 from tasks.run_artifacts import explain_run, track_progress
-from tasks.run_log import head_entry, log_plan, log_proof, run_entries, window_indexes
+from tasks.run_log import (
+    head_entry,
+    log_plan,
+    log_proof,
+    log_size_after,
+    plan_layout,
+    run_entries,
+    window_indexes,
+)
 from tasks.run_report import held_open_by_station, log_head_summary
 from tasks.stage_timing import StageClock
 from tasks.window import WindowKey, WindowSpec
@@ -66,12 +73,11 @@ class RunSummary:
     backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
     unattributable: int = 0
     ledger_entries: int = 0
-    batch_root: str | None = None
     log_size: int | None = None
     log_root: str | None = None
     stations: dict[str, dict[str, int]] = field(default_factory=dict)
     held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
-    batch_ref: dict[str, Any] | None = None
+    head_ref: dict[str, Any] | None = None  # where the run's log head is anchored
     log: dict[str, Any] | None = None  # the anchor-log head of this run (`log_head_summary`)
     completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
     # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
@@ -114,12 +120,11 @@ class RunSummary:
             "backlog": self.backlog,
             "unattributable": self.unattributable,
             "ledger_entries": self.ledger_entries,
-            "batch_root": self.batch_root,
             "log_size": self.log_size,
             "log_root": self.log_root,
             "stations": dict(sorted(self.stations.items())),
             "held_open": self.held_open,
-            "batch_ref": self.batch_ref,
+            "head_ref": self.head_ref,
             "log": self.log,
             "timings": self.clock.report(),
         }
@@ -219,7 +224,6 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
         return explain_run(settings, summary, cursor, plan.next_cursor)
 
-    batch = make_batch(settings.topic, revisions) if revisions else None
     entries = run_entries(
         topic=settings.topic,
         revisions=revisions,
@@ -229,11 +233,11 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         unattributable=plan.unattributable,
         held_open=plan.held_open,
         now=now,
+        layout=settings.object_layout,
     )
     pending = pending_document(
         settings.topic,
         revisions,
-        batch,
         quarantine,
         plan.next_cursor.to_json(),
         log=log_plan(log_origin(settings), log_size, entries),
@@ -412,7 +416,9 @@ def complete_plan(
     """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run.
 
     Order: payloads and documents, the log append (tiles, then the signed checkpoint), the
-    ledger anchors (batch, log head, window entries), receipts, and the cursor last.
+    ledger anchors (log head, then window entries on ledgers with keys), receipts (layout
+    per_window), and the cursor last. No batch root is anchored any more: a `batch` in a
+    plan of an earlier version is ignored (its windows are in the plan's log entries).
     """
     topic = pending["topic"]
     windows = pending["windows"]
@@ -425,76 +431,49 @@ def complete_plan(
     keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
     for w in windows:
         docs[layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])] = w["checkpoint"]
-    batch = Batch.from_manifest(pending["batch"]) if pending["batch"] else None
-    if batch is not None:
-        docs[layout.batch_key(topic, batch.root.hex())] = pending["batch"]
     steps.write_documents(settings, docs, phase="checkpoints")
     kill_point("after_payloads")
 
     log = pending.get("log")
-    head = head_ref = None
-    if log is not None:
-        head = steps.append_log(settings, log)
-        kill_point("after_log")
-        previous = 0 if head["old"] is None else head["old"]["size"]
-        entry = head_entry(topic, head["new"]["size"], head["new"]["root"], previous)
-        head_ref = steps.anchor_head(settings, entry)
-        summary.ledger_entries += 1
-        summary.log_size, summary.log_root = head["new"]["size"], head["new"]["root"]
-        summary.log = log_head_summary(
-            topic, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(topic)
+    if log is None:
+        raise PlanResumeError(
+            f"the unfinished plan of {topic!r} predates the anchor log (no `log` member); "
+            "finish it with the version that wrote it or discard it with `streamnotary repair`"
         )
+    head = steps.append_log(settings, log)
+    kill_point("after_log")
+    previous = 0 if head["old"] is None else head["old"]["size"]
+    size = head["new"]["size"]
+    head_ref = steps.anchor_head(settings, head_entry(topic, size, head["new"]["root"], previous))
+    kill_point("after_head_anchor")
+    summary.ledger_entries += 1
+    summary.log_size, summary.log_root = size, head["new"]["root"]
+    summary.head_ref = head_ref.to_json()
+    summary.log = log_head_summary(
+        topic, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(topic)
+    )
 
-    if batch is not None:
-        root = batch.root.hex()
-        batch_ref = steps.anchor_batch(settings, batch_entry(batch))
-        kill_point("after_batch_anchor")
+    if windows:
+        indexes = window_indexes(log)
         entries = [
-            window_entry(topic, keys[w["window_id"]], w["revision"], w["checkpoint"], root)
+            window_entry(
+                topic,
+                keys[w["window_id"]],
+                w["revision"],
+                w["checkpoint"],
+                indexes[(w["window_id"], w["revision"])],
+                log_size_after(log),
+            )
             for w in windows
         ]
         window_refs = steps.anchor_window_entries(settings, entries)
         kill_point("after_anchor")
-        proofs = _log_proofs(settings, log, head)
-        receipts = {}
-        for i, w in enumerate(windows):
-            key = keys[w["window_id"]]
-            receipts[layout.receipt_key(topic, key, w["revision"])] = receipt(
-                topic,
-                key,
-                w["revision"],
-                w["checkpoint_digest"],
-                batch,
-                batch_ref,
-                None if window_refs is None else window_refs[i],
-                log=proofs.get((w["window_id"], w["revision"])),
-                head_ref=head_ref,
-            )
-        versions = steps.object_versions(
-            settings,
-            [
-                k
-                for w in windows
-                for k in (
-                    layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
-                    _payload_object(topic, w),
-                )
-            ],
-        )
-        if versions:  # versioned bucket: pin the versions this run wrote
-            for w in windows:
-                key, rev = keys[w["window_id"]], w["revision"]
-                receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
-                    "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
-                    "payload": versions.get(_payload_object(topic, w)),
-                }
-        steps.write_documents(settings, receipts, phase="receipts")
+        if plan_layout(log) == "per_window":
+            write_receipts(settings, pending, head, head_ref, window_refs)
         kill_point("before_cursor")
         for w in windows:
             summary.add(w["checkpoint"])
-        summary.ledger_entries += 1 + (0 if window_refs is None else len(window_refs))
-        summary.batch_root = root
-        summary.batch_ref = batch_ref.to_json()
+        summary.ledger_entries += 0 if window_refs is None else len(window_refs)
     summary.completed_plans.append(pending)
     steps.advance_cursor(settings, pending["next_cursor"])
 
@@ -505,12 +484,55 @@ def _payload_object(topic: str, w: Mapping[str, Any]) -> str:
     return payload_location(topic, key, w["revision"], w["checkpoint"]).key
 
 
+def write_receipts(
+    settings: Settings,
+    pending: Mapping[str, Any],
+    head: Mapping[str, Any],
+    head_ref: AnchorRef,
+    window_refs: Sequence[AnchorRef] | None,
+) -> None:
+    """Receipts v2 of the plan's windows (layout per_window): log proof, head and window refs,
+    and, on a versioned bucket, the object versions this run wrote."""
+    topic, windows, log = pending["topic"], pending["windows"], pending["log"]
+    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
+    proofs = _log_proofs(settings, log, head)
+    receipts = {}
+    for i, w in enumerate(windows):
+        key = keys[w["window_id"]]
+        receipts[layout.receipt_key(topic, key, w["revision"])] = receipt(
+            topic,
+            key,
+            w["revision"],
+            w["checkpoint_digest"],
+            proofs[(w["window_id"], w["revision"])],
+            head_ref,
+            None if window_refs is None else window_refs[i],
+        )
+    versions = steps.object_versions(
+        settings,
+        [
+            k
+            for w in windows
+            for k in (
+                layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
+                _payload_object(topic, w),
+            )
+        ],
+    )
+    if versions:  # versioned bucket: pin the versions this run wrote
+        for w in windows:
+            key, rev = keys[w["window_id"]], w["revision"]
+            receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
+                "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
+                "payload": versions.get(_payload_object(topic, w)),
+            }
+    steps.write_documents(settings, receipts, phase="receipts")
+
+
 def _log_proofs(
-    settings: Settings, log: Mapping[str, Any] | None, head: Mapping[str, Any] | None
+    settings: Settings, log: Mapping[str, Any], head: Mapping[str, Any]
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Each window revision's inclusion proof in the head this run published."""
-    if log is None or head is None:
-        return {}
     indexes = window_indexes(log)
     size, root = head["new"]["size"], head["new"]["root"]
     proofs = steps.log_inclusion_proofs(settings, sorted(indexes.values()), size)

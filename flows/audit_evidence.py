@@ -208,15 +208,15 @@ def fetch_evidence(
         inp.payload_uri = store.uri(where.key)
         if where.packed:
             inp.payload_uri += f"#bytes={where.offset}+{where.length}"
-    rc = inp.receipt
-    if rc is None:
-        return
-    try:
+    rc = inp.receipt if isinstance(inp.receipt, dict) else {}
+    refs = rc.get("ledger") if isinstance(rc.get("ledger"), dict) else {}
+    batch = rc.get("batch")
+    if isinstance(batch, dict):  # a v1 receipt: its batch anchor (legacy path)
+        batch_ref = refs.get("batch") if isinstance(refs.get("batch"), dict) else {}
         inp.batch_entry = reader.observe(
-            layout.batch_entry_key(topic, str(rc["batch"]["root"])),
-            ((rc.get("ledger") or {}).get("batch") or {}).get("locator"),
+            layout.batch_entry_key(topic, str(batch.get("root"))), batch_ref.get("locator")
         )
-    except (KeyError, TypeError):
-        return
-    if reader.ledger.supports_window_items or (rc.get("ledger") or {}).get("window") is not None:
+    if inp.receipt is None and inp.log_entry is None:
+        return  # nothing claims this revision is anchored: the anchored check fails it
+    if reader.ledger.supports_window_items or refs.get("window") is not None:
         inp.window_entry = reader.observe(layout.window_entry_key(topic, key, inp.revision))

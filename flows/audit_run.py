@@ -129,6 +129,12 @@ def attach_log(log: LogAudit, documents: Documents) -> None:
         for inp in revisions:
             items = logged.get(inp.revision)
             inp.log_entry = items[-1][1] if items else None
+            if items:
+                inp.log_index = items[-1][0]
+                run = log.index.run_after(inp.log_index)
+                if run is not None:
+                    inp.log_size = run[0] + 1
+                    inp.receipt_expected = run[1].get("layout", "per_window") == "per_window"
         unlogged = [inp for inp in revisions if inp.log_entry is None]
         for inp in unlogged:
             claims = isinstance((inp.receipt or {}).get("log"), dict)

@@ -25,6 +25,7 @@ from tasks.payload import PayloadError, decode_payload
 from tasks.proof_bundle import LedgerEvidence, ProofBundleError, make_bundle
 from tasks.proof_bundle_v2 import make_bundle_v2
 from tasks.record import canonical_bytes
+from tasks.run_log import log_proof
 from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError
 from tasks.tlog.entries import LogEntryError
 from tasks.tlog.note import NoteError, Verifier
@@ -42,18 +43,20 @@ class ProofError(RuntimeError):
 
 
 def _revisions_of(store: ObjectStore, topic: str, key: WindowKey) -> list[int]:
-    """Revisions with a receipt; stray objects in the window's prefix are ignored."""
+    """Revisions with a checkpoint (layout pack writes no receipts); stray objects in the
+    window's prefix are ignored."""
     names = (
-        parse_object_name(topic, k) for k in store.list(layout.window_receipts_prefix(topic, key))
+        parse_object_name(topic, k)
+        for k in store.list(layout.window_checkpoints_prefix(topic, key))
     )
-    return sorted(n.revision for n in names if n.revision is not None and n.window == key)
+    return sorted({n.revision for n in names if n.revision is not None and n.window == key})
 
 
 def _window_for(store: ObjectStore, topic: str, station: str, at: datetime, size: int) -> WindowKey:
     key = WindowSpec(size).key_of(station, at)
     if _revisions_of(store, topic, key):
         return key
-    for k in store.list(layout.receipts_prefix(topic, station)):  # other window sizes
+    for k in store.list(layout.checkpoints_prefix(topic, station)):  # other window sizes
         other = parse_object_name(topic, k)
         if other.revision is not None and other.window and other.window.contains(at):
             return other.window
@@ -76,17 +79,22 @@ def prove_record(
 
     Every link is checked against the stored evidence before the bundle is written: a
     bundle is never issued from a payload or checkpoint that does not match the anchors.
-    A revision anchored through the signed log (its receipt carries `log`) gets a v2
-    bundle, verified here with the operator's log key `verifier`; older ones get v1.
+    A revision anchored through the signed log gets a v2 bundle, verified here with the
+    operator's log key `verifier`: the inclusion proof comes from its receipt, or, without
+    one (layout pack), from the log tiles. Revisions with a v1 receipt and no log proof
+    (batch anchors) get v1.
     """
     key = _window_for(store, topic, station, at, window_seconds)
     rev = _revisions_of(store, topic, key)[-1]
     receipt, problem = load_json(store, layout.receipt_key(topic, key, rev))
+    if receipt is not None:
+        problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
+    elif verifier is not None:
+        receipt = _tile_receipt(store, topic, key, rev, verifier)
+        problem = None if receipt is not None else f"{problem}, and not in the anchor log"
     checkpoint, cp_problem = load_json(
         store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
     )
-    if receipt is not None:
-        problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
     if checkpoint is not None:
         cp_problem = schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE)
     if receipt is None or checkpoint is None or problem or cp_problem:
@@ -132,6 +140,38 @@ def prove_record(
         batch_entry=LedgerEvidence(batch_obs.ref.to_json(), batch_obs.body),
         window_entry=window_ev,
     )
+
+
+def _tile_receipt(
+    store: ObjectStore, topic: str, key: WindowKey, rev: int, verifier: Verifier
+) -> dict[str, Any] | None:
+    """What a receipt would say, computed from the log tiles: the revision's window entry
+    and its inclusion proof in the current signed head (layout pack writes no receipts).
+    None when the log does not hold the revision."""
+    log = LogReader(store, topic, verifier, verifier.name)
+    try:
+        head, note = log.checkpoint(), log.checkpoint_note()
+        if head is None or note is None:
+            return None
+        index = next(
+            (
+                i
+                for i, e in enumerate(log.entries(0, head.size))
+                if e.get("type") == "window"
+                and (e.get("window_id"), e.get("revision")) == (key.window_id, rev)
+            ),
+            None,
+        )
+        if index is None:
+            return None
+        entry = next(iter(log.entries(index, index + 1)))
+        proof = log.inclusion_proof(index, head.size)
+    except (LogError, TileError, LogEntryError, LogCheckpointError, NoteError, ValueError) as exc:
+        raise ProofError(f"{key.window_id} r{rev}: the anchor log cannot prove it: {exc}") from exc
+    return {
+        "checkpoint_digest": entry["checkpoint_digest"],
+        "log": log_proof(verifier.name, index, head.size, head.root.hex(), proof, note.decode()),
+    }
 
 
 def _bundle_v2(

@@ -242,4 +242,4 @@ def complete(settings: Settings) -> dict[str, Any]:
         )
     summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
     complete_plan(settings, plan, payloads=None, summary=summary)
-    return {"completed": True, "new_anchors": summary.new_anchors, "batch": summary.batch_root}
+    return {"completed": True, "new_anchors": summary.new_anchors, "log_size": summary.log_size}

@@ -72,6 +72,14 @@ def window_receipts_prefix(topic: str, key: WindowKey) -> str:
     return f"receipts/{_window_dir(topic, key)}/"
 
 
+def checkpoints_prefix(topic: str, station_id: str | None = None) -> str:
+    return f"checkpoints/{topic}/" + (f"{station_id}/" if station_id else "")
+
+
+def window_checkpoints_prefix(topic: str, key: WindowKey) -> str:
+    return f"checkpoints/{_window_dir(topic, key)}/"
+
+
 def revision_of(object_key: str) -> int:
     """Revision number from a payload/checkpoint/receipt key (``.../r0003.json`` -> 3)."""
     name = object_key.rsplit("/", 1)[-1]

@@ -171,7 +171,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(
         f"ledger entries written: {summary['ledger_entries']}    "
         f"unattributable messages: {summary['unattributable']}    "
-        f"batch root: {summary['batch_root'] or '-'}"
+        f"log head: {summary['log_size'] or '-'} {str(summary['log_root'] or '')[:16]}"
     )
     render_held_open(summary, console)
     if summary.get("timings"):

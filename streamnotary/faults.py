@@ -24,7 +24,7 @@ POINTS = (
     "after_payloads",  # payloads and checkpoints stored, nothing anchored
     "mid_log_append",  # log tiles and bundles stored, checkpoint not yet published
     "after_log",  # log appended and checkpoint published, head not anchored
-    "after_batch_anchor",  # batch root anchored, window entries not yet
+    "after_head_anchor",  # log head anchored, window entries not yet
     "mid_window_anchors",  # the first window entry anchored, the others not yet
     "after_anchor",  # every entry anchored, no receipt written
     "before_cursor",  # receipts written, cursor not advanced

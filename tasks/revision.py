@@ -1,7 +1,9 @@
-"""Assemble everything one run writes and anchors (pure): revisions, batch, entries, receipts.
+"""Assemble everything one run writes and anchors (pure): revisions, entries, receipts.
 
 Given window contents, this module produces the exact bytes and documents of a run:
-payload bytes, checkpoint documents, the batch tree, the ledger entries and the receipts.
+payload bytes, checkpoint documents, the ledger entries and the receipts. Runs anchor the
+head of the signed anchor log (`tasks.run_log.head_entry`); the batch tree of earlier
+versions is kept only to read (and, in tests, to make) v1 receipts (`legacy_receipt`).
 Keeping it free of I/O means the write-ahead plan (`streamnotary.pending/1`) fully
 determines every later write, which is what makes a killed run resumable.
 """
@@ -26,6 +28,7 @@ from tasks.window import WindowKey
 from tasks.window_content import WindowContent
 
 PENDING_SCHEMA = "streamnotary.pending/1"
+RECEIPT_SCHEMA_V2 = "streamnotary.receipt/2"
 QUARANTINE_SCHEMA = "streamnotary.quarantine/1"
 
 
@@ -89,10 +92,12 @@ def plan_revision(
 
 
 def make_batch(topic: str, revisions: Sequence[PlannedRevision]) -> Batch:
+    """The batch tree of earlier versions (legacy: new runs anchor the log head instead)."""
     return Batch.of(topic, [BatchMember(r.window_id, r.revision, r.digest) for r in revisions])
 
 
 def batch_entry(batch: Batch) -> AnchorEntry:
+    """The ledger entry of a legacy batch root (read by the audit's legacy path)."""
     root = batch.root.hex()
     return AnchorEntry(
         key=layout.batch_entry_key(batch.topic, root),
@@ -102,8 +107,50 @@ def batch_entry(batch: Batch) -> AnchorEntry:
 
 
 def window_entry(
+    topic: str,
+    key: WindowKey,
+    revision: int,
+    checkpoint: dict[str, Any],
+    log_index: int,
+    log_size: int,
+) -> AnchorEntry:
+    """The keyed ledger entry of a window revision (ledgers with keys): it commits to the
+    checkpoint and to where the revision sits in the anchor log (its entry's index, and the
+    size of the head its run anchored), so the keyed item points into the log."""
+    return AnchorEntry(
+        key=layout.window_entry_key(topic, key, revision),
+        kind="window",
+        body=window_entry_body(topic, key, revision, checkpoint, log_index, log_size),
+        index_keys=(key.window_id, key.station_id, topic),
+    )
+
+
+def window_entry_body(
+    topic: str,
+    key: WindowKey,
+    revision: int,
+    checkpoint: dict[str, Any],
+    log_index: int,
+    log_size: int,
+) -> dict[str, Any]:
+    """Body of a window ledger entry (`streamnotary.ledger-entry/1`, kind window)."""
+    return {
+        "kind": "window",
+        "topic": topic,
+        "window_id": key.window_id,
+        "station_id": key.station_id,
+        "revision": revision,
+        "checkpoint_digest": checkpoint_digest(checkpoint),
+        "merkle_root": checkpoint["merkle"]["root"],
+        "log_index": log_index,
+        "log_size": log_size,
+    }
+
+
+def legacy_window_entry(
     topic: str, key: WindowKey, revision: int, checkpoint: dict[str, Any], batch_root: str
 ) -> AnchorEntry:
+    """A window entry as earlier versions anchored it (naming its batch root)."""
     return AnchorEntry(
         key=layout.window_entry_key(topic, key, revision),
         kind="window",
@@ -126,14 +173,43 @@ def receipt(
     key: WindowKey,
     revision: int,
     digest: str,
+    log: dict[str, Any],
+    head_ref: AnchorRef,
+    window_ref: AnchorRef | None,
+) -> dict[str, Any]:
+    """The window revision's receipt v2 (layout per_window only): its log inclusion proof
+    in the signed head of its run (`tasks.run_log.log_proof`), where that head is anchored,
+    and its keyed ledger entry if the ledger has keys. Everything in it can be recomputed
+    from the log tiles and the ledger; it saves the auditor that work and names the Bitcoin
+    transaction of the head."""
+    return {
+        "schema": RECEIPT_SCHEMA_V2,
+        "topic": topic,
+        "window_id": key.window_id,
+        "revision": revision,
+        "checkpoint_key": layout.checkpoint_key(topic, key, revision),
+        "checkpoint_digest": digest,
+        "log": log,
+        "ledger": {
+            "head": _stable(head_ref),
+            "window": None if window_ref is None else _stable(window_ref),
+        },
+    }
+
+
+def legacy_receipt(
+    topic: str,
+    key: WindowKey,
+    revision: int,
+    digest: str,
     batch: Batch,
     batch_ref: AnchorRef,
     window_ref: AnchorRef | None,
     log: dict[str, Any] | None = None,
     head_ref: AnchorRef | None = None,
 ) -> dict[str, Any]:
-    """The window revision's receipt. `log` is its log inclusion proof (`tasks.run_log`);
-    the batch proof stays until every auditor reads the log (docs/formats.md)."""
+    """A receipt v1 as earlier versions wrote it (batch proof, optional log proof). Kept so
+    that tests can make v1-era evidence the audit and both bundle verifiers must still read."""
     doc = {
         "schema": RECEIPT_SCHEMA,
         "topic": topic,
@@ -207,19 +283,19 @@ def quarantine_doc(c: Classified) -> dict[str, Any]:
 def pending_document(
     topic: str,
     revisions: Sequence[PlannedRevision],
-    batch: Batch | None,
     quarantine: Sequence[dict[str, Any]],
     next_cursor: dict[str, Any],
     log: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The write-ahead plan: once stored, every later write of the run is determined.
 
-    `log` (`tasks.run_log.log_plan`) is what the run appends to the anchor log.
+    `log` (`tasks.run_log.log_plan`) is what the run appends to the anchor log. `batch` is
+    always null now (runs anchor the log head); plans of earlier versions may carry one.
     """
     doc = {
         "schema": PENDING_SCHEMA,
         "topic": topic,
-        "batch": None if batch is None else batch.manifest(),
+        "batch": None,
         "windows": [
             {
                 "window_id": r.window_id,

@@ -29,6 +29,7 @@ from storage.objectstore import open_store
 from streamnotary.config import Settings
 from tasks import steps
 from tasks.planner import Cursor
+from tasks.run_log import log_size_after, plan_layout
 from tasks.run_report import (
     anchored_revisions,
     artifact_key,
@@ -98,11 +99,17 @@ def explain_run(
     revisions = []
     quarantine: list[Mapping[str, Any]] = []
     for plan in plans:
-        root = ((plan.get("batch") or {}).get("merkle") or {}).get("root")
-        if root:
-            revisions += anchored_revisions(topic, plan["windows"], root, uri_of)
+        log = plan.get("log")
+        if plan["windows"] and log:
+            revisions += anchored_revisions(
+                topic,
+                plan["windows"],
+                log_size_after(log),
+                uri_of,
+                receipts=plan_layout(log) == "per_window",
+            )
         quarantine += plan.get("quarantine", [])
-    links = document_links(topic, summary.get("batch_root"), uri_of, summary.get("log"))
+    links = document_links(topic, uri_of, summary.get("log"))
     before = cursor_before.to_json()
     create_markdown_artifact(
         markdown=render_markdown(
@@ -152,6 +159,7 @@ def announce_anchored(summary: Mapping[str, Any]) -> None:
         payload={
             "topic": topic,
             "new_anchors": summary["new_anchors"],
-            "batch_root": summary["batch_root"],
+            "log_size": summary["log_size"],
+            "log_root": summary["log_root"],
         },
     )

@@ -4,7 +4,8 @@ From the run's plan this builds the log entries (`tasks.tlog.entries`): one wind
 per anchored revision, sorted by (window id, revision), then the run entry recording what
 the run consumed. They go into the write-ahead plan, with the log size they extend, so a
 resumed run appends exactly the same bytes. After the append, the run anchors the new head
-(`head_entry`) and each receipt carries its window entry's inclusion proof (`log_proof`).
+(`head_entry`) and, in the per_window layout, each receipt carries its window entry's
+inclusion proof (`log_proof`); in the pack layout nobody stores it, the tiles serve it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def run_entries(
     unattributable: Iterable[Classified],
     held_open: Mapping[WindowKey, Sequence[Classified]],
     now: datetime,
+    layout: str = "per_window",
 ) -> list[dict[str, Any]]:
     """The run's log entries, in log order (docs/formats.md, "Anchor log entries")."""
     at = now.strftime(_TS)
@@ -96,6 +98,7 @@ def run_entries(
             held_open=held,
             cursor_digest=canonical_digest(next_cursor.to_json()),
             anchored_at=at,
+            layout=layout,
         )
     )
     ordered = entry_order(entries)
@@ -107,6 +110,17 @@ def run_entries(
 def log_plan(origin: str, base_size: int, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The `log` member of the write-ahead plan: append `entries` at exactly `base_size`."""
     return {"origin": origin, "base_size": base_size, "entries": list(entries)}
+
+
+def log_size_after(log: Mapping[str, Any]) -> int:
+    """The tree size once the plan's entries are appended: the head the run anchors."""
+    return int(log["base_size"]) + len(log["entries"])
+
+
+def plan_layout(log: Mapping[str, Any]) -> str:
+    """The object layout the plan was made with: its run entry names it (absent: per_window)."""
+    run = next(e for e in log["entries"] if e["type"] == "run")
+    return str(run.get("layout", "per_window"))
 
 
 def window_indexes(log: Mapping[str, Any]) -> dict[tuple[str, int], int]:

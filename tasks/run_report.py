@@ -116,8 +116,8 @@ class AnchoredRevision:
     checkpoint_digest: str
     payload_uri: str
     checkpoint_uri: str
-    receipt_uri: str
-    batch_ledger_key: str
+    receipt_uri: str | None  # None: layout pack, no receipt (the log tiles serve the proof)
+    head_ledger_key: str
     window_ledger_key: str
 
     def row(self) -> dict[str, Any]:
@@ -130,16 +130,21 @@ class AnchoredRevision:
             "checkpoint digest": self.checkpoint_digest,
             "payload": self.payload_uri,
             "checkpoint": self.checkpoint_uri,
-            "receipt": self.receipt_uri,
-            "ledger key (batch)": self.batch_ledger_key,
+            "receipt": self.receipt_uri or "-",
+            "ledger key (log head)": self.head_ledger_key,
             "ledger key (window)": self.window_ledger_key,
         }
 
 
 def anchored_revisions(
-    topic: str, windows: Sequence[Mapping[str, Any]], batch_root: str, uri_of: Callable[[str], str]
+    topic: str,
+    windows: Sequence[Mapping[str, Any]],
+    head_size: int,
+    uri_of: Callable[[str], str],
+    receipts: bool = True,
 ) -> list[AnchoredRevision]:
-    """The plan's window revisions (``pending["windows"]``), with their object URIs and keys."""
+    """The plan's window revisions (``pending["windows"]``), with their object URIs and keys;
+    `head_size` is the size of the log head the run anchored."""
     out = []
     for w in windows:
         key = WindowKey.parse(w["window_id"])
@@ -155,8 +160,8 @@ def anchored_revisions(
                 checkpoint_digest=str(w["checkpoint_digest"]),
                 payload_uri=str(cp["payload"]["uri"]),  # its own object or its run's pack
                 checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev)),
-                receipt_uri=uri_of(layout.receipt_key(topic, key, rev)),
-                batch_ledger_key=layout.batch_entry_key(topic, batch_root),
+                receipt_uri=uri_of(layout.receipt_key(topic, key, rev)) if receipts else None,
+                head_ledger_key=layout.head_entry_key(topic, head_size),
                 window_ledger_key=layout.window_entry_key(topic, key, rev),
             )
         )
@@ -176,9 +181,9 @@ class Link:
 
 
 def document_links(
-    topic: str, batch_root: str | None, uri_of: Callable[[str], str], log: Mapping[str, Any] | None
+    topic: str, uri_of: Callable[[str], str], log: Mapping[str, Any] | None
 ) -> list[Link]:
-    """Links to the run's stored documents: batch manifest, cursor, signed log checkpoint."""
+    """Links to the run's stored documents: cursor, signed log checkpoint."""
     links = [
         Link(
             artifact_key("anchor-cursor", topic),
@@ -187,16 +192,6 @@ def document_links(
             "where the next run resumes (streamnotary.cursor/1)",
         )
     ]
-    if batch_root:
-        links.insert(
-            0,
-            Link(
-                artifact_key("anchor-batch", topic),
-                uri_of(layout.batch_key(topic, batch_root)),
-                f"batch {batch_root[:16]}…",
-                "manifest of the batch this run anchored (its Merkle tree of checkpoints)",
-            ),
-        )
     if log and log.get("checkpoint_key"):
         links.append(
             Link(
@@ -224,7 +219,7 @@ def headline(summary: Mapping[str, Any]) -> str:
     if summary["new_anchors"]:
         text = (
             f"anchored {summary['new_anchors']} window revision(s) of {summary['topic']} "
-            f"on the {summary['ledger']} ledger (batch {str(summary['batch_root'])[:12]})"
+            f"on the {summary['ledger']} ledger (log head {summary.get('log_size')})"
         )
     else:
         text = f"nothing new to anchor on {summary['topic']} ({summary['messages_read']} read)"
@@ -317,13 +312,13 @@ def render_markdown(
         f"{summary['ledger_entries']}.",
         "",
     ]
-    if summary.get("batch_root"):
-        ref = summary.get("batch_ref") or {}
-        entry_key = layout.batch_entry_key(summary["topic"], summary["batch_root"])
+    if summary.get("log_size"):
+        ref = summary.get("head_ref") or {}
+        entry_key = layout.head_entry_key(summary["topic"], summary["log_size"])
         out += [
-            "## Batch and ledger",
+            "## Log head and ledger",
             "",
-            f"- batch root: `{summary['batch_root']}`",
+            f"- log head: size {summary['log_size']}, root `{summary.get('log_root')}`",
             f"- ledger entry key: `{entry_key}`",
             f"- ledger: {_md_escape(summary['ledger'])}"
             + (f", entry at {_locator(ref['locator'])}" if ref.get("locator") else ""),

@@ -3,7 +3,8 @@
 Retention that removed offsets (not_checkable), unconfirmed anchors (pending), and broken
 revision chains are produced here directly with the same pure functions the pipeline
 uses (`build_window`, `encode_payload`, `build_checkpoint`, `Batch`), so each verdict is
-pinned to a precise cause.
+pinned to a precise cause. The receipts here are v1 (batch anchors, written before the
+log head replaced the batch root): they exercise the legacy path the audit keeps reading.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoin
 from tasks.message import SourceMessage, classify
 from tasks.payload import encode_payload
 from tasks.record import Observation, canonical_bytes
-from tasks.revision import receipt as build_receipt
+from tasks.revision import legacy_receipt as build_receipt
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
 

@@ -15,15 +15,16 @@ from flows.ingest_dwd import ingest_dwd
 from storage import layout
 from storage.ledger.local import LocalLedger
 from storage.objectstore import read_payload
-from tasks.batch import verify_batch_proof
+from storage.tlog import LogReader
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import checkpoint_digest, schema_validator, validate_checkpoint
 from tasks.dwd import DwdFormatError, demo_files
-from tasks.merkle import merkle_root
+from tasks.merkle import inclusion_proof, merkle_root, verify_inclusion
 from tasks.pack import payload_location
 from tasks.payload import payload_leaves
 from tasks.planner import CursorError
 from tasks.record import Observation
+from tasks.tlog.entries import entry_bytes
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -46,7 +47,7 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         assert summary["stations"]["00433"]["duplicates"] == 0
         # 433 misses 36 temperatures and 239 humidities in these files (DWD README)
         assert summary["stations"]["00433"]["missing_values"] == 36 + 239
-        assert summary["ledger_entries"] == 1 + 1 + 1100  # log head, batch, windows
+        assert summary["ledger_entries"] == 1 + 1100  # the log head, one keyed entry per window
 
         again_ingest = ingest_dwd(sources=sources)
         assert all(r["skipped"] for r in again_ingest.values())
@@ -66,13 +67,40 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         payload = read_payload(store, where)  # its object, or its range of the run's pack
         assert sha256_hex(payload) == sample["payload"]["sha256"]
         assert merkle_root(payload_leaves(payload)).hex() == sample["merkle"]["root"]
-        receipt = json.loads(store.get(layout.receipt_key(settings.topic, _key(sample), 0)))
-        assert receipt["checkpoint_digest"] == checkpoint_digest(sample)
-        verify_batch_proof(receipt["checkpoint_digest"], receipt["batch"])
-        batch_ref = ledger.lookup(layout.batch_entry_key(settings.topic, receipt["batch"]["root"]))
-        assert batch_ref is not None
+        reader = LogReader(store, settings.topic)
+        receipt_key = layout.receipt_key(settings.topic, _key(sample), 0)
+        if settings.object_layout == "per_window":
+            receipt = json.loads(store.get(receipt_key))
+            assert receipt["schema"] == "streamnotary.receipt/2" and "batch" not in receipt
+            log = receipt["log"]
+        else:  # layout pack: no receipt; the proof comes from the log tiles
+            assert store.head(receipt_key) is None
+            entries = list(reader.entries(0, 1101))
+            index = next(
+                i
+                for i, e in enumerate(entries)
+                if e["type"] == "window" and e["window_id"] == sample["window"]["id"]
+            )
+            leaves = [entry_bytes(e) for e in entries]
+            proof = [h.hex() for h in inclusion_proof(leaves, index)]
+            log = {"index": index, "size": 1101, "root": merkle_root(leaves).hex(), "proof": proof}
+        # window log entry -> inclusion proof -> the head the run anchored; no batch anywhere
+        (entry,) = list(reader.entries(log["index"], log["index"] + 1))
+        assert entry["checkpoint_digest"] == checkpoint_digest(sample)
+        verify_inclusion(
+            entry_bytes(entry),
+            log["index"],
+            log["size"],
+            [bytes.fromhex(h) for h in log["proof"]],
+            bytes.fromhex(log["root"]),
+        )
+        head = ledger.read(ledger.lookup(layout.head_entry_key(settings.topic, log["size"])))
+        assert (head["size"], head["root"]) == (1101, log["root"])
         window_ref = ledger.lookup(layout.window_entry_key(settings.topic, _key(sample), 0))
-        assert ledger.read(window_ref)["checkpoint_digest"] == receipt["checkpoint_digest"]
+        body = ledger.read(window_ref)
+        assert body["checkpoint_digest"] == checkpoint_digest(sample)
+        assert (body["log_index"], body["log_size"]) == (log["index"], 1101)
+        assert not list(store.list(f"batches/{settings.topic}/"))
 
 
 def _key(checkpoint: dict[str, Any]) -> Any:

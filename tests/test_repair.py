@@ -65,7 +65,7 @@ def test_a_conflicting_plan_is_reported_and_discarded_safely(env: PipelineEnv) -
 
 
 def test_a_partly_anchored_plan_is_never_discarded_only_completed(env: PipelineEnv) -> None:
-    killed = env.run_cli("anchor", "--drain", kill_at="after_batch_anchor")
+    killed = env.run_cli("anchor", "--drain", kill_at="after_head_anchor")
     assert killed.returncode == -signal.SIGKILL
     store = env.store()
     checkpoints = sorted(store.list(f"checkpoints/{env.topic}/"))
@@ -77,7 +77,8 @@ def test_a_partly_anchored_plan_is_never_discarded_only_completed(env: PipelineE
     assert store.head(layout.pending_key(env.topic)) is not None
 
     shown = json.loads(env.run_cli("repair", "--json").stdout)["before"]
-    assert shown["batch_anchored"] and shown["cursor_status"] == "successor"
+    assert shown["log_appended"] and not shown["batch_root"]
+    assert shown["cursor_status"] == "successor"
 
     done = env.run_cli("repair", "--complete", "--json")
     assert done.returncode == 0, done.stderr[-2000:]

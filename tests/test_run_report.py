@@ -82,8 +82,9 @@ def test_headline_and_markdown_say_what_was_anchored_held_and_quarantined() -> N
         "messages_read": 145,
         "unattributable": 0,
         "ledger_entries": 5,
-        "batch_root": "ab" * 32,
-        "batch_ref": {"locator": {"seq": 7}},
+        "log_size": 42,
+        "log_root": "ab" * 32,
+        "head_ref": {"locator": {"seq": 7}},
         "stations": {
             "00433": {
                 "windows": 2,
@@ -110,17 +111,14 @@ def test_headline_and_markdown_say_what_was_anchored_held_and_quarantined() -> N
     }
     line = headline(summary)
     assert line == (
-        "anchored 4 window revision(s) of dwd.x on the local ledger (batch abababababab); "
+        "anchored 4 window revision(s) of dwd.x on the local ledger (log head 42); "
         "1 window(s) held open in 1 station(s); 1 message(s) quarantined"
     )
     quarantine = [
         {"partition": 0, "offset": 9, "window_id": None, "reason": "not_json", "detail": "x|y"}
     ]
-    links = document_links("dwd.x", summary["batch_root"], lambda k: f"s3://b/{k}", None)
-    assert [link.url for link in links] == [
-        f"s3://b/{layout.batch_key('dwd.x', 'ab' * 32)}",
-        f"s3://b/{layout.cursor_key('dwd.x')}",
-    ]
+    links = document_links("dwd.x", lambda k: f"s3://b/{k}", None)
+    assert [link.url for link in links] == [f"s3://b/{layout.cursor_key('dwd.x')}"]
     md = render_markdown(
         summary,
         cursor_before={"partitions": {}, "stations": {}},
@@ -138,7 +136,7 @@ def test_headline_and_markdown_say_what_was_anchored_held_and_quarantined() -> N
     assert "| 00433 | 1 | 24 | 2018-09-26T00:00:00Z |" in md  # held open, since
     assert "drain=true" in md
     assert "1 × `not_json`" in md and "x\\|y" in md  # reasons, escaped for the table
-    assert f"batch/dwd.x/{'ab' * 32}" in md and "seq `7`" in md
+    assert "head/dwd.x/42" in md and "seq `7`" in md
     assert (
         artifact_key("anchor-windows", "dwd.Observations_2") == "anchor-windows-dwd-observations-2"
     )
@@ -194,11 +192,11 @@ def test_anchor_run_publishes_keyed_artifacts_and_its_headline(
             key = r[column].removeprefix(f"s3://{env.bucket}/")
             assert store.head(key) is not None, r[column]
         assert r["ledger key (window)"].startswith(f"window/{env.topic}/{r['window']}/r0")
+        assert r["ledger key (log head)"] == layout.head_entry_key(env.topic, summary["log_size"])
 
     links = {k: a.data for k, a in keyed.items()}
-    batch_link = links[artifact_key("anchor-batch", env.topic)]
-    assert summary["batch_root"] in batch_link
-    assert store.head(layout.batch_key(env.topic, summary["batch_root"])) is not None
+    assert artifact_key("anchor-batch", env.topic) not in links  # runs anchor the log head
+    assert not list(store.list(f"batches/{env.topic}/"))
     assert artifact_key("anchor-cursor", env.topic) in links
 
     # the anchor-log head the run anchored: the signed checkpoint and the ledger agree

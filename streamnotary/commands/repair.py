@@ -36,9 +36,14 @@ def _print_report(report: dict[str, Any]) -> None:
         return
     print(
         f"  unfinished plan: cursor run {report['plan_cursor_runs']} "
-        f"({report['cursor_status']}), batch {report['batch_root']} "
-        f"{'ANCHORED' if report['batch_anchored'] else 'not anchored'}, "
-        f"log {'APPENDED' if report['log_appended'] else 'not appended'}, "
+        f"({report['cursor_status']}), "
+        + (
+            f"legacy batch {report['batch_root']} "
+            f"{'ANCHORED' if report['batch_anchored'] else 'not anchored'}, "
+            if report["batch_root"]
+            else ""
+        )
+        + f"log {'APPENDED' if report['log_appended'] else 'not appended'}, "
         f"{report['quarantine']} quarantined message(s)"
     )
     for w in report["windows"]:

@@ -1,8 +1,14 @@
-"""(a) anchored: the stored checkpoint is the one the ledger commits to.
+"""(a) anchored: the stored checkpoint is the one the anchored log commits to.
 
-The checkpoint digest (SHA-256 of its RFC 8785 bytes) must sit in the run's batch tree
-(RFC 6962 section 2.1.1 audit path), and the ledger entries named by the receipt must
-commit to that batch root (and, on ledgers with keyed items, to the window revision).
+The checkpoint digest (SHA-256 of its RFC 8785 bytes) must be the one the revision's
+window entry in the anchor log names; the log itself (signature, anchored heads,
+consistency) is check "log" (`tasks.audit.log`). A v2 receipt's inclusion proof must take
+that entry to the root of its run's signed head, and on ledgers with keyed items the
+window entry must commit to the checkpoint and point at the entry (`log_index`,
+`log_size`). A missing receipt fails unless the log says its run wrote none (layout pack).
+
+Legacy path: a v1 receipt (`batch` member) is checked as before the log head replaced
+the batch root: the digest's audit path in the run's batch tree and the batch ledger entry.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from tasks.audit.evidence import (
 from tasks.batch import verify_batch_proof
 from tasks.canonical import canonical_digest
 from tasks.checkpoint import checkpoint_digest, ranges_of
-from tasks.merkle import MerkleError
+from tasks.merkle import MerkleError, verify_inclusion
+from tasks.tlog.entries import LogEntryError, entry_bytes
 from tasks.window import WindowKey
 
 
@@ -46,18 +53,17 @@ def check_anchored(
     _check_log_entry(res, inp, cp, digest)
     rc = inp.receipt
     if rc is None:
-        code = "receipt_invalid" if inp.receipt_invalid else "receipt_missing"
-        res.add(FAIL, code, f"receipt {inp.receipt_key}: {inp.receipt_problem}")
+        if inp.receipt_invalid or inp.receipt_expected:
+            code = "receipt_invalid" if inp.receipt_invalid else "receipt_missing"
+            res.add(FAIL, code, f"receipt {inp.receipt_key}: {inp.receipt_problem}")
+            return res, digest
+        # layout pack: no receipt by design; the log entry (authenticated by the signed,
+        # anchored log, check "log") is the proof, and the keyed entry must point at it
+        _check_window_entry(res, key, topic, inp, cp, digest, None, integrity)
         return res, digest
-    try:
-        anchored_digest = str(rc["checkpoint_digest"])
-        batch = rc["batch"]
-        ledger_refs = rc["ledger"]
-        if (rc["window_id"], rc["revision"], rc["topic"]) != (key.window_id, inp.revision, topic):
-            res.add(FAIL, "receipt_misplaced", f"receipt at {inp.receipt_key} names another window")
-    except (KeyError, TypeError) as exc:
-        res.add(FAIL, "receipt_invalid", f"receipt {inp.receipt_key} lacks {exc}")
-        return res, digest
+    if (rc["window_id"], rc["revision"], rc["topic"]) != (key.window_id, inp.revision, topic):
+        res.add(FAIL, "receipt_misplaced", f"receipt at {inp.receipt_key} names another window")
+    anchored_digest = str(rc["checkpoint_digest"])
     if digest is not None and digest != anchored_digest:
         res.add(
             FAIL,
@@ -65,8 +71,92 @@ def check_anchored(
             f"stored checkpoint digests to {digest}, the anchored digest is {anchored_digest} "
             "(the checkpoint was changed after anchoring)",
         )
+    if "batch" in rc:
+        _check_batch_receipt(res, key, topic, inp, cp, digest or anchored_digest, integrity)
+        return res, digest
+    _check_log_proof(res, inp, rc["log"])
+    _check_window_entry(
+        res, key, topic, inp, cp, anchored_digest, rc["ledger"]["window"], integrity
+    )
+    return res, digest
+
+
+def _check_log_proof(res: CheckResult, inp: RevisionInputs, proof: dict[str, Any]) -> None:
+    """A v2 receipt's inclusion proof takes the logged window entry to the root it names.
+
+    That root is the log's at that size only if the signed note the receipt carries
+    verifies and matches the log (check "log": signed_head_not_in_log), which also checks
+    that the head of that size is anchored.
+    """
+    entry = inp.log_entry
+    if entry is None:
+        return  # attach_log reports not_in_log (FAIL: the receipt claims a log proof)
+    if inp.log_index is not None and proof["index"] != inp.log_index:
+        res.add(
+            FAIL,
+            "receipt_log_index_mismatch",
+            f"receipt names log index {proof['index']}, the log has the entry at {inp.log_index}",
+        )
     try:
-        verify_batch_proof(digest or anchored_digest, batch)
+        verify_inclusion(
+            entry_bytes(entry),
+            proof["index"],
+            proof["size"],
+            [bytes.fromhex(h) for h in proof["proof"]],
+            bytes.fromhex(proof["root"]),
+        )
+    except (MerkleError, LogEntryError, ValueError) as exc:
+        res.add(
+            FAIL,
+            "log_proof_invalid",
+            f"the receipt's inclusion proof does not take the window entry to root "
+            f"{proof['root'][:16]}... of size {proof['size']}: {exc}",
+        )
+
+
+def _check_window_entry(
+    res: CheckResult,
+    key: WindowKey,
+    topic: str,
+    inp: RevisionInputs,
+    cp: dict[str, Any] | None,
+    digest: str | None,
+    receipt_ref: dict[str, Any] | None,
+    integrity: LedgerIntegrity,
+) -> None:
+    """The keyed window entry (ledgers with keys) commits to the checkpoint and points to
+    the revision's place in the log: `{..., log_index, log_size}`."""
+    if receipt_ref is None and (inp.window_entry is None or inp.window_entry.ref is None):
+        return  # ledger without keyed items (or none observed): the head anchors it
+    expected = {
+        "kind": "window",
+        "topic": topic,
+        "window_id": key.window_id,
+        "station_id": key.station_id,
+        "revision": inp.revision,
+        "checkpoint_digest": digest,
+        "merkle_root": (cp or {}).get("merkle", {}).get("root"),
+        "log_index": inp.log_index,
+        "log_size": inp.log_size,
+    }
+    _check_entry(res, "window", inp.window_entry, expected, receipt_ref, integrity)
+
+
+def _check_batch_receipt(
+    res: CheckResult,
+    key: WindowKey,
+    topic: str,
+    inp: RevisionInputs,
+    cp: dict[str, Any] | None,
+    digest: str,
+    integrity: LedgerIntegrity,
+) -> None:
+    """Legacy path: a v1 receipt's batch proof, its batch entry and batch-era window entry.
+    Runs no longer anchor batches, but their anchors stay verifiable (docs/formats.md)."""
+    rc = inp.receipt or {}
+    batch, ledger_refs = rc["batch"], rc["ledger"]
+    try:
+        verify_batch_proof(digest, batch)
     except (MerkleError, KeyError, TypeError, ValueError) as exc:
         res.add(
             FAIL,
@@ -93,12 +183,11 @@ def check_anchored(
             "window_id": key.window_id,
             "station_id": key.station_id,
             "revision": inp.revision,
-            "checkpoint_digest": anchored_digest,
+            "checkpoint_digest": str(rc["checkpoint_digest"]),
             "merkle_root": (cp or {}).get("merkle", {}).get("root"),
             "batch_root": batch_root,
         }
         _check_entry(res, "window", inp.window_entry, expected_window_body, window_ref, integrity)
-    return res, digest
 
 
 def _check_log_entry(

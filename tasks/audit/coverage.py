@@ -19,6 +19,7 @@ window's first message out and anchors the rest consistently.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class LogIndex:
     unattributable: dict[int, Counter[int]]
     quarantined: dict[int, Counter[int]]
     held_open: dict[str, dict[int, list[Range]]]  # by the last run entry
+
+    def run_after(self, index: int) -> tuple[int, dict[str, Any]] | None:
+        """The run entry that closes the run of the entry at `index` (its position, entry)."""
+        at = bisect_right([i for i, _ in self.runs], index)
+        return self.runs[at] if at < len(self.runs) else None
 
     def latest(self, window_id: str) -> dict[str, Any] | None:
         revs = self.revisions.get(window_id)

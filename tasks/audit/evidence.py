@@ -95,6 +95,11 @@ class RevisionInputs:
     batch_entry: LedgerObservation | None = None
     window_entry: LedgerObservation | None = None
     log_entry: dict[str, Any] | None = None  # its window entry in the anchor log, if logged
+    log_index: int | None = None  # that entry's leaf index
+    log_size: int | None = None  # size of the log head its run anchored (run entry index + 1)
+    # False when the run that logged it wrote no receipts (its run entry says layout "pack"):
+    # the signed log, not the bucket, decides whether a missing receipt is a finding
+    receipt_expected: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,9 +75,14 @@ def run_entry(
     held_open: Mapping[str, Mapping[int, Sequence[Range]]],
     cursor_digest: str,
     anchored_at: str,
+    layout: str = "per_window",
 ) -> dict[str, Any]:
-    """The entry that closes a run: everything it consumed and where it left the cursor."""
-    return {
+    """The entry that closes a run: everything it consumed and where it left the cursor.
+
+    `layout` is the run's object layout; "pack" (no receipts) is recorded in the entry so
+    the auditor knows, from the signed log rather than the bucket, that no receipt is due.
+    """
+    entry = {
         "schema": LOG_ENTRY_SCHEMA,
         "type": "run",
         "topic": topic,
@@ -89,6 +94,9 @@ def run_entry(
         "cursor_digest": cursor_digest,
         "anchored_at": anchored_at,
     }
+    if layout != "per_window":
+        entry["layout"] = layout
+    return entry
 
 
 def entry_order(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
