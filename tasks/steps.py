@@ -201,15 +201,18 @@ def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef
 def load_latest_revisions(
     settings: Settings, keys: Sequence[WindowKey]
 ) -> dict[WindowKey, dict[str, Any]]:
-    """For windows that received late data: the checkpoint of their latest anchored revision."""
+    """For windows that received late data: the checkpoint of their latest anchored revision.
+
+    Found by the checkpoints (the layout pack writes no receipts); an unfinished plan is
+    always completed before a run plans, so every stored checkpoint is anchored.
+    """
     store = open_store(settings)
     found: dict[WindowKey, dict[str, Any]] = {}
     for key in keys:
-        receipts = list(store.list(layout.window_receipts_prefix(settings.topic, key)))
-        if not receipts:
+        checkpoints = list(store.list(layout.window_checkpoints_prefix(settings.topic, key)))
+        if not checkpoints:
             continue
-        latest = parse_document(store.get(max(receipts, key=layout.revision_of)))
-        found[key] = parse_document(store.get(latest["checkpoint_key"]))
+        found[key] = parse_document(store.get(max(checkpoints, key=layout.revision_of)))
     return found
 
 
@@ -290,15 +293,6 @@ def object_versions(settings: Settings, keys: Sequence[str]) -> dict[str, str]:
         if version is not None:
             out[key] = version
     return out
-
-
-@unwalked
-@task(name="anchor-batch", **IO_RETRIES)
-@timed(LEDGER)
-def anchor_batch(settings: Settings, entry: AnchorEntry) -> AnchorRef:
-    """Anchor the run's batch root (idempotent by key)."""
-    with open_ledger(settings) as ledger:
-        return ledger.anchor(entry)
 
 
 @unwalked

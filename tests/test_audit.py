@@ -27,11 +27,23 @@ from tasks.audit import (
 )
 from tasks.batch import Batch, BatchMember
 from tasks.canonical import canonical_digest
-from tasks.checkpoint import PayloadRef, Supersedes, build_checkpoint, checkpoint_digest
+from tasks.checkpoint import (
+    PayloadRef,
+    Supersedes,
+    build_checkpoint,
+    checkpoint_digest,
+    ranges_of,
+)
+from tasks.merkle import inclusion_proof, merkle_root
 from tasks.message import SourceMessage, classify
 from tasks.payload import encode_payload
 from tasks.record import Observation, canonical_bytes
 from tasks.revision import legacy_receipt as build_receipt
+from tasks.revision import receipt as build_receipt_v2
+from tasks.revision import window_entry_body
+from tasks.run_log import log_proof
+from tasks.tlog.entries import entry_bytes
+from tasks.tlog.entries import window_entry as log_window_entry
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
 
@@ -220,3 +232,79 @@ def test_a_window_named_only_by_stray_objects_is_reported_not_raised() -> None:
     audit = audit_window(KEY, TOPIC, [], _view([]), LedgerIntegrity("local"), [stray])
     assert audit.revisions == [] and audit.latest_revision is None
     assert audit.to_json()["findings"] == [stray.to_json()]
+
+
+# -- receipts v2 and the layout without receipts (the log head replaced the batch) --------
+
+
+def _logged_revision(msgs: list[SourceMessage], *, with_receipt: bool) -> RevisionInputs:
+    """A revision as runs anchor it now: a window entry at index 0 of a two-leaf log whose
+    head (size 2) is anchored, a keyed window entry pointing at it, and a receipt v2 (layout
+    per_window) or none (layout pack, as the run entry records)."""
+    inp, cp = _revision(msgs, 0, None)
+    digest = checkpoint_digest(cp)
+    entry = log_window_entry(
+        topic=TOPIC,
+        window_id=KEY.window_id,
+        revision=0,
+        checkpoint_digest=digest,
+        ranges={p: [r] for p, r in ranges_of(cp).items()},
+        supersedes=None,
+        closed_at="2019-09-08T01:00:00Z",
+        run=1,
+    )
+    leaves = [entry_bytes(entry), b'{"type":"run"}']
+    root = merkle_root(leaves).hex()
+    body = window_entry_body(TOPIC, KEY, 0, cp, 0, 2)
+    window_ref = AnchorRef(
+        "local", layout.window_entry_key(TOPIC, KEY, 0), canonical_digest(body), {"seq": 2}, 1, 1
+    )
+    head_body = {"kind": "head", "topic": TOPIC, "size": 2, "root": root, "previous_size": 0}
+    head_ref = AnchorRef(
+        "local", layout.head_entry_key(TOPIC, 2), canonical_digest(head_body), {"seq": 1}, 1, 1
+    )
+    proof = log_proof("o", 0, 2, root, inclusion_proof(leaves, 0), "note")
+    inp.receipt = (
+        build_receipt_v2(TOPIC, KEY, 0, digest, proof, head_ref, window_ref)
+        if with_receipt
+        else None
+    )
+    inp.batch_entry = None
+    inp.window_entry = LedgerObservation(window_ref.key, ref=window_ref, body=body)
+    inp.log_entry, inp.log_index, inp.log_size = entry, 0, 2
+    inp.receipt_expected = with_receipt
+    return inp
+
+
+def test_receipt_v2_and_no_receipt_in_layout_pack_pass_without_any_batch() -> None:
+    msgs = _messages(24)
+    for with_receipt in (True, False):
+        inp = _logged_revision(msgs, with_receipt=with_receipt)
+        audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+        assert set(_verdicts(audit).values()) == {"pass"}, (with_receipt, audit)
+
+
+def test_missing_receipt_fails_unless_the_log_says_the_run_wrote_none() -> None:
+    msgs = _messages(24)
+    inp = _logged_revision(msgs, with_receipt=False)
+    inp.receipt_expected = True  # the run entry has no layout "pack": a receipt was due
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    (finding,) = audit.revisions[0].checks["anchored"].findings
+    assert finding.code == "receipt_missing" and KEY.window_id in audit.window_id
+
+
+def test_receipt_v2_with_a_wrong_log_proof_or_window_entry_fails() -> None:
+    msgs = _messages(24)
+    inp = _logged_revision(msgs, with_receipt=True)
+    assert inp.receipt is not None
+    inp.receipt["log"]["proof"] = ["00" * 32]
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    codes = {f.code for f in audit.revisions[0].checks["anchored"].findings}
+    assert codes == {"log_proof_invalid"}
+
+    inp = _logged_revision(msgs, with_receipt=False)
+    assert inp.window_entry is not None and inp.window_entry.body is not None
+    inp.log_index = 5  # the keyed entry points elsewhere than the log holds the revision
+    audit = audit_window(KEY, TOPIC, [inp], _view(msgs), LedgerIntegrity("local"))
+    codes = {f.code for f in audit.revisions[0].checks["anchored"].findings}
+    assert codes == {"window_entry_mismatch"}

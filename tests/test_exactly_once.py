@@ -3,7 +3,7 @@
 Each case runs `streamnotary anchor` as a real subprocess that SIGKILLs itself at a named
 point (streamnotary/faults.py), then runs it again undisturbed, and compares the result
 with an undisturbed run on another topic: the same window roots and checkpoint digests,
-exactly one ledger entry per window, batch and log head, an intact hash chain, no plan left
+exactly one ledger entry per window and log head, an intact hash chain, no plan left
 behind, and the same anchor log (entries, heads, consistency proofs, tiles).
 """
 

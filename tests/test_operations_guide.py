@@ -39,7 +39,6 @@ def test_the_one_machine_guide_runs_as_written(guide: Guide) -> None:
     assert {
         "anchor-windows-dwd-observations",
         "anchored-revisions-dwd-observations",
-        "anchor-batch-dwd-observations",
         "anchor-cursor-dwd-observations",
     } <= keys
     assert any(a["type"] == "progress" for a in arts)

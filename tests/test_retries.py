@@ -57,7 +57,7 @@ def test_operations_guide_states_the_retry_table_of_the_code() -> None:
         30,
     ]
     assert "retries=3, retry_delay_seconds=[2, 10, 30]" in text
-    for step in (steps.load_cursor, steps.anchor_batch, fetch_source, produce_observations):
+    for step in (steps.load_cursor, steps.anchor_head, fetch_source, produce_observations):
         t = getattr(step, "task", step)  # steps.unwalked wraps the Task
         assert (t.retries, t.retry_delay_seconds) == (3, [2, 10, 30]), t.name
         assert t.retry_condition_fn is retries.retry_condition
@@ -261,17 +261,17 @@ def test_s3_outage_is_retried_until_the_store_is_back(s3_server: Any, tmp_path: 
 def test_ledger_node_outage_is_retried_until_the_node_is_back(
     anvil_node: Any, tmp_path: Path
 ) -> None:
-    from storage.ledger.base import AnchorEntry
+    from tasks.run_log import head_entry
 
     proxy = Forwarder("127.0.0.1", anvil_node.port)
     settings = Settings(home=str(tmp_path), ledger="evm", ledger_url=proxy.url)
-    entry = AnchorEntry(key=f"batch/t/{uuid.uuid4().hex}", kind="batch", body={"root": "ab" * 32})
+    entry = head_entry(f"t{uuid.uuid4().hex[:8]}", 3, "ab" * 32, 0)
     try:
-        tag, ref = _with_watcher(proxy.start, lambda: steps.anchor_batch(settings, entry))
+        tag, ref = _with_watcher(proxy.start, lambda: steps.anchor_head(settings, entry))
     finally:
         proxy.stop()
     assert ref.backend == "evm" and ref.digest == entry.digest
-    assert _attempts(tag) == [("anchor-batch", 2, "Completed")]
+    assert _attempts(tag) == [("anchor-head", 2, "Completed")]
 
 
 @pytest.mark.usefixtures("prefect_harness")

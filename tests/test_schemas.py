@@ -190,8 +190,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
     assert seen == {
         "payloads": windows + 1,
         "checkpoint.schema.json": windows + 1,
-        "receipt.schema.json": windows + 1,
-        "batch.schema.json": 2,
+        "receipt.schema.json": windows + 1,  # receipts v2; no batch manifest any more
         "quarantine.schema.json": 1,
         "cursor.schema.json": 1,
         "pending.schema.json": 1,
@@ -227,7 +226,8 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
     kinds: Counter[str] = Counter()
     receipts = [d for k, d in docs.items() if k.startswith("receipts/")]
     for r in receipts:
-        for ref_doc in (r["ledger"]["batch"], r["ledger"]["window"], r["ledger"]["head"]):
+        assert r["schema"] == "streamnotary.receipt/2" and "batch" not in r
+        for ref_doc in (r["ledger"]["window"], r["ledger"]["head"]):
             assert ref_doc is not None  # the local ledger supports keyed window entries
             ref = ledger.lookup(ref_doc["key"])
             assert ref is not None, ref_doc["key"]
@@ -235,7 +235,11 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
             assert_valid("ledger_entry.schema.json", body, f"ledger entry {ref.key}")
             assert canonical_digest(body) == ref_doc["digest"]
             kinds[body["kind"]] += 1
-    assert kinds == {"batch": windows + 1, "window": windows + 1, "head": windows + 1}
+    assert kinds == {"window": windows + 1, "head": windows + 1}
+    window_bodies = [ledger.read(ledger.lookup(r["ledger"]["window"]["key"])) for r in receipts]
+    assert all(
+        b["log_index"] == r["log"]["index"] for b, r in zip(window_bodies, receipts, strict=True)
+    )
 
 
 def test_schemas_reject_what_the_code_must_never_write() -> None:
@@ -277,6 +281,21 @@ def test_schemas_reject_what_the_code_must_never_write() -> None:
                 ],
             },
             lambda d: d["members"][0].update(checkpoint_digest="11" * 31),
+        ),
+        (
+            "ledger_entry.schema.json",
+            {
+                "kind": "window",
+                "topic": "t",
+                "window_id": "00433_20180924T000000Z_86400s",
+                "station_id": "00433",
+                "revision": 0,
+                "checkpoint_digest": "11" * 32,
+                "merkle_root": "22" * 32,
+                "log_index": 0,
+                "log_size": 2,
+            },
+            lambda d: d.update(batch_root="33" * 32),  # neither v2 nor the legacy shape
         ),
     ]
     for name, good, spoil in cases:
