@@ -237,10 +237,9 @@ def _append_forged_run(
 ) -> None:
     """A later run that logs (TARGET, r0) again with the forged digest, signed with the
     operator's key, and anchors its head and a batch on the ledger."""
-    from tasks.batch import Batch, BatchMember
     from tasks.checkpoint import checkpoint_digest
-    from tasks.revision import batch_entry, receipt
-    from tasks.run_log import head_entry
+    from tasks.revision import receipt
+    from tasks.run_log import head_entry, log_proof
     from tasks.tlog.entries import run_entry, window_entry
 
     store, topic = env.store(), env.topic
@@ -276,11 +275,21 @@ def _append_forged_run(
     new = LogWriter(store, topic, signer, origin).append(
         head.size, [entry_bytes(e) for e in entries]
     )
-    batch = Batch.of(topic, [BatchMember(TARGET, 0, digest)])
     with LocalLedger(ledger_path(env)) as ledger:
-        ledger.anchor(head_entry(topic, new.new.size, new.new.root.hex(), head.size))
-        batch_ref = ledger.anchor(batch_entry(batch))
-    rc = receipt(topic, TARGET_KEY, 0, digest, batch, batch_ref, None)
+        head_ref = ledger.anchor(head_entry(topic, new.new.size, new.new.root.hex(), head.size))
+    size, root = new.new.size, new.new.root.hex()
+    proof = LogReader(store, topic, signer.named(origin).verifier(), origin).inclusion_proof(
+        head.size, size
+    )
+    rc = receipt(
+        topic,
+        TARGET_KEY,
+        0,
+        digest,
+        log_proof(origin, head.size, size, root, proof, new.note.decode()),
+        head_ref,
+        None,
+    )
     store.put(layout.checkpoint_key(topic, TARGET_KEY, 0), json.dumps(doc).encode())
     store.put(layout.receipt_key(topic, TARGET_KEY, 0), json.dumps(rc).encode())
 
