@@ -8,6 +8,7 @@ Caching is off: the steps are cheap to repeat and their inputs can be large.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -195,6 +196,9 @@ def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef
     return HeldRef(key, digest, len(messages))
 
 
+_REVISION_NAME = re.compile(r"r[0-9]{4}\.json")  # stray objects in the prefix are not revisions
+
+
 @unwalked
 @task(name="load-latest-revisions", **IO_RETRIES)
 @timed(OBJECTS)
@@ -209,7 +213,8 @@ def load_latest_revisions(
     store = open_store(settings)
     found: dict[WindowKey, dict[str, Any]] = {}
     for key in keys:
-        checkpoints = list(store.list(layout.window_checkpoints_prefix(settings.topic, key)))
+        prefix = layout.window_checkpoints_prefix(settings.topic, key)
+        checkpoints = [k for k in store.list(prefix) if _REVISION_NAME.fullmatch(k[len(prefix) :])]
         if not checkpoints:
             continue
         found[key] = parse_document(store.get(max(checkpoints, key=layout.revision_of)))
