@@ -115,13 +115,30 @@ class PipelineEnv:
         return out
 
     def roots(self) -> set[tuple[str, int, str]]:
-        """(window id, revision, Merkle root) of every anchored revision (with a receipt)."""
+        """(window id, revision, Merkle root) of every anchored revision: logged, and with a
+        receipt unless its run's log entry says layout pack (which writes none)."""
+        from storage.tlog import LogReader
+        from tasks.window import WindowKey
+
         store = self.store()
+        reader = LogReader(store, self.topic)
+        head = reader.checkpoint()
+        if head is None:
+            return set()
+        entries = list(reader.entries(0, head.size))
+        packed = {e["run"] for e in entries if e["type"] == "run" and e.get("layout") == "pack"}
         out = set()
-        for key in store.list(layout.receipts_prefix(self.topic)):
-            r = json.loads(store.get(key))
-            cp = json.loads(store.get(r["checkpoint_key"]))
-            out.add((r["window_id"], r["revision"], cp["merkle"]["root"]))
+        for e in entries:
+            if e["type"] != "window":
+                continue
+            key, rev = WindowKey.parse(e["window_id"]), e["revision"]
+            if (
+                e["run"] not in packed
+                and store.head(layout.receipt_key(self.topic, key, rev)) is None
+            ):
+                continue
+            cp = json.loads(store.get(layout.checkpoint_key(self.topic, key, rev)))
+            out.add((e["window_id"], rev, cp["merkle"]["root"]))
         return out
 
 

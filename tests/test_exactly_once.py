@@ -60,7 +60,8 @@ def log_state(env: PipelineEnv) -> dict[str, Any]:
     for e in entries:
         if e["type"] == "window":
             e["checkpoint_digest"] = roots[e["checkpoint_digest"]]
-    volatile = {"topic", "anchored_at", "closed_at", "cursor_digest"}
+    # `layout` (run entries of layout pack) is checked by the cross-layout test itself
+    volatile = {"topic", "anchored_at", "closed_at", "cursor_digest", "layout"}
     consistency = sorted(k.rsplit("/", 1)[1] for k in store.list(f"log/{env.topic}/consistency/"))
     tiles = sorted(k.split("/", 2)[2] for k in store.list(f"log/{env.topic}/tile/"))
     return {
@@ -148,7 +149,11 @@ def test_kill_in_the_other_object_layout_then_rerun_anchors_exactly_once(
     store = env.store()
     packs = list(store.list(layout.packs_prefix(env.topic)))
     payloads = list(store.list(f"payloads/{env.topic}/"))
+    receipts = list(store.list(layout.receipts_prefix(env.topic)))
+    runs = [e for e in LogReader(store, env.topic).entries(0, log_state(env)["size"])]
+    layouts = {e.get("layout", "per_window") for e in runs if e["type"] == "run"}
+    assert layouts == {OTHER_LAYOUT}  # the signed run entry says which layout it used
     if OTHER_LAYOUT == "pack":
-        assert len(packs) == 1 and payloads == []
+        assert len(packs) == 1 and payloads == [] and receipts == []
     else:
-        assert packs == [] and len(payloads) == len(reference["roots"])
+        assert packs == [] and len(payloads) == len(reference["roots"]) == len(receipts)
