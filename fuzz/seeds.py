@@ -94,12 +94,19 @@ def dwd_files() -> list[bytes]:
 
 @functools.cache
 def bundle() -> dict[str, Any]:
-    """A genuine proof bundle of one real window, anchored on a throwaway local ledger."""
+    """A genuine proof bundle v1 of one real window (a batch anchor, as earlier versions
+    made them: both verifiers keep reading v1), anchored on a throwaway local ledger."""
     from storage import layout
     from storage.ledger.local import LocalLedger
     from tasks.message import SourceMessage, classify
     from tasks.proof_bundle import LedgerEvidence, make_bundle
-    from tasks.revision import batch_entry, make_batch, plan_revision, receipt, window_entry
+    from tasks.revision import (
+        batch_entry,
+        legacy_receipt,
+        legacy_window_entry,
+        make_batch,
+        plan_revision,
+    )
     from tasks.window_content import build_window
 
     obs = observations()
@@ -126,9 +133,9 @@ def bundle() -> dict[str, Any]:
     target = planned[-1]
     with tempfile.TemporaryDirectory() as tmp, LocalLedger(Path(tmp) / "l.sqlite3") as ledger:
         b_entry = batch_entry(batch)
-        w_entry = window_entry("dwd", target.key, 0, target.checkpoint, batch.root.hex())
+        w_entry = legacy_window_entry("dwd", target.key, 0, target.checkpoint, batch.root.hex())
         b_ref, w_ref = ledger.anchor(b_entry), ledger.anchor(w_entry)
-        rc = receipt("dwd", target.key, 0, target.digest, batch, b_ref, w_ref)
+        rc = legacy_receipt("dwd", target.key, 0, target.digest, batch, b_ref, w_ref)
         leaves = [canonical_bytes(r) for r in target.content.records]
         out = make_bundle(
             leaves=leaves,
