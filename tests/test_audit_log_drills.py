@@ -236,7 +236,7 @@ def _append_forged_run(
     env: PipelineEnv, doc: dict[str, Any], ranges: dict[int, tuple[int, int]]
 ) -> None:
     """A later run that logs (TARGET, r0) again with the forged digest, signed with the
-    operator's key, and anchors its head and a batch on the ledger."""
+    operator's key, and anchors its head on the ledger (no batch: runs anchor the log head)."""
     from tasks.checkpoint import checkpoint_digest
     from tasks.revision import receipt
     from tasks.run_log import head_entry, log_proof
