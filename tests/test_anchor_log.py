@@ -46,7 +46,7 @@ def reader_for(env: PipelineEnv) -> tuple[LogReader, dict[str, Any]]:
 def test_runs_grow_a_signed_append_only_log_whose_heads_are_anchored(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any
 ) -> None:
-    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, "per_window")  # receipts
     store = env.store()
     first_half = [o for o in OBSERVATIONS if o.observed_at.day <= 25]
     heads = []

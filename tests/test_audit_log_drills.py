@@ -92,7 +92,7 @@ def logged_env(
     s3_server: Any,
     prefect_harness: None,
 ) -> Iterator[PipelineEnv]:
-    env = make_env(tmp_path_factory.mktemp("logaudit"), kafka_bootstrap, s3_server)
+    env = make_env(tmp_path_factory.mktemp("logaudit"), kafka_bootstrap, s3_server, "per_window")
     anchor_demo_days(env)
     yield env
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @pytest.fixture
 def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
-    e = make_env(tmp_path, kafka_bootstrap, s3_server)
+    e = make_env(tmp_path, kafka_bootstrap, s3_server, "per_window")
     e.produce_observations(demo_observations(days=3))
     return e
 

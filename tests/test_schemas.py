@@ -145,7 +145,7 @@ def late(o: Observation) -> Observation:
 def test_every_stored_document_and_ledger_body_matches_its_schema(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any
 ) -> None:
-    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, "per_window")  # receipts
     obs = demo_observations(days=DAYS)
     s433 = [o for o in obs if o.station_id == "00433"]
     s427 = [o for o in obs if o.station_id == "00427"]
