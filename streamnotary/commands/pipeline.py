@@ -220,8 +220,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         f"{windows['conflicts']:,} conflict(s)",
         highlight=False,
     )
+    always = Console(stderr=True)  # conflicts need a person: shown even with --json
     for c in windows["conflicting"]:
-        err.print(
+        always.print(
             f"conflict: {c['window_id']} anchored as r{c['anchored_revision']} with root "
             f"{c['anchored_root'][:16]}…, recomputed root {c['recomputed_root'][:16]}…: "
             "not re-anchored",
