@@ -23,7 +23,7 @@ from storage.lease import Holder, TopicLease
 from storage.ledger.base import AnchorRef
 from storage.logkey import log_origin
 from storage.objectstore import open_store
-from storage.tlog import checkpoint_key
+from storage.tlog import checkpoint_key, head_anchor_key
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import stage_timing, steps
@@ -42,6 +42,7 @@ from tasks.revision import (
 )
 from tasks.run_artifacts import explain_run, track_progress
 from tasks.run_log import (
+    head_anchor_document,
     head_entry,
     log_plan,
     log_proof,
@@ -445,6 +446,11 @@ def complete_plan(
     previous = 0 if head["old"] is None else head["old"]["size"]
     size = head["new"]["size"]
     head_ref = steps.anchor_head(settings, head_entry(topic, size, head["new"]["root"], previous))
+    steps.record_head_anchor(
+        settings,
+        head_anchor_key(topic, size),
+        head_anchor_document(topic, size, head["new"]["root"], head["note"], head_ref.to_json()),
+    )
     kill_point("after_head_anchor")
     summary.ledger_entries += 1
     summary.log_size, summary.log_root = size, head["new"]["root"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from storage.ledger.base import Ledger
 from storage.objectstore import ObjectStore, ObjectStoreError
-from storage.tlog import LogError, LogReader
+from storage.tlog import LogError, LogReader, head_anchor_key
 from tasks.audit.documents import schema_problem
 from tasks.audit.log import HeadEvidence, LogEvidence, RememberedHead
 from tasks.canonical import parse_document
@@ -232,6 +232,34 @@ def observe_heads(
             locators.setdefault(log["size"], ref["locator"])
     for h in evidence.heads:
         h.anchored = observe(head_key(topic, h.size), locators.get(h.size))
+
+
+def head_anchor_records(
+    store: ObjectStore, topic: str, evidence: LogEvidence
+) -> list[dict[str, Any]]:
+    """The runs' `streamnotary.head-anchor/1` records of the heads in `evidence`, shaped as
+    the receipt members `observe_heads` and `receipt_notes` read (`ledger.head`, `log`).
+
+    Layout pack writes no receipts: these records carry what receipts carried for the log
+    check, the ledger locator of each head (a Bitcoin-family txid) and its signed note.
+    They are hints from the bucket: the ledger entry and the note are verified, an absent,
+    unreadable or hostile record only leaves that head to be found without a locator.
+    """
+    out: list[dict[str, Any]] = []
+    for h in evidence.heads:
+        try:
+            doc = parse_document(store.get(head_anchor_key(topic, h.size)))
+        except (ObjectStoreError, ValueError):
+            continue
+        if not isinstance(doc, dict) or doc.get("size") != h.size:
+            continue
+        out.append(
+            {
+                "ledger": {"head": doc.get("ledger")},
+                "log": {"size": h.size, "checkpoint": doc.get("checkpoint")},
+            }
+        )
+    return out
 
 
 def head_key(topic: str, size: int) -> str:

@@ -18,6 +18,7 @@ from flows.audit_log import (
     LogFetch,
     TrustPolicy,
     fetch_log,
+    head_anchor_records,
     ledger_head,
     ledger_still_extends,
     load_state,
@@ -70,6 +71,7 @@ class LogAudit:
     check: CheckResult | None = None
     head: LogCheckpoint | None = None
     ledger_head: dict[str, Any] | None = None
+    head_anchors: list[dict[str, Any]] = field(default_factory=list)  # `head_anchor_records`
 
     @property
     def logged(self) -> dict[str, list[int]]:
@@ -99,6 +101,7 @@ def open_log(
     out.fetch, out.ledger_head = fetch, ledger_head(reader.ledger)
     if fetch.evidence.checkpoint_note is None and trust is None and remembered is None:
         return out  # no log and nobody pinned one: audit from the bucket, as before the log
+    out.head_anchors = head_anchor_records(store, topic, fetch.evidence)
     out.index = index_log(fetch.entries)
     out.window_findings, out.run_findings = check_entries(out.index)
     out.accounting = Accounting(out.index)
@@ -113,6 +116,7 @@ def finish_log(
     if log.fetch is None or (log.index is None and log.fetch.evidence.checkpoint_note is None):
         return
     receipts = [inp.receipt for revs in documents.revisions.values() for inp in revs]
+    receipts += log.head_anchors
     observe_heads(log.fetch.evidence, reader.observe, log.topic, receipts)
     notes = receipt_notes(receipts)
     for h in log.fetch.evidence.heads:

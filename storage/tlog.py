@@ -64,6 +64,13 @@ def checkpoint_key(topic: str) -> str:
     return f"{log_prefix(topic)}/checkpoint"
 
 
+def head_anchor_key(topic: str, size: int) -> str:
+    """Where the run that published the head of `size` records the ledger entry anchoring it
+    (`streamnotary.head-anchor/1`): an auditor's locator hint (a Bitcoin-family txid), never
+    trusted for content (the ledger entry is read and compared)."""
+    return f"{log_prefix(topic)}/anchors/{size}.json"
+
+
 def consistency_key(topic: str, old_size: int, new_size: int) -> str:
     return f"{log_prefix(topic)}/consistency/{old_size}-{new_size}"
 

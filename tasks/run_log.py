@@ -161,3 +161,23 @@ def log_proof(
         "proof": [h.hex() for h in proof],
         "checkpoint": note,
     }
+
+
+def head_anchor_document(
+    topic: str, size: int, root: str, note: str, ref: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`streamnotary.head-anchor/1`: where the head of `size` is anchored, with its signed note.
+
+    Layout pack writes no receipts, and receipts were where an auditor found a head's
+    ledger locator (a Bitcoin-family txid, read with `getrawtransaction`, no wallet) and the
+    signed checkpoints of older heads. This small document per run keeps both beside the
+    log. Confirmations are left out: they change, and the document is written once.
+    """
+    return {
+        "schema": "streamnotary.head-anchor/1",
+        "topic": topic,
+        "size": size,
+        "root": root,
+        "checkpoint": note,
+        "ledger": {k: ref[k] for k in ("backend", "key", "digest", "locator")},
+    }

@@ -24,6 +24,7 @@ from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
 from storage.objectstore import (
     ObjectChanged,
+    ObjectConflict,
     ObjectNotFound,
     ObjectStore,
     S3ObjectStore,
@@ -428,6 +429,23 @@ def anchor_head(settings: Settings, entry: AnchorEntry) -> AnchorRef:
     """Anchor the run's new log head (idempotent by key `head/<topic>/<size>`)."""
     with open_ledger(settings) as ledger:
         return ledger.anchor(entry)
+
+
+@unwalked
+@task(name="record-head-anchor", **IO_RETRIES)
+@timed(LOG)
+def record_head_anchor(settings: Settings, key: str, doc: dict[str, Any]) -> str:
+    """Write the run's `streamnotary.head-anchor/1` beside the log (write-once).
+
+    A resumed run whose ledger now reports another locator for the same entry (an EVM
+    reorg moved it to another block) keeps the first document: it is only a locator hint,
+    the auditor reads and compares the ledger entry itself.
+    """
+    try:
+        return open_store(settings).put_once(key, document_bytes(doc), "application/json")
+    except ObjectConflict as exc:
+        get_run_logger().warning(f"head anchor record kept as first written: {exc}")
+        return "existing"
 
 
 @unwalked

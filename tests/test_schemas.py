@@ -115,6 +115,7 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"ingest/[^/]+/[0-9a-f]{64}\.json", "ingest.schema.json"),
     (r"ingest/[^/]+/[0-9a-f]{64}\.started\.json", "ingest_start.schema.json"),
     (r"log/[^/]+/consistency/[0-9]+-[0-9]+", "log_consistency.schema.json"),
+    (r"log/[^/]+/anchors/[0-9]+\.json", "head_anchor.schema.json"),
     (r"log/[^/]+/checkpoint", None),  # C2SP signed note, checked by tests/test_anchor_log.py
     (r"log/[^/]+/tile/.+", None),  # C2SP tiles and entry bundles, checked by LogReader
 ]
