@@ -200,6 +200,7 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "held.schema.json": 1,  # messages of the windows still open, named by the cursor
         "ingest.schema.json": 1,
         "log_consistency.schema.json": 2,  # one per finished run
+        "head_anchor.schema.json": 2,  # one per finished run
         "log": 5,  # checkpoint, tile/0 and tile/entries at sizes 5 and 7
     }, seen
     reader = LogReader(store, env.topic)
