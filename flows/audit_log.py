@@ -251,7 +251,9 @@ def head_anchor_records(
             doc = parse_document(store.get(head_anchor_key(topic, h.size)))
         except (ObjectStoreError, ValueError):
             continue
-        if not isinstance(doc, dict) or doc.get("size") != h.size:
+        if schema_problem(doc, "head_anchor.schema.json") is not None:
+            continue  # hostile or foreign: the head is looked up without a locator
+        if (doc["topic"], doc["size"]) != (topic, h.size):
             continue
         out.append(
             {

@@ -11,6 +11,7 @@ found without the operator's wallet and the log check does not pass.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -102,3 +103,9 @@ def test_walletless_auditor_finds_pack_heads_by_their_records(
         store.delete(head_anchor_key(env.topic, size))
     blind = _audit(env, node, trust)
     assert blind["log"]["verdict"] != "pass", blind["log"]
+
+    for size in sizes:  # a bucket writer plants hostile records: findings, never a traceback
+        hostile = {"schema": "streamnotary.head-anchor/1", "size": size, "ledger": {"locator": 7}}
+        store.put(head_anchor_key(env.topic, size), json.dumps(hostile).encode())
+    planted = _audit(env, node, trust)
+    assert planted["log"]["verdict"] != "pass", planted["log"]
