@@ -135,6 +135,17 @@ def window_entry_body(
 ) -> dict[str, Any]:
     """Body of a window ledger entry (`streamnotary.ledger-entry/1`, kind window)."""
     return {
+        **_window_commitment(topic, key, revision, checkpoint),
+        "log_index": log_index,
+        "log_size": log_size,
+    }
+
+
+def _window_commitment(
+    topic: str, key: WindowKey, revision: int, checkpoint: dict[str, Any]
+) -> dict[str, Any]:
+    """What every window entry commits to, then and now: the revision and its checkpoint."""
+    return {
         "kind": "window",
         "topic": topic,
         "window_id": key.window_id,
@@ -142,8 +153,6 @@ def window_entry_body(
         "revision": revision,
         "checkpoint_digest": checkpoint_digest(checkpoint),
         "merkle_root": checkpoint["merkle"]["root"],
-        "log_index": log_index,
-        "log_size": log_size,
     }
 
 
@@ -154,16 +163,7 @@ def legacy_window_entry(
     return AnchorEntry(
         key=layout.window_entry_key(topic, key, revision),
         kind="window",
-        body={
-            "kind": "window",
-            "topic": topic,
-            "window_id": key.window_id,
-            "station_id": key.station_id,
-            "revision": revision,
-            "checkpoint_digest": checkpoint_digest(checkpoint),
-            "merkle_root": checkpoint["merkle"]["root"],
-            "batch_root": batch_root,
-        },
+        body={**_window_commitment(topic, key, revision, checkpoint), "batch_root": batch_root},
         index_keys=(key.window_id, key.station_id, topic),
     )
 
