@@ -11,124 +11,38 @@ resumable exactly once (docs/design.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 
+from flows.plan_completion import PlanResumeError, complete_plan
 from flows.window_build import WindowJob, plan_revisions
 from storage import layout
 from storage.lease import Holder, TopicLease
-from storage.ledger.base import AnchorRef
 from storage.logkey import log_origin
 from storage.objectstore import open_store
-from storage.tlog import checkpoint_key, head_anchor_key
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
-from tasks import stage_timing, steps
-from tasks.canonical import sha256_hex
+from tasks import steps
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
 from tasks.message import Classified, classify
-from tasks.pack import PackBuilder, payload_location, plan_pack
-from tasks.payload import encode_payload
+from tasks.pack import PackBuilder
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
     pending_document,
     quarantine_doc,
-    receipt,
-    window_entry,
 )
 from tasks.run_artifacts import explain_run, track_progress
 from tasks.run_log import (
-    head_anchor_document,
-    head_entry,
     log_plan,
-    log_proof,
-    log_size_after,
-    plan_layout,
     run_entries,
-    window_indexes,
 )
-from tasks.run_report import held_open_by_station, log_head_summary
-from tasks.stage_timing import StageClock
+from tasks.run_report import held_open_by_station
+from tasks.run_summary import RunSummary
 from tasks.window import WindowKey, WindowSpec
-from tasks.window_content import build_window
-
-
-class PlanResumeError(RuntimeError):
-    """An unfinished plan cannot be completed (its source data is gone or differs)."""
-
-
-@dataclass
-class RunSummary:
-    """What one run anchored, per station; the `streamnotary demo` table and `--json`."""
-
-    topic: str
-    ledger: str
-    new_anchors: int = 0
-    resumed_plan: bool = False
-    messages_read: int = 0  # from Kafka in this run
-    messages_held: int = 0  # of still-open windows, stored for the next run
-    backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
-    unattributable: int = 0
-    ledger_entries: int = 0
-    log_size: int | None = None
-    log_root: str | None = None
-    stations: dict[str, dict[str, int]] = field(default_factory=dict)
-    held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
-    head_ref: dict[str, Any] | None = None  # where the run's log head is anchored
-    log: dict[str, Any] | None = None  # the anchor-log head of this run (`log_head_summary`)
-    completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
-    # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
-    clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
-
-    def add(self, checkpoint: Mapping[str, Any]) -> None:
-        station = checkpoint["window"]["station_id"]
-        row = self.stations.setdefault(
-            station,
-            {
-                "windows": 0,
-                "revisions": 0,
-                "records": 0,
-                "missing_values": 0,
-                "duplicates": 0,
-                "conflicts": 0,
-                "quarantined": 0,
-            },
-        )
-        counts, aggs = checkpoint["counts"], checkpoint["aggregates"]
-        row["windows"] += checkpoint["revision"] == 0
-        row["revisions"] += checkpoint["revision"] > 0
-        row["records"] += counts["records"]
-        row["missing_values"] += (
-            aggs["temperature_c"]["missing"] + aggs["relative_humidity_pct"]["missing"]
-        )
-        row["duplicates"] += counts["duplicates"]
-        row["conflicts"] += counts["conflicts"]
-        row["quarantined"] += counts["rejected"]
-        self.new_anchors += 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "ledger": self.ledger,
-            "new_anchors": self.new_anchors,
-            "resumed_plan": self.resumed_plan,
-            "messages_read": self.messages_read,
-            "messages_held": self.messages_held,
-            "backlog": self.backlog,
-            "unattributable": self.unattributable,
-            "ledger_entries": self.ledger_entries,
-            "log_size": self.log_size,
-            "log_root": self.log_root,
-            "stations": dict(sorted(self.stations.items())),
-            "held_open": self.held_open,
-            "head_ref": self.head_ref,
-            "log": self.log,
-            "timings": self.clock.report(),
-        }
 
 
 @flow(name="anchor-windows", log_prints=True)
@@ -361,188 +275,3 @@ def revise_late_windows(
             )
         )
     return plan_revisions(settings, jobs, open_store(settings).uri, pack), rejected
-
-
-def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -> dict[str, bytes]:
-    """Re-derive the payloads of an unfinished plan from its checkpoints' offset ranges.
-
-    Per-window payloads already stored are skipped. A pack (layout pack) is rebuilt
-    whole unless it is stored: the concatenation, in plan order, of the re-derived
-    payloads, which the checkpoints' offsets must describe exactly (`tasks.pack.plan_pack`),
-    so the resumed run writes the identical bytes (write-once).
-    """
-    checkpoints = [w["checkpoint"] for w in windows]
-    packs = plan_pack(checkpoints)
-    packed = {i for members in packs.values() for i in members}
-    out: dict[str, bytes] = {}
-    store = open_store(settings)
-    for i, cp in enumerate(checkpoints):
-        if i in packed:
-            continue
-        key = WindowKey.parse(cp["window"]["id"])
-        pkey = layout.payload_key(settings.topic, key, cp["revision"])
-        if store.head(pkey) is not None:
-            continue  # written before the crash; write-once comparison is not needed
-        out[pkey] = _rederive(settings, cp)
-    for pkey, members in packs.items():
-        if store.head(pkey) is None:
-            out[pkey] = b"".join(_rederive(settings, checkpoints[i]) for i in members)
-    return out
-
-
-def _rederive(settings: Settings, cp: Mapping[str, Any]) -> bytes:
-    """One window revision's payload, rebuilt from its offset ranges and checked."""
-    spec = WindowSpec(settings.window_seconds)
-    key = WindowKey.parse(cp["window"]["id"])
-    messages = steps.read_offset_ranges(settings, ranges_of(cp))
-    content = build_window(
-        key, [c for c in (classify(m, spec) for m in messages) if c.window == key]
-    )
-    data = encode_payload(content.records)
-    if sha256_hex(data) != cp["payload"]["sha256"]:
-        raise PlanResumeError(
-            f"{cp['window']['id']} r{cp['revision']}: the offset ranges no longer reproduce "
-            "the planned payload (source data changed or expired); refusing to anchor "
-            "(see `streamnotary repair`)"
-        )
-    return data
-
-
-def complete_plan(
-    settings: Settings,
-    pending: Mapping[str, Any],
-    payloads: Mapping[str, bytes] | None,
-    summary: RunSummary,
-) -> None:
-    """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run.
-
-    Order: payloads and documents, the log append (tiles, then the signed checkpoint), the
-    ledger anchors (log head, then window entries on ledgers with keys), receipts (layout
-    per_window), and the cursor last. No batch root is anchored any more: a `batch` in a
-    plan of an earlier version is ignored (its windows are in the plan's log entries).
-    """
-    topic = pending["topic"]
-    windows = pending["windows"]
-    if payloads is None:
-        payloads = rebuild_payloads(settings, windows)
-    steps.write_payloads(settings, payloads)
-    docs = {
-        layout.quarantine_key(topic, q["partition"], q["offset"]): q for q in pending["quarantine"]
-    }
-    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
-    for w in windows:
-        docs[layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])] = w["checkpoint"]
-    steps.write_documents(settings, docs, phase="checkpoints")
-    kill_point("after_payloads")
-
-    log = pending.get("log")
-    if log is None:
-        raise PlanResumeError(
-            f"the unfinished plan of {topic!r} predates the anchor log (no `log` member); "
-            "finish it with the version that wrote it or discard it with `streamnotary repair`"
-        )
-    head = steps.append_log(settings, log)
-    kill_point("after_log")
-    previous = 0 if head["old"] is None else head["old"]["size"]
-    size = head["new"]["size"]
-    head_ref = steps.anchor_head(settings, head_entry(topic, size, head["new"]["root"], previous))
-    steps.record_head_anchor(
-        settings,
-        head_anchor_key(topic, size),
-        head_anchor_document(topic, size, head["new"]["root"], head["note"], head_ref.to_json()),
-    )
-    kill_point("after_head_anchor")
-    summary.ledger_entries += 1
-    summary.log_size, summary.log_root = size, head["new"]["root"]
-    summary.head_ref = head_ref.to_json()
-    summary.log = log_head_summary(
-        topic, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(topic)
-    )
-
-    if windows:
-        indexes = window_indexes(log)
-        entries = [
-            window_entry(
-                topic,
-                keys[w["window_id"]],
-                w["revision"],
-                w["checkpoint"],
-                indexes[(w["window_id"], w["revision"])],
-                log_size_after(log),
-            )
-            for w in windows
-        ]
-        window_refs = steps.anchor_window_entries(settings, entries)
-        kill_point("after_anchor")
-        if plan_layout(log) == "per_window":
-            write_receipts(settings, pending, head, head_ref, window_refs)
-        kill_point("before_cursor")
-        for w in windows:
-            summary.add(w["checkpoint"])
-        summary.ledger_entries += 0 if window_refs is None else len(window_refs)
-    summary.completed_plans.append(pending)
-    steps.advance_cursor(settings, pending["next_cursor"])
-
-
-def _payload_object(topic: str, w: Mapping[str, Any]) -> str:
-    """The object holding a planned window's payload: its own, or the run's pack."""
-    key = WindowKey.parse(w["window_id"])
-    return payload_location(topic, key, w["revision"], w["checkpoint"]).key
-
-
-def write_receipts(
-    settings: Settings,
-    pending: Mapping[str, Any],
-    head: Mapping[str, Any],
-    head_ref: AnchorRef,
-    window_refs: Sequence[AnchorRef] | None,
-) -> None:
-    """Receipts v2 of the plan's windows (layout per_window): log proof, head and window refs,
-    and, on a versioned bucket, the object versions this run wrote."""
-    topic, windows, log = pending["topic"], pending["windows"], pending["log"]
-    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
-    proofs = _log_proofs(settings, log, head)
-    receipts = {}
-    for i, w in enumerate(windows):
-        key = keys[w["window_id"]]
-        receipts[layout.receipt_key(topic, key, w["revision"])] = receipt(
-            topic,
-            key,
-            w["revision"],
-            w["checkpoint_digest"],
-            proofs[(w["window_id"], w["revision"])],
-            head_ref,
-            None if window_refs is None else window_refs[i],
-        )
-    versions = steps.object_versions(
-        settings,
-        [
-            k
-            for w in windows
-            for k in (
-                layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
-                _payload_object(topic, w),
-            )
-        ],
-    )
-    if versions:  # versioned bucket: pin the versions this run wrote
-        for w in windows:
-            key, rev = keys[w["window_id"]], w["revision"]
-            receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
-                "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
-                "payload": versions.get(_payload_object(topic, w)),
-            }
-    steps.write_documents(settings, receipts, phase="receipts")
-
-
-def _log_proofs(
-    settings: Settings, log: Mapping[str, Any], head: Mapping[str, Any]
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """Each window revision's inclusion proof in the head this run published."""
-    indexes = window_indexes(log)
-    size, root = head["new"]["size"], head["new"]["root"]
-    proofs = steps.log_inclusion_proofs(settings, sorted(indexes.values()), size)
-    return {
-        wid: log_proof(log["origin"], i, size, root, proofs[i], head["note"])
-        for wid, i in indexes.items()
-    }

@@ -228,7 +228,8 @@ def discard(settings: Settings) -> list[str]:
 
 def complete(settings: Settings) -> dict[str, Any]:
     """Finish the unfinished plan as a run would; `RepairRefused` if that is unsafe."""
-    from flows.anchor_windows import RunSummary, complete_plan
+    from flows.plan_completion import complete_plan
+    from tasks.run_summary import RunSummary
 
     store = open_store(settings)
     plan = load_plan(store, settings.topic)

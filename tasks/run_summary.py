@@ -1,0 +1,83 @@
+"""What one anchor run did, per station: the `streamnotary demo` table and `anchor --json`.
+
+Pure: filled by the flow as it completes plans, rendered by `tasks.run_artifacts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks import stage_timing
+from tasks.stage_timing import StageClock
+
+
+@dataclass
+class RunSummary:
+    """What one run anchored, per station; the `streamnotary demo` table and `--json`."""
+
+    topic: str
+    ledger: str
+    new_anchors: int = 0
+    resumed_plan: bool = False
+    messages_read: int = 0  # from Kafka in this run
+    messages_held: int = 0  # of still-open windows, stored for the next run
+    backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
+    unattributable: int = 0
+    ledger_entries: int = 0
+    log_size: int | None = None
+    log_root: str | None = None
+    stations: dict[str, dict[str, int]] = field(default_factory=dict)
+    held_open: dict[str, dict[str, Any]] = field(default_factory=dict)  # per station
+    head_ref: dict[str, Any] | None = None  # where the run's log head is anchored
+    log: dict[str, Any] | None = None  # the anchor-log head of this run (`log_head_summary`)
+    completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
+    # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
+    clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
+
+    def add(self, checkpoint: Mapping[str, Any]) -> None:
+        station = checkpoint["window"]["station_id"]
+        row = self.stations.setdefault(
+            station,
+            {
+                "windows": 0,
+                "revisions": 0,
+                "records": 0,
+                "missing_values": 0,
+                "duplicates": 0,
+                "conflicts": 0,
+                "quarantined": 0,
+            },
+        )
+        counts, aggs = checkpoint["counts"], checkpoint["aggregates"]
+        row["windows"] += checkpoint["revision"] == 0
+        row["revisions"] += checkpoint["revision"] > 0
+        row["records"] += counts["records"]
+        row["missing_values"] += (
+            aggs["temperature_c"]["missing"] + aggs["relative_humidity_pct"]["missing"]
+        )
+        row["duplicates"] += counts["duplicates"]
+        row["conflicts"] += counts["conflicts"]
+        row["quarantined"] += counts["rejected"]
+        self.new_anchors += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "ledger": self.ledger,
+            "new_anchors": self.new_anchors,
+            "resumed_plan": self.resumed_plan,
+            "messages_read": self.messages_read,
+            "messages_held": self.messages_held,
+            "backlog": self.backlog,
+            "unattributable": self.unattributable,
+            "ledger_entries": self.ledger_entries,
+            "log_size": self.log_size,
+            "log_root": self.log_root,
+            "stations": dict(sorted(self.stations.items())),
+            "held_open": self.held_open,
+            "head_ref": self.head_ref,
+            "log": self.log,
+            "timings": self.clock.report(),
+        }
