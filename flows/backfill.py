@@ -19,12 +19,10 @@ the CLI (`line_hooks`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,21 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.anchor_windows import anchor_windows
+from flows.anchor_windows import anchor_windows, topic_lease
+from flows.backfill_sources import (
+    Tally,
+    TopicRange,
+    anchored_index,
+    classify_spill,
+    dwd_rows,
+    file_sha256,
+    iso_ms,
+    resolve_topic_range,
+    topic_rows,
+)
 from flows.ingest_dwd import INGEST_SCHEMA, already_ingested, fetch_source, write_manifest
+from storage import lease
+from storage.backfill_spill import Message, Spill
 from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from storage.sources import FetchLimits
@@ -47,26 +58,11 @@ from streamnotary.faults import kill_point
 from streamnotary.masking import mask_text
 from streamnotary.paths import check_source
 from tasks import steps
-from tasks.backfill_plan import (
-    CONFLICT,
-    NEW,
-    SKIPPED,
-    Classification,
-    Message,
-    Rate,
-    classify,
-    group_windows,
-    in_range,
-    resume_remainder,
-)
+from tasks.backfill_plan import CONFLICT, NEW, SKIPPED, Rate, ResumeMatcher
 from tasks.canonical import parse_document
-from tasks.dwd import DwdFormatError, read_observations
-from tasks.record import Observation, canonical_bytes
 from tasks.revision import document_bytes
-from tasks.window import WindowSpec
 
 INGEST_START_SCHEMA = "streamnotary.ingest-start/1"
-FETCH_CONCURRENCY = 16  # parallel checkpoint GETs when comparing with anchored windows
 PROGRESS_INTERVAL_S = 2.0
 
 # Called with each progress line (the CLI prints them on stderr).
@@ -108,72 +104,18 @@ class Progress:
             hook(line)
 
 
-def read_source(
-    path: Path, settings: Settings, lenient: bool
-) -> tuple[list[Observation], list[dict[str, str]]]:
-    """The file's observations and, when lenient, the rows it skipped (for the manifest)."""
-    rejected: list[dict[str, str]] = []
-
-    def quarantine(error: DwdFormatError) -> None:
-        rejected.append(
-            {
-                "file": str(error.file),
-                "line_number": str(error.line_number),
-                "reason": error.reason,
-                "detail": error.detail,
-                "raw": error.raw,
-            }
-        )
-
-    rows = read_observations(
-        path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits
-    )
-    return list(rows), rejected
-
-
-def anchored_index(store: ObjectStore, topic: str) -> dict[str, tuple[int, str]]:
-    """window id -> (latest revision, checkpoint key) of every checkpoint of the topic."""
-    latest: dict[str, tuple[int, str]] = {}
-    prefix = f"checkpoints/{topic}/"
-    for key in store.list(prefix):
-        parts = key[len(prefix) :].split("/")
-        if len(parts) != 3 or not parts[2].startswith("r"):
-            continue
-        window_id = f"{parts[0]}_{parts[1]}"
-        revision = int(parts[2][1:5])
-        if revision >= latest.get(window_id, (-1, ""))[0]:
-            latest[window_id] = (revision, key)
-    return latest
-
-
-def anchored_roots(
-    store: ObjectStore, index: Mapping[str, tuple[int, str]], wanted: Iterable[str]
-) -> dict[str, tuple[int, str]]:
-    """window id -> (latest revision, Merkle root) for the wanted windows that have one."""
-    todo = [(w, index[w]) for w in wanted if w in index]
-
-    def fetch(item: tuple[str, tuple[int, str]]) -> tuple[str, tuple[int, str]]:
-        window_id, (revision, key) = item
-        doc = parse_document(store.get(key))
-        return window_id, (revision, str(doc["merkle"]["root"]))
-
-    with ThreadPoolExecutor(max_workers=FETCH_CONCURRENCY) as pool:
-        return dict(pool.map(fetch, todo))
-
-
-def messages_of(observations: Iterable[Observation]) -> list[Message]:
-    return [
-        (o.station_id.encode(), canonical_bytes(o), int(o.observed_at.timestamp() * 1000))
-        for o in observations
-    ]
-
-
 def produce_source(
-    settings: Settings, sha: str, name: str, messages: list[Message], progress: Progress
+    settings: Settings, spill: Spill, source: int, sha: str, name: str, progress: Progress
 ) -> int:
-    """Produce `messages` exactly once across kills (see module docstring, step 2)."""
+    """Produce the source's kept records exactly once across kills (module docstring, 2).
+
+    The records come from the spill in file order; after a kill, what the topic holds since
+    the start marker is read in pages and matched per key (`ResumeMatcher`), so neither
+    side is held in memory whole.
+    """
     store = open_store(settings)
     marker_key = start_marker_key(settings.topic, sha)
+    total = spill.kept_summary(source)[0]
     with KafkaLog.from_settings(settings) as log:
         log.ensure_topic(settings.partitions)
         try:
@@ -190,17 +132,22 @@ def produce_source(
                 "high_watermarks": starts,
             }
             store.put_once(marker_key, document_bytes(doc), "application/json")
-            todo = messages
+            todo: Iterable[Message] = spill.produce(source)
+            done = 0
         else:
             since = {int(p): int(s) for p, s in marker["high_watermarks"].items()}
-            present = log.read_ranges(
+            matcher = ResumeMatcher({k: spill.produce(source, k) for k in spill.kept_keys(source)})
+            pages = log.read_chunks(
                 {p: (s, log.watermarks(p)[1]) for p, s in since.items()},
-                timeout_s=settings.read_timeout_seconds * 4,
+                chunk=settings.read_page_messages,
+                timeout_s=settings.read_timeout_seconds,
             )
-            todo = resume_remainder(messages, present)
-        done = len(messages) - len(todo)
+            for page in pages:
+                matcher.feed(page)
+            todo = matcher.remainder(spill.produce(source))
+            done = matcher.delivered
         progress.records.done += done
-        half = done + max(1, len(todo) // 2)
+        half = done + max(1, (total - done) // 2)
         passed = False
 
         def on_progress(n: int) -> None:
@@ -213,7 +160,7 @@ def produce_source(
                 kill_point("mid_ingest")
 
         log.produce(todo, on_progress=on_progress)
-    return len(messages)
+    return total
 
 
 @flow(name="backfill", log_prints=True)
@@ -223,51 +170,32 @@ def backfill(
     lenient: bool = False,
     since: datetime | None = None,
     until: datetime | None = None,
+    from_topic: str | None = None,
+    offsets: str | None = None,
 ) -> dict[str, Any]:
-    """Backfill `sources` (only observations with `since` <= observed_at < `until`)."""
+    """Backfill `sources` (only observations with `since` <= observed_at < `until`) and,
+    with `from_topic`, a range of that topic (`offsets` "P:START-END,...", else the time
+    range); the topic's lease is held from reading the sources to the last produce."""
     settings = load_settings(topic=topic)
     roots = [str(r) for r in settings.ingest_root_paths]
     for source in sources:
         check_source(source, roots, settings.ingest_url_prefixes)
     store = open_store(settings)
-    spec = WindowSpec(settings.window_seconds)
     progress = Progress(settings.topic)
     started = time.perf_counter()
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="streamnotary-backfill-") as workdir:
-        # 1. read every source, recompute its windows
-        loaded: list[tuple[str, Path, str, list[Observation]]] = []
-        rejected: dict[str, list[dict[str, str]]] = {}
-        for source in sources:
-            path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            rows, rejected[sha] = read_source(path, settings, lenient)
-            loaded.append((source, path, sha, [o for o in rows if in_range(o, since, until)]))
-        windows = group_windows(spec, (o for *_, rows in loaded for o in rows))
-        index = anchored_index(store, settings.topic)
-        known = anchored_roots(store, index, (k.window_id for k in windows))
-        verdicts = classify(windows, known)
-        report_conflicts(settings.topic, verdicts)
-        new_windows = verdicts.count(NEW)
-        # 2. produce the records of new windows, source by source, exactly once
-        progress.phase = "producing"
-        todo: list[tuple[str, Path, str, list[Observation]]] = []
-        for source, path, sha, rows in loaded:
-            if already_ingested(settings, sha) is not None:
-                results[source] = {"records": 0, "skipped": True, "sha256": sha}
-                continue
-            keep = [o for o in rows if verdicts.produce(spec.key_of(o.station_id, o.observed_at))]
-            todo.append((source, path, sha, keep))
-        progress.records.total = sum(len(rows) for *_, rows in todo)
-        progress.windows.total = new_windows
-        progress.update(force=True)
-        for source, path, sha, keep in todo:
-            produced = produce_source(settings, sha, path.name, messages_of(keep), progress)
-            write_manifest(
-                settings, sha, manifest(settings, source, path, sha, keep, rejected[sha])
-            )
-            results[source] = {"records": produced, "skipped": False, "sha256": sha}
-        progress.update(force=True)
+    steps.check_write_once(settings)  # the lease needs conditional writes
+    with (
+        tempfile.TemporaryDirectory(prefix="streamnotary-backfill-") as workdir,
+        topic_lease(settings, "backfill-ingest"),
+    ):
+        spill = Spill(Path(workdir) / "spill.sqlite3")
+        try:
+            results, tally, ranged = ingest_phase(
+                settings, store, spill, workdir, progress, sources, lenient, since, until,
+                from_topic, offsets,
+            )  # fmt: skip
+        finally:
+            spill.close()
     # 3. anchor until no backlog is left
     progress.phase = "anchoring"
     progress.windows.started = time.monotonic()
@@ -279,21 +207,81 @@ def backfill(
         "messages_read": sum(r["messages_read"] for r in runs),
         "runs": len(runs),
     }
-    windows_summary = {
-        "recomputed": len(windows),
-        "new": new_windows,
-        "skipped": verdicts.count(SKIPPED),
-        "conflicts": verdicts.count(CONFLICT),
-        "conflicting": verdicts.conflicts,
+    windows_summary: dict[str, Any] = {
+        "recomputed": tally.recomputed,
+        "new": tally.counts[NEW],
+        "skipped": tally.counts[SKIPPED],
+        "conflicts": tally.counts[CONFLICT],
+        "conflicting": tally.conflicts,
     }
+    if ranged is not None:
+        windows_summary["topic_source"] = {
+            "source": ranged.label,
+            "messages_read": ranged.read,
+            "unusable": ranged.unusable,
+            "records_outside_range": ranged.partial,
+            "windows_partly_read": tally.partial,
+        }
     seconds = time.perf_counter() - started
     print(
-        f"backfill: {len(windows):,} windows recomputed, {new_windows:,} new, "
-        f"{windows_summary['skipped']:,} skipped (anchored, identical), "
-        f"{windows_summary['conflicts']:,} conflict(s) (anchored, different: not re-anchored); "
+        f"backfill: {tally.recomputed:,} windows recomputed, {tally.counts[NEW]:,} new, "
+        f"{tally.counts[SKIPPED]:,} skipped (anchored, identical), "
+        f"{tally.counts[CONFLICT]:,} conflict(s) (anchored, different: not re-anchored); "
         f"{anchored['new_anchors']:,} revisions anchored in {seconds:.1f} s"
     )
     return {"ingested": results, "anchored": anchored, "windows": windows_summary}
+
+
+def ingest_phase(
+    settings: Settings,
+    store: ObjectStore,
+    spill: Spill,
+    workdir: str,
+    progress: Progress,
+    sources: Sequence[str],
+    lenient: bool,
+    since: datetime | None,
+    until: datetime | None,
+    from_topic: str | None,
+    offsets: str | None,
+) -> tuple[dict[str, Any], Tally, TopicRange | None]:
+    """Steps 1 and 2 (module docstring), under the lease, with the spill on local disk."""
+    # 1. stream every source into the spill, then classify its windows batch by batch
+    loaded: list[tuple[str, str, str, list[dict[str, str]]]] = []
+    for i, source in enumerate(sources):
+        path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
+        sha = file_sha256(path)
+        rejected: list[dict[str, str]] = []
+        spill.add(i, dwd_rows(path, settings, lenient, rejected, since, until))
+        loaded.append((source, path.name, sha, rejected))
+    ranged: TopicRange | None = None
+    if from_topic:
+        ranged = resolve_topic_range(settings, from_topic, offsets, since, until)
+        spill.add(len(loaded), topic_rows(settings, ranged, since, until))
+        if from_topic != settings.topic:  # its new windows are produced into the topic
+            loaded.append((ranged.label, ranged.label, ranged.sha256, []))
+    own = ranged.ranges if ranged is not None and offsets and from_topic == settings.topic else None
+    tally = classify_spill(store, spill, anchored_index(store, settings.topic), own)
+    report_conflicts(settings.topic, tally)
+    # 2. produce the records of new windows, source by source, exactly once
+    progress.phase = "producing"
+    results: dict[str, Any] = {}
+    todo: list[tuple[int, str, str, str, list[dict[str, str]]]] = []
+    for i, (source, name, sha, rejected) in enumerate(loaded):
+        if already_ingested(settings, sha) is not None:
+            results[source] = {"records": 0, "skipped": True, "sha256": sha}
+        else:
+            todo.append((i, source, name, sha, rejected))
+    progress.records.total = sum(spill.kept_summary(i)[0] for i, *_ in todo)
+    progress.windows.total = tally.counts[NEW]
+    progress.update(force=True)
+    for i, source, name, sha, rejected in todo:
+        lease.require(settings.topic)
+        produced = produce_source(settings, spill, i, sha, name, progress)
+        write_manifest(settings, sha, manifest(settings, source, name, sha, spill, i, rejected))
+        results[source] = {"records": produced, "skipped": False, "sha256": sha}
+    progress.update(force=True)
+    return results, tally, ranged
 
 
 def anchor_all(topic: str, progress: Progress) -> list[dict[str, Any]]:
@@ -324,7 +312,7 @@ def conflict_artifact_key(topic: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", f"backfill-conflicts-{topic}".lower())
 
 
-def report_conflicts(topic: str, verdicts: Classification) -> None:
+def report_conflicts(topic: str, verdicts: Tally) -> None:
     """Name every conflict in the run log and a table artifact (keyed by topic)."""
     if not verdicts.conflicts:
         return
@@ -348,23 +336,23 @@ def report_conflicts(topic: str, verdicts: Classification) -> None:
 def manifest(
     settings: Settings,
     source: str,
-    path: Path,
+    name: str,
     sha: str,
-    rows: Sequence[Observation],
+    spill: Spill,
+    index: int,
     rejected: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The `streamnotary.ingest/1` manifest of a produced source (`records`: produced)."""
-    first = min((o.observed_at for o in rows), default=None)
-    last = max((o.observed_at for o in rows), default=None)
+    records, stations, first, last = spill.kept_summary(index)
     return {
         "schema": INGEST_SCHEMA,
         "source": mask_text(source),
-        "file": path.name,
+        "file": name,
         "sha256": sha,
         "topic": settings.topic,
-        "records": len(rows),
-        "stations": sorted({o.station_id for o in rows}),
-        "first_observed_at": None if first is None else first.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "last_observed_at": None if last is None else last.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "records": records,
+        "stations": stations,
+        "first_observed_at": iso_ms(first),
+        "last_observed_at": iso_ms(last),
         "rejected_lines": rejected,
     }

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -309,6 +309,51 @@ class KafkaLog:
         for partition in sorted(ranges):
             start, end = ranges[partition]
             out.extend(self._read(partition, start, end, deadline))
+        return out
+
+    def read_chunks(
+        self,
+        ranges: dict[int, tuple[int, int]],
+        *,
+        chunk: int = 10_000,
+        timeout_s: float = 30.0,
+    ) -> Iterator[list[SourceMessage]]:
+        """`read_ranges` in pieces of at most `chunk` offsets, each under its own deadline.
+
+        For reads of unbounded length (a backfill's resume check, a topic range as a
+        backfill source): memory holds one chunk, and every read still ends within
+        `timeout_s` or raises `OffsetRangeUnavailable`. Chunks come in (partition, offset)
+        order.
+        """
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        for partition in sorted(ranges):
+            start, end = ranges[partition]
+            for lo in range(start, end, chunk):
+                hi = min(end, lo + chunk)
+                yield self._read(partition, lo, hi, time.monotonic() + timeout_s)
+
+    def offsets_for_time(
+        self, timestamp_ms: int, *, timeout_s: float = _METADATA_TIMEOUT_S
+    ) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is >= `timestamp_ms` (ListOffsets
+        by time); the high watermark where no message is that recent."""
+        consumer = self._consumer_client()
+        asked = [TopicPartition(self.topic, p, int(timestamp_ms)) for p in self.partitions()]
+        with self._read_lock:
+            try:
+                found = consumer.offsets_for_times(asked, timeout=timeout_s)
+            except KafkaException as exc:
+                raise KafkaLogError(
+                    f"cannot look up offsets of {self.topic!r} by time: {exc}"
+                ) from exc
+        out: dict[int, int] = {}
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaLogError(f"offsets of {self.topic}[{tp.partition}] by time: {tp.error}")
+            out[tp.partition] = (
+                tp.offset if tp.offset >= 0 else self._watermarks(tp.partition, timeout_s)[1]
+            )
         return out
 
     def _read(self, partition: int, start: int, end: int, deadline: float) -> list[SourceMessage]:

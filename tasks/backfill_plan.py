@@ -17,7 +17,7 @@ topic (and every offset range a checkpoint names) is the same as after an undist
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,21 +109,48 @@ def resume_remainder(
     are passed over). What remains keeps the original order, so producing it leaves every
     partition exactly as one undisturbed produce would.
     """
-    per_key: dict[bytes, list[int]] = defaultdict(list)
-    for i, (key, _, _) in enumerate(expected):
-        per_key[key].append(i)
-    matched = dict.fromkeys(per_key, 0)
-    delivered: set[int] = set()
-    for m in present:
-        if m.key is None or m.key not in per_key:
-            continue
-        indexes, n = per_key[m.key], matched[m.key]
-        if n < len(indexes):
-            _, value, ts = expected[indexes[n]]
-            if m.value == value and m.timestamp_ms == ts:
-                delivered.add(indexes[n])
-                matched[m.key] = n + 1
-    return [msg for i, msg in enumerate(expected) if i not in delivered]
+    per_key: dict[bytes, list[Message]] = defaultdict(list)
+    for m in expected:
+        per_key[m[0]].append(m)
+    matcher = ResumeMatcher({k: iter(v) for k, v in per_key.items()})
+    matcher.feed(present)
+    return list(matcher.remainder(expected))
+
+
+class ResumeMatcher:
+    """`resume_remainder` in bounded memory: fed the topic in chunks, the source per key.
+
+    `expected` maps each key of the source to an iterator over its messages in produce
+    order (the backfill reads them from its spill, one cursor per key); `feed` may be
+    called once per chunk of the topic read since the start marker.
+    """
+
+    def __init__(self, expected: Mapping[bytes, Iterator[Message]]) -> None:
+        self.expected = dict(expected)
+        self.next: dict[bytes, Message | None] = {k: next(it, None) for k, it in expected.items()}
+        self.matched: dict[bytes, int] = dict.fromkeys(expected, 0)
+
+    def feed(self, present: Iterable[SourceMessage]) -> None:
+        for m in present:
+            if m.key is None or m.key not in self.next:
+                continue
+            want = self.next[m.key]
+            if want is not None and m.value == want[1] and m.timestamp_ms == want[2]:
+                self.matched[m.key] += 1
+                self.next[m.key] = next(self.expected[m.key], None)
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.matched.values())
+
+    def remainder(self, expected: Iterable[Message]) -> Iterator[Message]:
+        """`expected` (in produce order) without each key's delivered prefix."""
+        skip = dict(self.matched)
+        for msg in expected:
+            if skip.get(msg[0], 0) > 0:
+                skip[msg[0]] -= 1
+                continue
+            yield msg
 
 
 @dataclass

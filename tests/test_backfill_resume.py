@@ -12,8 +12,9 @@ ledger entries, the same anchor log (size and root of its entries, with the same
 substitution and without the wall-clock fields). A re-run anchors nothing and counts every
 window as skipped; a changed source is reported as a conflict and not anchored.
 
-Size: `DAYS` is the knob (the issue's done criterion is 50 stations x 365 days, ~18k
-windows; see docs/operations.md "Backfill" for the timings that set the default).
+Size: `DAYS` is the knob, from ``STREAMNOTARY_BACKFILL_DAYS`` (default 14; the issue's done
+criterion is 50 stations x 365 days, ~18k windows; see docs/operations.md "Backfills" for
+the timings that set the default and the recorded full-size run).
 """
 
 from __future__ import annotations
@@ -46,15 +47,18 @@ from tasks.synth import SynthOptions, archives
 from tests.pipeline_env import PipelineEnv, make_env
 from tests.test_schemas import assert_valid
 
+STATIONS = 50
+# The done criterion's full size is 365 (~18k windows): STREAMNOTARY_BACKFILL_DAYS=365
+# (see the module docstring); CI runs 14.
+DAYS = int(os.environ.get("STREAMNOTARY_BACKFILL_DAYS") or 14)
+RUN_TIMEOUT_S = 3600 * max(1, DAYS // 30)  # one backfill process
+
 # several full backfills as processes: many minutes on a loaded 2-core machine
 pytestmark = [
     pytest.mark.usefixtures("prefect_harness"),
     pytest.mark.slow,
-    pytest.mark.timeout(3600),
+    pytest.mark.timeout(4 * RUN_TIMEOUT_S),
 ]
-
-STATIONS = 50
-DAYS = 14  # the done criterion's full size is 365 (~18k windows): see the module docstring
 SYNTH = SynthOptions(
     seed=10,
     stations=STATIONS,
@@ -66,7 +70,6 @@ SYNTH = SynthOptions(
     duplicate_rate=0.002,
 )
 MAX_MESSAGES_PER_RUN = 20_000  # several anchor runs: late rows and re-publications revise
-RUN_TIMEOUT_S = 3600
 
 
 def sources(root: Path) -> list[str]:

@@ -48,9 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ingest DWD archives or directories of them, then anchor everything (drain)",
     )
     backfill.add_argument(
-        "sources", nargs="+", help="DWD zip, produkt_* file, directory of them, or URL"
+        "sources", nargs="*", help="DWD zip, produkt_* file, directory of them, or URL"
     )
     backfill.add_argument("--topic")
+    backfill.add_argument(
+        "--from-topic",
+        metavar="T",
+        help="also re-verify a range of Kafka topic T (default range: --since/--until, "
+        "else all of it); windows new to --topic are produced there unless T is --topic",
+    )
+    backfill.add_argument(
+        "--offsets",
+        metavar="P:START-END,...",
+        help="with --from-topic: half-open offset ranges per partition instead of a time range",
+    )
     backfill.add_argument(
         "--lenient", action="store_true", help="quarantine malformed lines instead of failing"
     )
@@ -181,13 +192,26 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     import time
 
     from flows.backfill import backfill, line_hooks
+    from storage.lease import LeaseError
+    from storage.writeonce import WriteOnceNotEnforced
     from streamnotary.demo import progress_bars
     from tasks.stage_timing import add_call_time
 
     sources = expand_sources(args.sources)
-    if not sources:
+    if args.offsets and not args.from_topic:
+        print("streamnotary backfill: --offsets needs --from-topic", file=sys.stderr)
+        return 2
+    if not sources and not args.from_topic:
         print("streamnotary backfill: no DWD archives or product files found", file=sys.stderr)
         return 1
+    if args.offsets:
+        from flows.backfill_sources import parse_offsets
+
+        try:
+            parse_offsets(args.offsets)
+        except ValueError as exc:
+            print(f"streamnotary backfill: {exc}", file=sys.stderr)
+            return 2
     allow_cli_sources(sources)
     err = Console(stderr=True, quiet=args.json)
     err.print(f"backfill of {len(sources)} source(s)")
@@ -201,7 +225,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 lenient=args.lenient,
                 since=args.since,
                 until=args.until,
+                from_topic=args.from_topic,
+                offsets=args.offsets,
             )
+    except LeaseError as exc:
+        print(f"streamnotary backfill: {exc}", file=sys.stderr)
+        return EXIT_TOPIC_BUSY
+    except WriteOnceNotEnforced as exc:
+        print(f"streamnotary backfill: {exc}", file=sys.stderr)
+        return EXIT_STORE_UNSAFE
     finally:
         line_hooks.remove(print_line)
     seconds = time.perf_counter() - started
