@@ -41,7 +41,7 @@ from tasks.window import WindowSpec
 PARTIAL = "partial"
 SpillRow = tuple[str, int, str, Message]
 FETCH_CONCURRENCY = 16  # parallel checkpoint GETs when comparing with anchored windows
-CLASSIFY_BATCH = 512  # windows compared per batch (their anchored checkpoints fetched together)
+CLASSIFY_BATCH = 128  # windows per batch: their checkpoints are fetched together
 
 
 def file_sha256(path: Path) -> str:
@@ -276,7 +276,8 @@ def classify_spill(
         batch.clear()
 
     for window_id, values in spill.windows():
-        batch.append((window_id, values))
+        # only an anchored window is compared: a new one needs no records here
+        batch.append((window_id, values if window_id in index else []))
         if len(batch) >= CLASSIFY_BATCH:
             flush()
     if batch:

@@ -22,7 +22,7 @@ from pathlib import Path
 Message = tuple[bytes, bytes, int]  # (key, value, timestamp ms) as produced
 
 CACHE_KIB = 16 * 1024  # SQLite page cache: the spill's share of the backfill's memory
-INSERT_BATCH = 5_000
+INSERT_BATCH = 1_000  # rows per executemany: ~0.6 KiB each in memory
 
 _SCHEMA = """
 CREATE TABLE obs (

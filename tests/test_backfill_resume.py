@@ -27,6 +27,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -69,6 +71,7 @@ SYNTH = SynthOptions(
     late_rate=0.003,
     duplicate_rate=0.002,
 )
+RSS_LIMIT = 1 << 30
 MAX_MESSAGES_PER_RUN = 20_000  # several anchor runs: late rows and re-publications revise
 
 
@@ -100,13 +103,43 @@ def backfill(
     if kill_at:
         child["STREAMNOTARY_KILL_AT"] = kill_at
         child[SKIP_ENV] = str(skip)
-    return subprocess.run(
-        [sys.executable, "-m", "streamnotary.cli", "backfill", "--json", *args],
-        env=child,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamnotary.cli", "backfill", "--json", *args],
+            env=child,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        try:
+            status, peak = wait_with_rusage(proc, RUN_TIMEOUT_S)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(proc.args, status, out.read(), err.read())
+    PEAK_RSS.append((kill_at or "complete", peak))
+    # the figure docs/operations.md records: peak RSS of each backfill process
+    print(f"backfill process ({kill_at or 'to the end'}): peak RSS {peak / 2**20:.0f} MiB")
+    return done
+
+
+PEAK_RSS: list[tuple[str, int]] = []
+
+
+def wait_with_rusage(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int, int]:
+    """(exit status as subprocess reports it, peak RSS bytes) of `proc`, via wait4."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss * 1024
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        time.sleep(0.2)
 
 
 def normalized_checkpoints(env: PipelineEnv) -> dict[str, str]:
@@ -214,6 +247,9 @@ def test_reference_backfill_anchors_every_window_with_rate_and_eta(
     assert lines and all("windows/s" in line and "ETA" in line for line in lines)
     assert "records/s" in lines[-1]
     assert "ERROR" not in reference["stderr"]
+    # the backfill streams its sources through an on-disk spill: its peak RSS is set by
+    # max_messages_per_run and batch sizes, not by the history's length (issue 10: 1 GiB)
+    assert max(peak for _, peak in PEAK_RSS) <= RSS_LIMIT
 
 
 def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
