@@ -97,7 +97,9 @@ def test_a_topic_range_is_recomputed_skipped_conflicting_or_anchored(env: Pipeli
     assert json.loads(first.stdout)["new_anchors"] == 2 * SYNTH.days
     # topic B holds all three stations and one more record in a window of s1 anchored in A
     other = replace(env, topic=f"dwd.{uuid.uuid4().hex[:12]}")
-    extra = Observation(rows_of(s1)[0].station_id, datetime(2020, 5, 2, 12, 30, tzinfo=UTC), 123, 456, 3)
+    extra = Observation(
+        rows_of(s1)[0].station_id, datetime(2020, 5, 2, 12, 30, tzinfo=UTC), 123, 456, 3
+    )
     other.produce_observations([*rows_of(s0), *rows_of(s1), *rows_of(s2), extra])
 
     done = env.run_cli("backfill", "--from-topic", other.topic, "--json")
