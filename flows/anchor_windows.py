@@ -53,19 +53,30 @@ def anchor_windows(
     window_seconds: int | None = None,
     allowed_lateness_seconds: int | None = None,
     idle_timeout_seconds: int | None = None,
+    group: str | None = None,
 ) -> dict[str, Any]:
     """Anchor every window revision that is closed at the end of this run's read.
 
     The whole run holds the topic's lease (storage/lease.py): a second run of the same
-    topic, from any deployment, backfill, CLI or host, exits with `LeaseHeld`.
+    topic, from any deployment, backfill, CLI or host, exits with `LeaseHeld`. With
+    `group` (a name of setting `partition_groups`, e.g. ``p0_1``) the run reads and
+    anchors only that group's partitions, under the group's own lease, cursor and log;
+    runs of different groups proceed in parallel (`anchor-groups` starts them all).
     """
     settings = load_settings(
         topic=topic,
+        group=group,
         ledger=ledger,
         window_seconds=window_seconds,
         allowed_lateness_seconds=allowed_lateness_seconds,
         idle_timeout_seconds=idle_timeout_seconds,
     )
+    if settings.partition_groups and not settings.group:
+        # A topic split into groups has no topic-wide writer: run every group instead.
+        from flows.anchor_groups import run_groups
+
+        return {"groups": run_groups(settings.topic, drain=drain, ledger=ledger)}
+    settings.group_partitions  # noqa: B018 - an unknown group fails here, before any write
     steps.check_write_once(settings)  # before the lease: the lease needs conditional writes
     with topic_lease(settings, "anchor-windows"):
         return anchor_run(settings, drain)
@@ -79,7 +90,7 @@ def topic_lease(settings: Settings, purpose: str) -> TopicLease:
         run_id = str(flow_run)
     return TopicLease(
         open_store(settings),
-        settings.topic,
+        settings.log_scope.name,
         seconds=settings.lease_seconds,
         purpose=purpose,
         holder=Holder.this_process(run_id),
@@ -234,7 +245,7 @@ def run_pack(settings: Settings, run: int) -> PackBuilder | None:
     """The run's payload pack under layout "pack" (keyed by the run number), else None."""
     if settings.object_layout != "pack":
         return None
-    return PackBuilder(layout.pack_key(settings.topic, run))
+    return PackBuilder(layout.pack_key(settings.log_scope.name, run))
 
 
 def r_key(settings: Settings, r: PlannedRevision) -> str:

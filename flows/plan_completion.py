@@ -124,18 +124,20 @@ def complete_plan(
     kill_point("after_log")
     previous = 0 if head["old"] is None else head["old"]["size"]
     size = head["new"]["size"]
-    head_ref = steps.anchor_head(settings, head_entry(topic, size, head["new"]["root"], previous))
+    # The log's scope: the topic, or ``<topic>/<group>`` for a partition group's own log.
+    scope = settings.log_scope.name
+    head_ref = steps.anchor_head(settings, head_entry(scope, size, head["new"]["root"], previous))
     steps.record_head_anchor(
         settings,
-        head_anchor_key(topic, size),
-        head_anchor_document(topic, size, head["new"]["root"], head["note"], head_ref.to_json()),
+        head_anchor_key(scope, size),
+        head_anchor_document(scope, size, head["new"]["root"], head["note"], head_ref.to_json()),
     )
     kill_point("after_head_anchor")
     summary.ledger_entries += 1
     summary.log_size, summary.log_root = size, head["new"]["root"]
     summary.head_ref = head_ref.to_json()
     summary.log = log_head_summary(
-        topic, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(topic)
+        scope, log["origin"], head["new"], previous, head_ref.to_json(), checkpoint_key(scope)
     )
 
     if windows:

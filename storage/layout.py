@@ -16,6 +16,12 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     log/<topic>/...                  (the anchor log, storage/tlog.py)
     state/<topic>/lease.json         (the one-writer lease, while a run holds it)
     state/<topic>/held/<sha256>.json (messages of still-open windows, named by the cursor)
+
+The state, log, pack and head keys take a *scope name* where they say `topic`: the topic
+itself, or ``<topic>/<group>`` for a partition group (`tasks.groups.LogScope`), which
+gives ``state/<topic>/<group>/cursor.json``, ``packs/<topic>/<group>/run-….pack``,
+``head/<topic>/<group>/<size>``. Payloads, checkpoints, receipts and quarantine stay per
+topic: a window and an offset are in one group, so their keys never collide.
 """
 
 from __future__ import annotations
@@ -45,8 +51,14 @@ def packs_prefix(topic: str) -> str:
 
 
 def is_pack_key(topic: str, object_key: str) -> bool:
-    """Whether `object_key` is named like a pack of `topic` (`pack_key`)."""
+    """Whether `object_key` is named like a pack of `topic` (`pack_key`), or of one of its
+    partition groups (``packs/<topic>/<group>/run-….pack``, `tasks.groups.group_name`)."""
     name = object_key.removeprefix(packs_prefix(topic))
+    group, _, rest = name.rpartition("/")
+    if group:
+        if not _is_group_name(group):
+            return False
+        name = rest
     return (
         object_key.startswith(packs_prefix(topic))
         and len(name) == len("run-0000000000.pack")
@@ -54,6 +66,12 @@ def is_pack_key(topic: str, object_key: str) -> bool:
         and name.endswith(".pack")
         and name[4:14].isdigit()
     )
+
+
+def _is_group_name(text: str) -> bool:
+    """``p0_1``: the name `tasks.groups.group_name` gives (partitions joined by ``_``)."""
+    parts = text[1:].split("_")
+    return text.startswith("p") and all(p.isdigit() and p.isascii() for p in parts)
 
 
 def checkpoint_key(topic: str, key: WindowKey, revision: int) -> str:

@@ -90,14 +90,15 @@ def load_signer(settings: Settings, *, create: bool = True) -> Signer:
 
 
 def log_origin(settings: Settings, topic: str | None = None) -> str:
-    """The origin of a topic's log (`log_origin` with ``{topic}`` expanded)."""
+    """The origin of a log (`log_origin` with ``{topic}`` expanded to the scope name:
+    the topic, or ``<topic>/<group>`` for the run's partition group)."""
     from storage.tlog import log_origin as expand
 
-    return expand(settings.log_origin, topic or settings.topic)
+    return expand(settings.log_origin, topic or settings.log_scope.name)
 
 
 def log_verifier(settings: Settings, topic: str | None = None) -> Verifier:
-    """The verifier key an auditor pins for a topic's log."""
+    """The verifier key an auditor pins for a log (`topic`: a scope name)."""
     return load_signer(settings, create=False).named(log_origin(settings, topic)).verifier()
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tasks.dwd import DwdLimits
+    from tasks.groups import LogScope
 
 from streamnotary.masking import MASK, install_log_masking, mask_text, safe_url, url_secrets
 
@@ -120,6 +121,10 @@ class Settings:
     # issue 10: parallel window building (flows/window_build.py, docs/operations.md)
     workers: int = 1  # > 1: a local Dask cluster of that many worker processes
     dask_scheduler_address: str = ""  # an existing Dask scheduler (tcp://host:8786) instead
+    # issue 10 item 3: partition groups, e.g. [[0, 1], [2, 3]]: each group anchors its own
+    # partitions into its own log under its own lease (docs/design.md, "Partition groups").
+    partition_groups: list[list[int]] = field(default_factory=list)  # [] = one writer per topic
+    group: str = ""  # the group a run anchors (set per run by the flow/CLI, e.g. "p0_1")
 
     def __repr__(self) -> str:
         parts = []
@@ -129,6 +134,22 @@ class Settings:
         return f"Settings({', '.join(parts)})"
 
     __str__ = __repr__
+
+    @property
+    def log_scope(self) -> LogScope:
+        """Whose state and log this run writes: the topic, or the topic's group `group`."""
+        from tasks.groups import LogScope
+
+        return LogScope(self.topic, self.group or None)
+
+    @property
+    def group_partitions(self) -> frozenset[int] | None:
+        """The partitions the run's group owns; None without a group (all partitions)."""
+        if not self.group:
+            return None
+        from tasks.groups import find_group
+
+        return find_group(self.partition_groups, self.group).partitions
 
     @property
     def home_path(self) -> Path:
@@ -216,6 +237,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
     if name == "object_layout" and str(value) not in OBJECT_LAYOUTS:
         raise ValueError(f"setting object_layout must be one of {OBJECT_LAYOUTS}, got {value!r}")
+    if name == "partition_groups":
+        from tasks.groups import parse_groups
+
+        return parse_groups(value)
     kind = _FIELD_TYPES[name]
     if kind == "bool":
         if isinstance(value, str):

@@ -35,6 +35,7 @@ from storage.tlog import LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.canonical import canonical_digest, parse_document, sha256_hex
+from tasks.groups import GroupConfigError
 from tasks.held import HeldStateError, decode_held, encode_held
 from tasks.message import SourceMessage
 from tasks.planner import Cursor, CursorConflict, CursorError, HeldRef, check_successor
@@ -117,7 +118,7 @@ def load_cursor(settings: Settings) -> Cursor:
     """The durable position of the pipeline; an empty cursor on the first run."""
     store = open_store(settings)
     try:
-        doc = parse_document(store.get(layout.cursor_key(settings.topic)))
+        doc = parse_document(store.get(layout.cursor_key(settings.log_scope.name)))
     except ObjectNotFound:
         return Cursor.empty(settings.topic, settings.window_seconds)
     cursor = Cursor.from_json(doc)
@@ -132,7 +133,7 @@ def load_pending(settings: Settings) -> dict[str, Any] | None:
     """The write-ahead plan of a run that did not finish, if any."""
     store = open_store(settings)
     try:
-        return parse_document(store.get(layout.pending_key(settings.topic)))
+        return parse_document(store.get(layout.pending_key(settings.log_scope.name)))
     except ObjectNotFound:
         return None
 
@@ -141,9 +142,23 @@ def load_pending(settings: Settings) -> dict[str, Any] | None:
 @task(name="read-end-offsets", **IO_RETRIES)
 @timed(READ)
 def read_end_offsets(settings: Settings) -> dict[int, int]:
-    """Per partition, the high watermark at run start: the exclusive end of this run's read."""
+    """Per partition, the high watermark at run start: the exclusive end of this run's read.
+
+    A run of a partition group reads only its group's partitions; a group naming a
+    partition the topic does not have is refused (`GroupConfigError`), not skipped.
+    """
+    mine = settings.group_partitions
     with KafkaLog.from_settings(settings) as log:
-        return {p: log.watermarks(p)[1] for p in log.partitions()}
+        partitions = log.partitions()
+        if mine is not None:
+            missing = sorted(mine - set(partitions))
+            if missing:
+                raise GroupConfigError(
+                    f"group {settings.group!r} names partition(s) {missing} that topic "
+                    f"{settings.topic!r} does not have"
+                )
+            partitions = [p for p in partitions if p in mine]
+        return {p: log.watermarks(p)[1] for p in partitions}
 
 
 @unwalked
@@ -192,7 +207,7 @@ def write_held(settings: Settings, messages: Sequence[SourceMessage]) -> HeldRef
         return None
     data = encode_held(settings.topic, messages)
     digest = sha256_hex(data)
-    key = layout.held_key(settings.topic, digest)
+    key = layout.held_key(settings.log_scope.name, digest)
     open_store(settings).put_once(key, data, "application/json")
     return HeldRef(key, digest, len(messages))
 
@@ -232,9 +247,9 @@ def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
     overlapping despite the deployment's concurrency limit, e.g. a backfill), this fails
     loudly with `ObjectConflict` instead of letting two plans interleave.
     """
-    lease.require(settings.topic)
+    lease.require(settings.log_scope.name)
     open_store(settings).put_once(
-        layout.pending_key(settings.topic), document_bytes(pending), "application/json"
+        layout.pending_key(settings.log_scope.name), document_bytes(pending), "application/json"
     )
 
 
@@ -332,9 +347,9 @@ def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
     tag just read, so an overlapping writer can never roll it back (`CursorConflict`).
     A cursor that is already stored is not written again.
     """
-    lease.require(settings.topic)
+    lease.require(settings.log_scope.name)
     store = open_store(settings)
-    key = layout.cursor_key(settings.topic)
+    key = layout.cursor_key(settings.log_scope.name)
     new = Cursor.from_json(cursor)
     try:
         tagged: Tagged | None = store.get_tagged(key)
@@ -350,8 +365,8 @@ def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
                 "application/json",
             )
         except ObjectChanged as exc:
-            raise CursorConflict(f"cursor of {settings.topic!r} changed while writing") from exc
-    store.delete(layout.pending_key(settings.topic))
+            raise CursorConflict(f"cursor of {settings.log_scope.name!r} changed while writing") from exc
+    store.delete(layout.pending_key(settings.log_scope.name))
     if current is not None and current.held is not None and current.held != new.held:
         store.delete(current.held.key)  # superseded: the new cursor names its own copy
 
@@ -363,7 +378,10 @@ def _log_writer(settings: Settings) -> LogWriter:
     from storage.logkey import load_signer, log_origin
 
     return LogWriter(
-        open_store(settings), settings.topic, load_signer(settings), log_origin(settings)
+        open_store(settings),
+        settings.log_scope.name,
+        load_signer(settings),
+        log_origin(settings),
     )
 
 
@@ -471,7 +489,9 @@ def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     the log key vouched for, not from one a bucket writer put in `pending.json`."""
     writer = _log_writer(settings)
     note = sign_note(_plan_text(writer.origin, pending), [writer.signer])
-    open_store(settings).put(layout.pending_note_key(settings.topic), note, "text/plain")
+    open_store(settings).put(
+        layout.pending_note_key(settings.log_scope.name), note, "text/plain"
+    )
 
 
 @unwalked
@@ -483,7 +503,7 @@ def verify_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
         return  # a plan from before the anchor log appends nothing it could make us sign
     writer = _log_writer(settings)
     try:
-        data = open_store(settings).get(layout.pending_note_key(settings.topic))
+        data = open_store(settings).get(layout.pending_note_key(settings.log_scope.name))
         note = open_note(data, [writer.signer.verifier()])
     except (ObjectNotFound, NoteError) as exc:
         raise PlanUnauthenticated(

@@ -86,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evm: deploy a new contract even where the recorded one has no code "
         "(only after a chain reset; see docs/ledgers.md)",
     )
+    anchor.add_argument(
+        "--group",
+        help="anchor only this partition group (setting partition_groups, e.g. p0_1); "
+        "default with groups configured: every group, one process each, in parallel",
+    )
     anchor.add_argument("--json", action="store_true")
     anchor.set_defaults(func=cmd_anchor)
 
@@ -148,18 +153,28 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from storage.lease import LeaseError
     from storage.writeonce import WriteOnceNotEnforced
     from streamnotary.config import ENV_PREFIX
+    from tasks.groups import GroupConfigError
     from tasks.planner import CursorConflict
     from tasks.stage_timing import add_call_time
 
     if args.deploy:  # explicit operator decision, for this process only
         os.environ[f"{ENV_PREFIX}LEDGER_DEPLOY"] = "replace"
+    if not args.group:
+        from streamnotary.config import load_settings
+        from tasks.groups import groups_of
+
+        groups = groups_of(load_settings(topic=args.topic).partition_groups)
+        if groups:
+            return anchor_groups_in_processes(args, [g.name for g in groups])
     started = time.perf_counter()
     try:
-        summary = anchor_windows(topic=args.topic, ledger=args.ledger, drain=args.drain)
+        summary = anchor_windows(
+            topic=args.topic, ledger=args.ledger, drain=args.drain, group=args.group
+        )
     except (LeaseError, CursorConflict) as exc:
         print(f"streamnotary anchor: {exc}", file=sys.stderr)
         return EXIT_TOPIC_BUSY
-    except PlanResumeError as exc:
+    except (PlanResumeError, GroupConfigError) as exc:
         print(f"streamnotary anchor: {exc}", file=sys.stderr)
         return 1
     except WriteOnceNotEnforced as exc:
@@ -167,6 +182,49 @@ def cmd_anchor(args: argparse.Namespace) -> int:
         return EXIT_STORE_UNSAFE
     add_call_time(summary["timings"], time.perf_counter() - started)
     return _emit(summary, as_json=args.json)
+
+
+def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> int:
+    """`anchor` with partition groups: one `anchor --group` process per group, started
+    together (each its own lease, cursor and log; window building uses a core each).
+
+    Each child's output is passed through, prefixed by its group; the exit status is the
+    first non-zero child status (75 if a group's lease was held), else 0.
+    """
+    import subprocess
+
+    argv = [sys.executable, "-m", "streamnotary.cli", "anchor"]
+    for flag, value in (("--topic", args.topic), ("--ledger", args.ledger)):
+        if value:
+            argv += [flag, value]
+    argv += [flag for flag, on in (("--drain", args.drain), ("--json", args.json)) if on]
+    children = {
+        g: subprocess.Popen(
+            [*argv, "--group", g], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for g in groups
+    }
+    outputs = {g: child.communicate() for g, child in children.items()}
+    status = 0
+    if args.json:
+        merged: dict[str, Any] = {}
+        for g, (out, _err) in outputs.items():
+            try:
+                merged[g] = json.loads(out)
+            except ValueError:
+                merged[g] = None
+        json.dump({"groups": merged}, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    for g, (out, err) in outputs.items():
+        if not args.json:
+            for line in out.splitlines():
+                print(f"[{g}] {line}")
+        for line in err.splitlines():
+            print(f"[{g}] {line}", file=sys.stderr)
+        code = children[g].returncode
+        if code and not status:
+            status = code
+    return status
 
 
 def expand_sources(sources: list[str]) -> list[str]:
