@@ -163,6 +163,31 @@ def check_task(
         return audits, integrity
 
 
+@task(name="audit-partition-groups", cache_policy=NO_CACHE)
+def groups_task(
+    settings: Settings, selection: Selection, trust: TrustPolicy, state_dir: str | None
+) -> dict[str, Any]:
+    """A topic anchored in partition groups: every group's log, then the windows
+    (`flows.audit_groups`); each verified group head is remembered in `state_dir`."""
+    from flows.audit_groups import run_group_audit
+    from storage.ledger.factory import open_ledger
+
+    with (
+        open_ledger(settings, trusted_identity=trust.ledger) as ledger,
+        KafkaLog.from_settings(settings) as kafka,
+    ):
+        return run_group_audit(
+            store=open_store(settings),
+            ledger=ledger,
+            kafka=kafka,
+            topic=settings.topic,
+            selection=selection,
+            trust=trust,
+            read_timeout_s=settings.read_timeout_seconds,
+            state_dir=state_dir,
+        )
+
+
 @task(name="remember-verified-head", cache_policy=NO_CACHE)
 def remember_task(log: LogAudit, state_dir: str | None) -> str | None:
     return remember(log, state_dir)
@@ -207,21 +232,25 @@ def audit(
     if state_dir:
         state_dir = str(resolve_output(settings.report_path, state_dir))
     state_dir = state_dir or settings.audit_state_dir or None
-    documents, log = documents_task(settings, selection, trust_path, state_dir)
-    view, coverage = read_task(settings, documents, log)
-    audits, integrity = check_task(settings, documents, view, log, trust_path)
-    report = build_report(
-        audits,
-        topic=settings.topic,
-        selection=selection.to_json(),
-        integrity=integrity,
-        scans=list(view.scans.values()),
-        duration_seconds=time.perf_counter() - t0,
-        findings=documents.run_findings,
-        log=log_report(log, coverage),
-    )
+    trust, _ = trust_of(settings, trust_path)
+    if trust is not None and trust.groups:
+        report = groups_task(settings, selection, trust, state_dir)
+    else:
+        documents, log = documents_task(settings, selection, trust_path, state_dir)
+        view, coverage = read_task(settings, documents, log)
+        audits, integrity = check_task(settings, documents, view, log, trust_path)
+        report = build_report(
+            audits,
+            topic=settings.topic,
+            selection=selection.to_json(),
+            integrity=integrity,
+            scans=list(view.scans.values()),
+            duration_seconds=time.perf_counter() - t0,
+            findings=documents.run_findings,
+            log=log_report(log, coverage),
+        )
+        remember_task(log, state_dir)
     validate_report(report)
-    remember_task(log, state_dir)
     stored = publish_task(settings, report, json_path, html_path)
     logger = get_run_logger()
     counts = report["summary"]["by_verdict"]

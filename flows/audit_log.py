@@ -29,6 +29,7 @@ from tasks.tlog.note import NoteError, Verifier
 from tasks.tlog.tiles import TileError
 
 TRUST_SCHEMA_FILE = "trust.schema.json"
+TRUST_GROUPS_SCHEMA_FILE = "trust_groups.schema.json"  # streamnotary.trust/v2
 LOG_ERRORS = (LogError, TileError, LogEntryError, LogCheckpointError, NoteError, ObjectStoreError)
 
 
@@ -37,13 +38,33 @@ class TrustPolicyError(ValueError):
 
 
 @dataclass(frozen=True)
+class GroupTrust:
+    """One partition group as the trust policy pins it: its partitions and its log."""
+
+    name: str
+    partitions: tuple[int, ...]
+    origin: str
+    verifier: Verifier
+
+
+@dataclass(frozen=True)
 class TrustPolicy:
-    """What the auditor pins: the log's origin and verifier key, the ledger identity."""
+    """What the auditor pins: the log's origin and verifier key, the ledger identity.
+
+    A `streamnotary.trust/v2` policy (topic anchored in partition groups) pins one log per
+    group (`groups`); `origin` and `verifier` are then those of its first group.
+    """
 
     origin: str
     verifier: Verifier
     ledger: dict[str, Any]
     source: str  # where it came from, for the report
+    groups: tuple[GroupTrust, ...] = ()
+    topic: str | None = None
+
+    def for_group(self, group: GroupTrust) -> TrustPolicy:
+        """The policy one group's log is audited with: that group's origin and key."""
+        return TrustPolicy(group.origin, group.verifier, self.ledger, self.source)
 
     @classmethod
     def load(cls, path: str | Path) -> TrustPolicy:
@@ -55,19 +76,30 @@ class TrustPolicy:
 
     @classmethod
     def from_json(cls, doc: Any, path: str) -> TrustPolicy:
-        """Validate a `streamnotary.trust/v1` document (`TrustPolicyError` if it is not one)."""
-        problem = schema_problem(doc, TRUST_SCHEMA_FILE)
+        """Validate a `streamnotary.trust/v1` or `/v2` document (`TrustPolicyError` if not)."""
+        grouped = isinstance(doc, dict) and doc.get("schema") == "streamnotary.trust/v2"
+        problem = schema_problem(doc, TRUST_GROUPS_SCHEMA_FILE if grouped else TRUST_SCHEMA_FILE)
         if problem is not None:
             raise TrustPolicyError(f"trust policy {path}: {problem}")
-        try:
-            verifier = Verifier.from_key(doc["log"]["verifier_key"])
-        except NoteError as exc:
-            raise TrustPolicyError(f"trust policy {path}: verifier key: {exc}") from exc
-        if verifier.name != doc["log"]["origin"]:
-            raise TrustPolicyError(
-                f"trust policy {path}: key name {verifier.name!r} is not the origin"
+        if grouped:
+            groups = tuple(
+                GroupTrust(g["name"], tuple(g["partitions"]), *_pinned_log(g["log"], path))
+                for g in doc["groups"]
             )
-        return cls(doc["log"]["origin"], verifier, doc["ledger"], str(path))
+            first = groups[0]
+            return cls(first.origin, first.verifier, doc["ledger"], str(path), groups, doc["topic"])
+        return cls(*_pinned_log(doc["log"], path), doc["ledger"], str(path))
+
+
+def _pinned_log(log: dict[str, Any], path: str) -> tuple[str, Verifier]:
+    """(origin, verifier) of a trust policy's `log` member; its key must be named the origin."""
+    try:
+        verifier = Verifier.from_key(log["verifier_key"])
+    except NoteError as exc:
+        raise TrustPolicyError(f"trust policy {path}: verifier key: {exc}") from exc
+    if verifier.name != log["origin"]:
+        raise TrustPolicyError(f"trust policy {path}: key name {verifier.name!r} is not the origin")
+    return log["origin"], verifier
 
 
 # ---------------------------------------------------------------------------------------

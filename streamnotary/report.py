@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.audit import (
     CHECKS,
+    FAIL,
     VERDICTS,
     Finding,
     LedgerIntegrity,
@@ -56,14 +57,20 @@ def build_report(
     generated_at: datetime | None = None,
     findings: Sequence[Finding] = (),
     log: dict[str, Any] | None = None,
+    groups: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON report of one audit run; `findings` concern the run, not one window;
-    `log` is the anchor log section (`flows.audit.log_report`), None without a log."""
+    `log` is the anchor log section (`flows.audit.log_report`), None without a log.
+    A topic anchored in partition groups has `groups` instead: per group its name,
+    partitions and log section (`flows.audit_groups`); a group without one fails."""
     windows = [a.to_json() for a in audits]
     verdicts = [a.verdict for a in audits]
     overall = [*verdicts, *(f.severity for f in findings)]
-    if log is not None:
-        overall += [log["verdict"], log["coverage"]["verdict"]]
+    for section in [log, *[g["log"] for g in groups or ()]]:
+        if section is not None:
+            overall += [section["verdict"], section["coverage"]["verdict"]]
+    if any(g["log"] is None for g in groups or ()):
+        overall.append(FAIL)
     return {
         "schema": REPORT_SCHEMA,
         "generated_at": (generated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -85,6 +92,7 @@ def build_report(
         "windows": windows,
         "findings": [f.to_json() for f in findings],
         "log": log,
+        **({} if groups is None else {"groups": list(groups)}),
     }
 
 

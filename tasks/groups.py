@@ -129,3 +129,23 @@ def assignment_problems(
     for p in sorted(set(owner) - topic):
         problems.append(f"group {owner[p]!r} claims partition {p}, which the topic does not have")
     return problems
+
+
+def entry_partitions(entry: Mapping[str, Any]) -> set[int]:
+    """Every partition a log entry names: a window's ranges, a run's read, quarantined,
+    unattributable and held-open offsets (entries are schema-valid, keys are decimal)."""
+    out: set[int] = set()
+    for member in ("ranges", "read", "quarantined", "unattributable"):
+        out |= {int(p) for p in entry.get(member) or {}}
+    for ranges in (entry.get("held_open") or {}).values():
+        out |= {int(p) for p in ranges}
+    return out
+
+
+def foreign_entries(
+    entries: Sequence[Mapping[str, Any]], partitions: Iterable[int]
+) -> list[tuple[int, set[int]]]:
+    """(log index, foreign partitions) of each entry that names a partition outside its
+    group's: a window anchored in the wrong group, or a run that read another group's."""
+    mine = set(partitions)
+    return [(i, ps - mine) for i, e in enumerate(entries) if (ps := entry_partitions(e)) - mine]

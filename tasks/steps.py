@@ -365,7 +365,9 @@ def advance_cursor(settings: Settings, cursor: dict[str, Any]) -> None:
                 "application/json",
             )
         except ObjectChanged as exc:
-            raise CursorConflict(f"cursor of {settings.log_scope.name!r} changed while writing") from exc
+            raise CursorConflict(
+                f"cursor of {settings.log_scope.name!r} changed while writing"
+            ) from exc
     store.delete(layout.pending_key(settings.log_scope.name))
     if current is not None and current.held is not None and current.held != new.held:
         store.delete(current.held.key)  # superseded: the new cursor names its own copy
@@ -489,9 +491,7 @@ def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
     the log key vouched for, not from one a bucket writer put in `pending.json`."""
     writer = _log_writer(settings)
     note = sign_note(_plan_text(writer.origin, pending), [writer.signer])
-    open_store(settings).put(
-        layout.pending_note_key(settings.log_scope.name), note, "text/plain"
-    )
+    open_store(settings).put(layout.pending_note_key(settings.log_scope.name), note, "text/plain")
 
 
 @unwalked

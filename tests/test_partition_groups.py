@@ -210,3 +210,167 @@ def test_an_unknown_group_is_refused_before_any_write(env: PipelineEnv) -> None:
     _, err = bad.communicate(timeout=300)
     assert bad.returncode != 0 and "no partition group 'p0'" in err
     assert list(env.store().list("state/")) == []
+
+
+# -- audit: every group's log, the assignment, the wrong group --------------------------
+
+
+def anchor_groups_in_process(env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.anchor_windows import anchor_windows
+
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    with env.active():
+        for g in (A, B):
+            assert anchor_windows(drain=True, group=g)["new_anchors"] > 0
+
+
+def group_trust(env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    from streamnotary.commands.trust import trust_policy
+
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    with env.active() as settings:
+        return trust_policy(settings)
+
+
+def group_audit(
+    env: PipelineEnv, policy: dict[str, Any], state: Path | None = None
+) -> dict[str, Any]:
+    from flows.audit_groups import run_group_audit
+    from flows.audit_log import TrustPolicy
+    from flows.audit_select import Selection
+    from storage.kafka import KafkaLog
+    from storage.ledger.local import LocalLedger
+    from streamnotary.report import validate_report
+    from tests.audit_env import ledger_path
+
+    with (
+        env.active() as settings,
+        LocalLedger(ledger_path(env)) as ledger,
+        KafkaLog(env.kafka_bootstrap, env.topic) as kafka,
+    ):
+        report = run_group_audit(
+            store=env.store(),
+            ledger=ledger,
+            kafka=kafka,
+            topic=settings.topic,
+            selection=Selection(all=True),
+            trust=TrustPolicy.from_json(policy, "test"),
+            state_dir=str(state) if state else None,
+        )
+    validate_report(report)
+    return report
+
+
+def all_codes(report: dict[str, Any]) -> set[str]:
+    out = {f["code"] for f in report["findings"]}
+    for g in report["groups"]:
+        if g["log"] is not None:
+            out |= {f["code"] for f in g["log"]["findings"]}
+    return out
+
+
+@pytest.fixture
+def anchored(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+) -> tuple[PipelineEnv, dict[str, Any]]:
+    two_groups_of_data(env, days=2)
+    anchor_groups_in_process(env, monkeypatch)
+    return env, group_trust(env, monkeypatch)
+
+
+def test_trust_policy_lists_the_groups_and_the_audit_passes(
+    anchored: tuple[PipelineEnv, dict[str, Any]], tmp_path: Path
+) -> None:
+    env, policy = anchored
+    assert policy["schema"] == "streamnotary.trust/v2"
+    assert [(g["name"], g["partitions"]) for g in policy["groups"]] == [(A, [0, 1]), (B, [2, 3])]
+    assert [g["log"]["origin"] for g in policy["groups"]] == [
+        f"streamnotary/{env.topic}/{A}",
+        f"streamnotary/{env.topic}/{B}",
+    ]
+    report = group_audit(env, policy, tmp_path / "state")
+    failing = [(w["window_id"], w["verdict"]) for w in report["windows"] if w["verdict"] != "pass"]
+    assert report["verdict"] == "pass", (all_codes(report), failing)
+    assert report["log"] is None and [g["name"] for g in report["groups"]] == [A, B]
+    for g in report["groups"]:
+        assert g["log"]["verdict"] == "pass" and g["log"]["anchored_heads"]
+        assert {c["partition"] for c in g["log"]["coverage"]["partitions"]} <= set(g["partitions"])
+    assert len(report["windows"]) == 4
+    assert len(list((tmp_path / "state").glob("audit-state-*.json"))) == 2
+
+
+def test_a_deleted_group_log_is_caught(anchored: tuple[PipelineEnv, dict[str, Any]]) -> None:
+    env, policy = anchored
+    store = env.store()
+    for key in list(store.list(f"log/{env.topic}/{B}/")):
+        store.delete(key)
+    report = group_audit(env, policy)
+    assert report["verdict"] == "fail"
+    by_name = {g["name"]: g["log"] for g in report["groups"]}
+    assert by_name[A]["verdict"] == "pass" and by_name[B]["verdict"] == "fail"
+
+
+def test_a_rolled_back_group_log_is_caught_by_the_remembered_head(
+    anchored: tuple[PipelineEnv, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from flows.anchor_windows import anchor_windows
+
+    env, policy = anchored
+    store = env.store()
+    old = store.get(checkpoint_key(f"{env.topic}/{B}"))
+    _, second = sorted(by_station(4).items())
+    produce_to(env, {2: second[1][48:]})  # days 3 and 4 of group B's station
+    with env.active():
+        assert anchor_windows(drain=True, group=B)["new_anchors"] > 0
+    state = tmp_path / "state"
+    assert group_audit(env, policy, state)["verdict"] == "pass"
+    store.put(checkpoint_key(f"{env.topic}/{B}"), old, "text/plain")  # roll B back
+    report = group_audit(env, policy, state)
+    assert report["verdict"] == "fail"
+    by_name = {g["name"]: g["log"] for g in report["groups"]}
+    assert by_name[B]["verdict"] == "fail" and by_name[A]["verdict"] == "pass"
+
+
+def test_a_partition_claimed_by_two_groups_or_by_none_fails(
+    anchored: tuple[PipelineEnv, dict[str, Any]],
+) -> None:
+    env, policy = anchored
+    none = {**policy, "groups": policy["groups"][:1]}  # partitions 2 and 3 in no group
+    report = group_audit(env, none)
+    assert report["verdict"] == "fail" and "group_assignment" in all_codes(report)
+    assert any("in no group" in f["message"] for f in report["findings"])
+    two = json.loads(json.dumps(policy))
+    two["groups"][1]["partitions"] = [1, 2, 3]  # partition 1 in both groups (name unchanged)
+    report = group_audit(env, two)
+    assert report["verdict"] == "fail"
+    assert any("claimed by groups" in f["message"] for f in report["findings"])
+
+
+def test_a_window_anchored_in_the_wrong_group_fails(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+) -> None:
+    import tasks.groups
+    from flows.anchor_windows import anchor_windows
+
+    two_groups_of_data(env, days=2)
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    # A writer that misreads its group: p0_1 also reads partition 2 (B's station's data).
+    real = tasks.groups.find_group
+    monkeypatch.setattr(
+        tasks.groups,
+        "find_group",
+        lambda groups, name: (
+            tasks.groups.PartitionGroup(A, frozenset({0, 1, 2}))
+            if name == A
+            else real(groups, name)
+        ),
+    )
+    with env.active():
+        anchor_windows(drain=True, group=A)
+    monkeypatch.setattr(tasks.groups, "find_group", real)
+    report = group_audit(env, group_trust(env, monkeypatch))
+    assert report["verdict"] == "fail"
+    wrong = [f for f in report["groups"][0]["log"]["findings"] if f["code"] == "wrong_group"]
+    assert wrong and all("partition(s) [2]" in f["message"] for f in wrong), wrong

@@ -2,7 +2,8 @@
 
 `keygen` writes the Ed25519 log signing key (0600) and prints only its verifier key.
 `trust export` prints the trust policy (`streamnotary.trust/v1`, docs/formats.md):
-the log's origin and verifier key, and the ledger's identity from `Ledger.identity()`.
+the log's origin and verifier key, and the ledger's identity from `Ledger.identity()`;
+with partition groups configured `streamnotary.trust/v2`: each group's partitions and log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 TRUST_SCHEMA = "streamnotary.trust/v1"
+TRUST_GROUPS_SCHEMA = "streamnotary.trust/v2"  # topics anchored in partition groups
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,14 +58,35 @@ def verifier_for(path: Path, origin: str) -> str:
 def trust_policy(settings: Any) -> dict[str, Any]:
     """The trust policy for the configured topic and ledger (schema `streamnotary.trust/v1`)."""
     from storage.ledger.factory import open_ledger
-    from storage.logkey import log_origin, log_verifier
+    from tasks.groups import LogScope, groups_of
 
     with open_ledger(settings) as ledger:
         identity = ledger.identity()
+    groups = groups_of(settings.partition_groups)
+    if groups:
+        return {
+            "schema": TRUST_GROUPS_SCHEMA,
+            "topic": settings.topic,
+            "groups": [
+                {
+                    "name": g.name,
+                    "partitions": sorted(g.partitions),
+                    "log": _pinned_log(settings, LogScope(settings.topic, g.name).name),
+                }
+                for g in groups
+            ],
+            "ledger": identity,
+        }
+    return {"schema": TRUST_SCHEMA, "log": _pinned_log(settings), "ledger": identity}
+
+
+def _pinned_log(settings: Any, scope: str | None = None) -> dict[str, str]:
+    """The `log` member: a log's origin and the verifier key of the log key under it."""
+    from storage.logkey import log_origin, log_verifier
+
     return {
-        "schema": TRUST_SCHEMA,
-        "log": {"origin": log_origin(settings), "verifier_key": log_verifier(settings).encode()},
-        "ledger": identity,
+        "origin": log_origin(settings, scope),
+        "verifier_key": log_verifier(settings, scope).encode(),
     }
 
 
