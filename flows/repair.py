@@ -101,10 +101,10 @@ def cursor_status(current: Cursor | None, planned: Mapping[str, Any]) -> str:
 def inspect(settings: Settings) -> PlanReport:
     """What the unfinished plan of the topic consists of, and what of it is anchored."""
     store = open_store(settings)
-    topic = settings.topic
-    held = read_lease(store, topic)
-    current = _cursor(store, topic)
-    plan = load_plan(store, topic)
+    topic, scope = settings.topic, settings.log_scope.name  # state keys are the scope's
+    held = read_lease(store, scope)
+    current = _cursor(store, scope)
+    plan = load_plan(store, scope)
     report = PlanReport(
         topic=topic,
         lease=None if held is None else held.describe(),
@@ -193,8 +193,8 @@ def discard(settings: Settings) -> list[str]:
             "`streamnotary repair --complete`"
         )
     store = open_store(settings)
-    topic = settings.topic
-    plan = load_plan(store, topic)
+    topic, scope = settings.topic, settings.log_scope.name
+    plan = load_plan(store, scope)
     assert plan is not None
     deleted: list[str] = []
     checkpoints = [w["checkpoint"] for w in plan["windows"]]
@@ -219,7 +219,7 @@ def discard(settings: Settings) -> list[str]:
         k = layout.quarantine_key(topic, q["partition"], q["offset"])
         if _delete_if_same(store, k, sha256_hex(document_bytes(q))):
             deleted.append(k)
-    for k in (layout.pending_note_key(topic), layout.pending_key(topic)):
+    for k in (layout.pending_note_key(scope), layout.pending_key(scope)):
         if store.head(k) is not None:
             store.delete(k)
             deleted.append(k)
@@ -232,10 +232,10 @@ def complete(settings: Settings) -> dict[str, Any]:
     from tasks.run_summary import RunSummary
 
     store = open_store(settings)
-    plan = load_plan(store, settings.topic)
+    plan = load_plan(store, settings.log_scope.name)
     if plan is None:
         return {"completed": False, "reason": "no unfinished plan"}
-    if cursor_status(_cursor(store, settings.topic), plan["next_cursor"]) == "conflict":
+    if cursor_status(_cursor(store, settings.log_scope.name), plan["next_cursor"]) == "conflict":
         raise RepairRefused(
             f"the plan of {settings.topic!r} was made from another cursor than the stored one "
             "(overlapping runs): completing it would roll the cursor back. If nothing of it "

@@ -107,9 +107,10 @@ def explain_run(
                 log_size_after(log),
                 uri_of,
                 receipts=plan_layout(log) == "per_window",
+                scope=settings.log_scope.name,
             )
         quarantine += plan.get("quarantine", [])
-    links = document_links(topic, uri_of, summary.get("log"))
+    links = document_links(settings.log_scope.name, uri_of, summary.get("log"))
     before = cursor_before.to_json()
     create_markdown_artifact(
         markdown=render_markdown(

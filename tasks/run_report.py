@@ -142,9 +142,11 @@ def anchored_revisions(
     head_size: int,
     uri_of: Callable[[str], str],
     receipts: bool = True,
+    scope: str | None = None,
 ) -> list[AnchoredRevision]:
     """The plan's window revisions (``pending["windows"]``), with their object URIs and keys;
-    `head_size` is the size of the log head the run anchored."""
+    `head_size` is the size of the log head the run anchored, in the log of `scope` (the
+    topic, or ``<topic>/<group>`` for a partition group)."""
     out = []
     for w in windows:
         key = WindowKey.parse(w["window_id"])
@@ -161,7 +163,7 @@ def anchored_revisions(
                 payload_uri=str(cp["payload"]["uri"]),  # its own object or its run's pack
                 checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev)),
                 receipt_uri=uri_of(layout.receipt_key(topic, key, rev)) if receipts else None,
-                head_ledger_key=layout.head_entry_key(topic, head_size),
+                head_ledger_key=layout.head_entry_key(scope or topic, head_size),
                 window_ledger_key=layout.window_entry_key(topic, key, rev),
             )
         )

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="show the topic's lease and unfinished plan; --complete or --discard it safely",
     )
     repair.add_argument("--topic")
+    repair.add_argument("--group", help="a partition group's state (setting partition_groups)")
     action = repair.add_mutually_exclusive_group()
     action.add_argument(
         "--complete", action="store_true", help="finish the plan (anchors what it planned)"
@@ -73,7 +74,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from streamnotary.commands.pipeline import EXIT_STORE_UNSAFE, EXIT_TOPIC_BUSY
     from streamnotary.config import load_settings
 
-    settings = load_settings(topic=args.topic)
+    settings = load_settings(topic=args.topic, group=args.group)
     result: dict[str, Any] = {}
     try:
         check_write_once(open_store(settings))
