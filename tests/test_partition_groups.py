@@ -374,3 +374,17 @@ def test_a_window_anchored_in_the_wrong_group_fails(
     assert report["verdict"] == "fail"
     wrong = [f for f in report["groups"][0]["log"]["findings"] if f["code"] == "wrong_group"]
     assert wrong and all("partition(s) [2]" in f["message"] for f in wrong), wrong
+
+
+def test_the_flow_without_group_runs_every_group_as_subflows(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+) -> None:
+    from flows.anchor_windows import anchor_windows
+
+    two_groups_of_data(env, days=1)
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    with env.active():
+        result = anchor_windows(drain=True)
+    assert set(result["groups"]) == {A, B}
+    assert all(result["groups"][g]["new_anchors"] == 1 for g in (A, B))
+    assert env.store().head(checkpoint_key(env.topic)) is None
