@@ -19,10 +19,12 @@ the CLI (`line_hooks`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from streamnotary.paths import check_source
 from tasks import steps
 from tasks.backfill_plan import CONFLICT, NEW, SKIPPED, Rate, ResumeMatcher
 from tasks.canonical import parse_document
+from tasks.groups import groups_of
 from tasks.revision import document_bytes
 
 INGEST_START_SCHEMA = "streamnotary.ingest-start/1"
@@ -175,7 +178,8 @@ def backfill(
 ) -> dict[str, Any]:
     """Backfill `sources` (only observations with `since` <= observed_at < `until`) and,
     with `from_topic`, a range of that topic (`offsets` "P:START-END,...", else the time
-    range); the topic's lease is held from reading the sources to the last produce."""
+    range); the topic's lease (with `partition_groups`, every group's too) is held from
+    reading the sources to the last produce, then each group is drained in turn."""
     settings = load_settings(topic=topic)
     roots = [str(r) for r in settings.ingest_root_paths]
     for source in sources:
@@ -186,7 +190,7 @@ def backfill(
     steps.check_write_once(settings)  # the lease needs conditional writes
     with (
         tempfile.TemporaryDirectory(prefix="streamnotary-backfill-") as workdir,
-        topic_lease(settings, "backfill-ingest"),
+        ingest_leases(settings),
     ):
         spill = Spill(Path(workdir) / "spill.sqlite3")
         try:
@@ -199,14 +203,19 @@ def backfill(
     # 3. anchor until no backlog is left
     progress.phase = "anchoring"
     progress.windows.started = time.monotonic()
-    runs = anchor_all(settings.topic, progress)
+    scopes = [g.name for g in groups_of(settings.partition_groups)] or [None]
+    by_scope = {g: anchor_all(settings.topic, progress, g) for g in scopes}
     progress.update(force=True)
+    runs = [r for g in scopes for r in by_scope[g]]
     anchored = {
         **runs[-1],
         "new_anchors": sum(r["new_anchors"] for r in runs),
         "messages_read": sum(r["messages_read"] for r in runs),
         "runs": len(runs),
     }
+    if scopes != [None]:  # the last run of each group; backlog: what all groups left
+        anchored["groups"] = {str(g): by_scope[g][-1] for g in scopes}
+        anchored["backlog"] = sum(by_scope[g][-1]["backlog"] for g in scopes)
     windows_summary: dict[str, Any] = {
         "recomputed": tally.recomputed,
         "new": tally.counts[NEW],
@@ -284,9 +293,28 @@ def ingest_phase(
     return results, tally, ranged
 
 
-def anchor_all(topic: str, progress: Progress) -> list[dict[str, Any]]:
-    """anchor-windows (drain) until the backlog is gone or stops shrinking."""
-    base = 0
+@contextlib.contextmanager
+def ingest_leases(settings: Settings) -> Iterator[None]:
+    """The leases the ingest phase holds: the topic's and, with `partition_groups`, every
+    group's (in name order).
+
+    The topic's lease excludes another backfill; a group's anchor run takes only its
+    group's lease, so without holding each of them an anchor run of a group could anchor,
+    between classification and produce, windows this backfill has judged new. A busy
+    group makes the backfill fail with `LeaseHeld` before anything is produced.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(topic_lease(settings, "backfill-ingest"))
+        for g in sorted(groups_of(settings.partition_groups), key=lambda g: g.name):
+            scoped = replace(settings, group=g.name)
+            stack.enter_context(topic_lease(scoped, "backfill-ingest"))
+        yield
+
+
+def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list[dict[str, Any]]:
+    """anchor-windows (drain) of the topic, or of one partition group under that group's
+    lease, until the backlog is gone or stops shrinking."""
+    base = progress.windows.done
 
     def hook(phase: str, done: int, total: int) -> None:
         if phase == "anchors":
@@ -295,11 +323,11 @@ def anchor_all(topic: str, progress: Progress) -> list[dict[str, Any]]:
 
     steps.add_progress_hook(hook)
     try:
-        runs = [anchor_windows(topic=topic, drain=True)]
-        base = runs[-1]["new_anchors"]
+        runs = [anchor_windows(topic=topic, drain=True, group=group)]
+        base += runs[-1]["new_anchors"]
         # Stop when the backlog stops shrinking (producers outpace the cap): the schedule goes on.
         while 0 < runs[-1]["backlog"] < (runs[-2]["backlog"] if len(runs) > 1 else float("inf")):
-            runs.append(anchor_windows(topic=topic, drain=True))
+            runs.append(anchor_windows(topic=topic, drain=True, group=group))
             base += runs[-1]["new_anchors"]
     finally:
         steps.remove_progress_hook(hook)

@@ -388,3 +388,63 @@ def test_the_flow_without_group_runs_every_group_as_subflows(
     assert set(result["groups"]) == {A, B}
     assert all(result["groups"][g]["new_anchors"] == 1 for g in (A, B))
     assert env.store().head(checkpoint_key(env.topic)) is None
+
+
+# -- backfill of a grouped topic --------------------------------------------------------
+
+
+def grouped_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, set[tuple[str, Any]]]:
+    """A few stations' generated DWD archives; the windows they make; groups configured."""
+    from datetime import date
+
+    from streamnotary.commands.generate import write_history
+    from tasks.synth import SynthOptions, station_ids, station_releases
+
+    options = SynthOptions(seed=3, stations=4, start=date(2020, 5, 1), days=2, republish_days=0)
+    write_history(options, tmp_path / "history")
+    rows = [o for s in station_ids(options) for _, r, _ in station_releases(options, s) for o in r]
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    monkeypatch.setenv("STREAMNOTARY_PARTITIONS", "4")
+    return tmp_path / "history", {(o.station_id, o.observed_at.date()) for o in rows}
+
+
+@HARNESS
+def test_backfill_of_a_grouped_topic_anchors_each_group_in_its_log(
+    env: PipelineEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history, windows = grouped_history(tmp_path, monkeypatch)
+    first = env.run_cli("backfill", str(history), "--json")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["new_anchors"] == len(windows) == 8
+    assert set(summary["groups"]) == {A, B} and summary["backlog"] == 0
+    assert sum(g["new_anchors"] for g in summary["groups"].values()) == len(windows)
+    assert env.store().head(checkpoint_key(env.topic)) is None  # no topic-wide log
+    for name, parts in ((A, GROUPS[0]), (B, GROUPS[1])):
+        if summary["groups"][name]["new_anchors"]:
+            assert partitions_in(log_entries(env, f"{env.topic}/{name}")) <= set(parts)
+        assert read_lease(env.store(), f"{env.topic}/{name}") is None  # released
+
+    again = env.run_cli("backfill", str(history), "--json")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["new_anchors"] == 0 and second["skipped_sources"] == 4
+
+
+@HARNESS
+def test_backfill_ingest_holds_every_groups_lease(
+    env: PipelineEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's anchor run holds only its group's lease: the ingest phase must take it
+    too, else it would classify and produce while that group anchors."""
+    from storage.lease import Holder, TopicLease
+
+    history, _ = grouped_history(tmp_path, monkeypatch)
+    busy = TopicLease(env.store(), f"{env.topic}/{B}", seconds=60, holder=Holder.this_process())
+    with busy:
+        done = env.run_cli("backfill", str(history), "--json")
+    assert done.returncode == 75, done.stderr
+    assert "lease" in done.stderr.lower() and B in done.stderr
+    assert list(env.store().list(f"ingest/{env.topic}/")) == []  # nothing produced or marked
