@@ -65,6 +65,20 @@ def _window_for(store: ObjectStore, topic: str, station: str, at: datetime, size
     )
 
 
+def window_partitions(
+    store: ObjectStore, topic: str, station: str, at: datetime, window_seconds: int
+) -> set[int]:
+    """The partitions of the latest revision of the window holding `station` at `at`,
+    from its stored checkpoint: only to choose which group's log to prove it from (the
+    proof itself is checked against that log's key)."""
+    key = _window_for(store, topic, station, at, window_seconds)
+    rev = _revisions_of(store, topic, key)[-1]
+    checkpoint, problem = load_json(store, layout.checkpoint_key(topic, key, rev))
+    if checkpoint is None or schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE):
+        raise ProofError(f"{key.window_id} r{rev}: checkpoint {problem or 'invalid'}")
+    return {int(r["partition"]) for r in checkpoint["source"]["ranges"]}
+
+
 def prove_record(
     *,
     store: ObjectStore,
@@ -74,8 +88,13 @@ def prove_record(
     at: datetime,
     window_seconds: int,
     verifier: Verifier | None = None,
+    log_scope: str | None = None,
 ) -> dict[str, Any]:
     """Proof bundle of the record of `station` at `at`, in its window's latest revision.
+
+    `log_scope` names the log that holds the window: the topic (default), or
+    ``<topic>/<group>`` for a topic anchored in partition groups (`window_partitions`
+    tells which group).
 
     Every link is checked against the stored evidence before the bundle is written: a
     bundle is never issued from a payload or checkpoint that does not match the anchors.
@@ -90,7 +109,7 @@ def prove_record(
     if receipt is not None:
         problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
     elif verifier is not None:
-        receipt = _tile_receipt(store, topic, key, rev, verifier)
+        receipt = _tile_receipt(store, log_scope or topic, key, rev, verifier)
         problem = None if receipt is not None else f"{problem}, and not in the anchor log"
     checkpoint, cp_problem = load_json(
         store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
@@ -119,7 +138,8 @@ def prove_record(
         raise ProofError(f"{key.window_id} r{rev} holds no record of {station} at {iso_z(at)}")
     reader = LedgerReader(ledger)
     if isinstance(receipt.get("log"), dict):
-        return _bundle_v2(store, reader, topic, checkpoint, receipt["log"], leaves, index, verifier)
+        scope = log_scope or topic
+        return _bundle_v2(store, reader, scope, checkpoint, receipt["log"], leaves, index, verifier)
     batch_obs = reader.observe(
         layout.batch_entry_key(topic, receipt["batch"]["root"]),
         ((receipt.get("ledger") or {}).get("batch") or {}).get("locator"),
@@ -251,6 +271,7 @@ def check_online(
     trust: Any,  # flows.audit_log.TrustPolicy | None
     pinned: tuple[str, Verifier] | None,
     topic: str | None = None,
+    group: str | None = None,
 ) -> list[str]:
     """After the offline check: is the anchored head on the pinned ledger, is the current
     log consistent with it, and was a newer revision of the window logged since?
@@ -277,7 +298,8 @@ def check_online(
             f"{anchor['ref']['digest']} ({obs.error or 'absent or different'})"
         )
     steps.append(f"the pinned {ledger.backend} ledger holds {obs.key} with the bundle's digest")
-    log = LogReader(open_store(settings), settings.topic, pinned[1], pinned[0])
+    scope = f"{settings.topic}/{group}" if group else settings.topic  # tasks.groups.LogScope
+    log = LogReader(open_store(settings), scope, pinned[1], pinned[0])
     try:
         head = log.checkpoint()
         if head is None:

@@ -149,3 +149,30 @@ def foreign_entries(
     group's: a window anchored in the wrong group, or a run that read another group's."""
     mine = set(partitions)
     return [(i, ps - mine) for i, e in enumerate(entries) if (ps := entry_partitions(e)) - mine]
+
+
+def owner_of(groups: Iterable[PartitionGroup], partitions: Iterable[int]) -> PartitionGroup:
+    """The one group that owns all of `partitions` (a window's, a bundle's): the group
+    whose log must hold it. `GroupConfigError` if they lie in no group or in two."""
+    wanted = set(partitions)
+    owners = [g for g in groups if wanted & g.partitions]
+    if not wanted or len(owners) != 1 or not wanted <= owners[0].partitions:
+        names = ", ".join(g.name for g in owners) or "none"
+        raise GroupConfigError(
+            f"partition(s) {sorted(wanted)} are not in exactly one partition group ({names})"
+        )
+    return owners[0]
+
+
+def is_scope_of(topic: str, scope: str) -> bool:
+    """Whether `scope` (a head entry's ``topic``) is `topic` or one of its groups'
+    ``<topic>/<group>`` scopes (`LogScope.name`)."""
+    if scope == topic:
+        return True
+    head, _, group = scope.rpartition("/")
+    parts = group[len(GROUP_PREFIX) :].split("_")
+    return (
+        head == topic
+        and group.startswith(GROUP_PREFIX)
+        and all(p.isascii() and p.isdigit() for p in parts)
+    )

@@ -24,6 +24,7 @@ from typing import Any
 
 from tasks.canonical import CanonicalizationError, canonical_digest, canonical_json
 from tasks.checkpoint import checkpoint_digest, ranges_of
+from tasks.groups import is_scope_of
 from tasks.merkle import MerkleError, inclusion_proof, verify_consistency, verify_inclusion
 from tasks.proof_bundle import ProofBundleError, verify_record, verify_schema
 from tasks.tlog.checkpoint import LogCheckpoint, LogCheckpointError, open_checkpoint
@@ -101,12 +102,13 @@ def verify_bundle_v2(bundle: dict[str, Any], verifier: Verifier, origin: str) ->
     )
     topic = cp["source"]["topic"]
     body, ref = anchor["body"], anchor["ref"]
-    if body.get("kind") != "head" or body.get("topic") != topic:
+    # a partition group's head names its scope <topic>/<group>; the pinned key binds the group
+    if body.get("kind") != "head" or not is_scope_of(topic, str(body.get("topic"))):
         raise ProofBundleError("anchor is not a log head entry of this topic")
     size, root = body.get("size"), body.get("root")
     if type(size) is not int or not isinstance(root, str) or size < head.size:
         raise ProofBundleError("anchored head is malformed or older than the signed head")
-    if ref.get("key") != f"head/{topic}/{size}":  # storage.layout.head_entry_key
+    if ref.get("key") != f"head/{body['topic']}/{size}":  # storage.layout.head_entry_key
         raise ProofBundleError(f"anchor reference names key {ref.get('key')!r}")
     if canonical_digest(body) != ref.get("digest"):
         raise ProofBundleError("anchored head body does not hash to the referenced digest")

@@ -71,6 +71,18 @@ def test_an_assignment_must_cover_each_partition_once() -> None:
     assert any("does not name" in p for p in assignment_problems({"p9": [0, 1, 2, 3]}, range(4)))
 
 
+def test_a_windows_group_and_a_heads_scope() -> None:
+    from tasks.groups import GroupConfigError, groups_of, is_scope_of, owner_of
+
+    groups = groups_of(GROUPS)
+    assert owner_of(groups, {2}).name == owner_of(groups, {2, 3}).name == B
+    for spanning in ({1, 2}, {7}, set()):
+        with pytest.raises(GroupConfigError):
+            owner_of(groups, spanning)
+    assert is_scope_of("dwd.x", "dwd.x") and is_scope_of("dwd.x", "dwd.x/p0_1")
+    assert not any(is_scope_of("dwd.x", s) for s in ("dwd.y/p0_1", "dwd.x/q0", "dwd.x/p0/p1"))
+
+
 # -- on the real services -------------------------------------------------------------
 
 
@@ -448,3 +460,31 @@ def test_backfill_ingest_holds_every_groups_lease(
     assert done.returncode == 75, done.stderr
     assert "lease" in done.stderr.lower() and B in done.stderr
     assert list(env.store().list(f"ingest/{env.topic}/")) == []  # nothing produced or marked
+
+
+def test_prove_and_verify_proof_use_the_log_of_the_windows_group(
+    anchored: tuple[PipelineEnv, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record of each group is proven from its group's log and verified with a v2 trust
+    policy (the group chosen by the window's partitions, pinned by that group's key)."""
+    env, policy = anchored
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(policy))
+    monkeypatch.setenv("STREAMNOTARY_PARTITION_GROUPS", json.dumps(GROUPS))
+    for name, (station, observations) in zip((A, B), sorted(by_station(2).items()), strict=True):
+        at = observations[0].observed_at.strftime("%Y-%m-%dT%H:%MZ")
+        out = tmp_path / f"{name}.json"
+        proved = env.run_cli("prove", "--station", station, "--at", at, "--out", str(out))
+        assert proved.returncode == 0, proved.stderr
+        bundle = json.loads(out.read_text())
+        assert bundle["log"]["origin"] == f"streamnotary/{env.topic}/{name}"
+        checked = env.run_cli("verify-proof", str(out), "--trust", str(trust), "--online")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"partition group {name}" in checked.stdout and "VERIFIED" in checked.stdout
+    # a bundle claiming the other group's partitions is checked against that group's key
+    forged = json.loads((tmp_path / f"{A}.json").read_text())
+    for r in forged["checkpoint"]["source"]["ranges"]:
+        r["partition"] = 2
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    refused = env.run_cli("verify-proof", str(tmp_path / "forged.json"), "--trust", str(trust))
+    assert refused.returncode != 0 and "NOT VERIFIED" in refused.stdout

@@ -138,18 +138,32 @@ def _print_summary(report: dict[str, Any]) -> None:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from flows.audit import ProofError, parse_time, prove_record
+    from flows.prove import window_partitions
     from storage.ledger.factory import open_ledger
     from storage.logkey import LogKeyError, log_verifier
     from storage.objectstore import open_store
     from streamnotary.config import load_settings
+    from tasks.groups import GroupConfigError, groups_of, owner_of
 
     settings = load_settings(topic=args.topic)
     try:
-        verifier = log_verifier(settings)
-    except LogKeyError:
-        verifier = None
-    try:
+        if settings.partition_groups:  # prove from the log of the window's group
+            parts = window_partitions(
+                open_store(settings),
+                settings.topic,
+                args.station,
+                parse_time(args.at),
+                settings.window_seconds,
+            )
+            owner = owner_of(groups_of(settings.partition_groups), parts)
+            settings = replace(settings, group=owner.name)
+        try:
+            verifier = log_verifier(settings)
+        except LogKeyError:
+            verifier = None
         with open_ledger(settings) as ledger:
             bundle = prove_record(
                 store=open_store(settings),
@@ -159,8 +173,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 at=parse_time(args.at),
                 window_seconds=settings.window_seconds,
                 verifier=verifier,
+                log_scope=settings.log_scope.name,
             )
-    except ProofError as exc:
+    except (ProofError, GroupConfigError) as exc:
         print(f"streamnotary prove: {exc}", file=sys.stderr)
         return EXIT_FAIL
     text = json.dumps(bundle, indent=2, sort_keys=True) + "\n"
@@ -186,12 +201,17 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     try:
         bundle = parse_document(Path(args.bundle).read_bytes())
         trust = TrustPolicy.load(args.trust) if args.trust else None
+        group = None
+        if trust is not None and trust.groups:  # v2: the log of the window's group
+            group = _bundle_group(bundle, trust)
+            notes.append(f"partition group {group.name}: log {group.origin}")
+            trust = trust.for_group(group)
         pinned = (trust.origin, trust.verifier) if trust else _local_key(bundle, notes)
         steps = verify_bundle(bundle, pinned, trust.ledger if trust else None)
         if args.online:
             from flows.prove import check_online
 
-            steps += check_online(bundle, trust, pinned, args.topic)
+            steps += check_online(bundle, trust, pinned, args.topic, group and group.name)
     except (OSError, ValueError, RecursionError, ProofBundleError, TrustPolicyError) as exc:
         for note in notes:
             print(printable(note))
@@ -207,6 +227,23 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     tail = "" if args.online else "; finish with the ledger lookup above (or --online)"
     print(f"VERIFIED{' (offline part)' if not args.online else ''}{tail}")
     return EXIT_PASS
+
+
+def _bundle_group(bundle: Any, trust: Any) -> Any:
+    """The group of a v2 trust policy whose log must hold the bundle's window: the one
+    owning the partitions its checkpoint names (the bundle is hostile input; choosing by
+    them is safe because that group's pinned key then has to verify the proof)."""
+    from tasks.groups import PartitionGroup, owner_of
+    from tasks.proof_bundle import ProofBundleError
+
+    try:
+        ranges = bundle["checkpoint"]["source"]["ranges"]
+        parts = {int(r["partition"]) for r in ranges}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProofBundleError(f"the bundle names no partitions: {exc!r}") from exc
+    groups = [PartitionGroup(g.name, frozenset(g.partitions)) for g in trust.groups]
+    name = owner_of(groups, parts).name  # GroupConfigError is a ValueError
+    return next(g for g in trust.groups if g.name == name)
 
 
 def _local_key(bundle: Any, notes: list[str]) -> tuple[str, Any] | None:
