@@ -160,6 +160,9 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         held_open=plan.held_open,
         now=now,
         layout=settings.object_layout,
+        checkpoint_pack=layout.checkpoint_pack_key(settings.topic, plan.next_cursor.runs)
+        if settings.object_layout == "pack"
+        else None,
     )
     pending = pending_document(
         settings.topic,

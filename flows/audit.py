@@ -32,6 +32,7 @@ from flows.audit_evidence import (  # noqa: F401 - re-exported for callers and t
     LedgerReader,
     fetch_evidence,
     load_documents,
+    load_packed_checkpoints,
     read_partitions,
 )
 from flows.audit_log import (
@@ -126,6 +127,7 @@ def documents_task(
         )
         finish_log(log, documents, trust.verifier if trust else fallback[1], reader)
     attach_log(log, documents)
+    load_packed_checkpoints(store, settings.topic, documents)
     return documents, log
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flows.audit_select import Discovery
 from storage import layout
+from storage.checkpoint_store import PackReader
 from storage.kafka import KafkaLog, OffsetRangeUnavailable
 from storage.ledger.base import EntryNotFound, Ledger, LedgerError, LedgerUnavailable
 from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError, read_payload
@@ -26,6 +27,7 @@ from tasks.audit.documents import (
 )
 from tasks.canonical import parse_document
 from tasks.checkpoint import ranges_of
+from tasks.checkpoint_pack import CheckpointPackError, checkpoint_ref
 from tasks.message import classify
 from tasks.pack import PackError, payload_location
 from tasks.window import WindowKey, WindowSpec
@@ -88,6 +90,34 @@ def load_documents(store: ObjectStore, topic: str, discovery: Discovery) -> Docu
             items.append(inp)
         out[key] = items
     return Documents(out, discovery.window_findings, discovery.run_findings)
+
+
+def load_packed_checkpoints(store: ObjectStore, topic: str, documents: Documents) -> None:
+    """Checkpoints of layout pack: where the revision's log entry locates them.
+
+    Runs after `flows.audit_run.attach_log`. The signed log entry, not the bucket, says
+    that the checkpoint is in its run's checkpoint pack and at which bytes; a locator that
+    names anything but that pack, a range outside the object and bytes that do not hash
+    to the logged digest are findings on the revision (``checkpoint_invalid``), and a
+    missing pack is ``checkpoint_missing``. Each pack is read once.
+    """
+    packs = PackReader(store, topic)
+    for revisions in documents.revisions.values():
+        for inp in revisions:
+            if inp.log_entry is None or inp.log_entry.get("checkpoint") is None:
+                continue
+            inp.checkpoint, inp.checkpoint_problem, inp.checkpoint_invalid = None, None, False
+            try:
+                ref = checkpoint_ref(topic, inp.log_entry)
+                assert ref is not None
+                inp.checkpoint_key = ref.key + ref.uri_suffix
+                inp.checkpoint = packs.checkpoint(ref)
+            except CheckpointPackError as exc:
+                inp.checkpoint_problem, inp.checkpoint_invalid = str(exc), True
+            except ObjectNotFound:
+                inp.checkpoint_problem = "its checkpoint pack is missing from the object store"
+            except ObjectStoreError as exc:
+                inp.checkpoint_problem = str(exc)
 
 
 def read_partitions(

@@ -12,6 +12,7 @@ from flows.audit_evidence import (
     LedgerReader,
     fetch_evidence,
     load_documents,
+    load_packed_checkpoints,
     read_partitions,
 )
 from flows.audit_log import (
@@ -260,6 +261,7 @@ def run_audit(
     documents = load_documents(store, topic, discovery)
     finish_log(log, documents, trust.verifier if trust else (fallback or (origin, None))[1], reader)
     attach_log(log, documents)
+    load_packed_checkpoints(store, topic, documents)
     view = (
         read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
         if documents.revisions or log.accounting

@@ -52,6 +52,7 @@ from flows.backfill_sources import (
 from flows.ingest_dwd import INGEST_SCHEMA, already_ingested, fetch_source, write_manifest
 from storage import lease
 from storage.backfill_spill import Message, Spill
+from storage.checkpoint_store import logged_entries
 from storage.kafka import KafkaLog
 from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from storage.sources import FetchLimits
@@ -270,7 +271,8 @@ def ingest_phase(
         if from_topic != settings.topic:  # its new windows are produced into the topic
             loaded.append((ranged.label, ranged.label, ranged.sha256, []))
     own = ranged.ranges if ranged is not None and offsets and from_topic == settings.topic else None
-    tally = classify_spill(store, spill, anchored_index(store, settings.topic), own)
+    index = anchored_index(store, settings.topic, logged_entries(settings))
+    tally = classify_spill(store, spill, index, own)
     report_conflicts(settings.topic, tally)
     # 2. produce the records of new windows, source by source, exactly once
     progress.phase = "producing"

@@ -26,13 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from storage.backfill_spill import Message, Spill
+from storage.checkpoint_store import read_ref
 from storage.kafka import KafkaLog
 from storage.objectstore import ObjectStore
 from streamnotary.config import Settings, load_settings
 from tasks.backfill_plan import CONFLICT, NEW, SKIPPED, in_range, window_root
 from tasks.canonical import parse_document
+from tasks.checkpoint_pack import CheckpointRef, checkpoint_ref
 from tasks.dwd import DwdFormatError, read_observations
 from tasks.message import classify
 from tasks.record import Observation, canonical_bytes, decode_record
@@ -184,12 +187,20 @@ class Tally:
         return sum(self.counts.values())
 
 
-def anchored_index(store: ObjectStore, topic: str) -> dict[str, tuple[int, str]]:
-    """window id -> (latest revision, checkpoint key) of every checkpoint of the topic.
+Located = str | CheckpointRef  # a per-window checkpoint's key, or its place in a pack
 
-    One listing; ~100 bytes per anchored window (not per record) stay in memory.
+
+def anchored_index(
+    store: ObjectStore, topic: str, entries: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, tuple[int, Located]]:
+    """window id -> (latest revision, where its checkpoint is) of every anchored window.
+
+    One listing of the per-window checkpoints, and the window entries of the signed log
+    (`entries`, `storage.checkpoint_store.logged_entries`): in layout pack only the log
+    locates a checkpoint, inside its run's checkpoint pack. ~100-200 bytes per anchored
+    window (not per record) stay in memory.
     """
-    latest: dict[str, tuple[int, str]] = {}
+    latest: dict[str, tuple[int, Located]] = {}
     prefix = f"checkpoints/{topic}/"
     for key in store.list(prefix):
         parts = key[len(prefix) :].split("/")
@@ -199,6 +210,12 @@ def anchored_index(store: ObjectStore, topic: str) -> dict[str, tuple[int, str]]
         revision = int(parts[2][1:5])
         if revision >= latest.get(window_id, (-1, ""))[0]:
             latest[window_id] = (revision, key)
+    for e in entries:
+        if e.get("type") != "window":
+            continue
+        ref = checkpoint_ref(topic, e)
+        if ref is not None and e["revision"] >= latest.get(e["window_id"], (-1, ""))[0]:
+            latest[e["window_id"]] = (e["revision"], ref)
     return latest
 
 
@@ -206,15 +223,20 @@ Ranges = dict[int, tuple[int, int]]
 
 
 def anchored_roots(
-    store: ObjectStore, index: Mapping[str, tuple[int, str]], wanted: Iterable[str]
+    store: ObjectStore, index: Mapping[str, tuple[int, Located]], wanted: Iterable[str]
 ) -> dict[str, tuple[int, str, Ranges]]:
     """window id -> (latest revision, Merkle root, offset ranges) for the wanted windows
-    that have one."""
+    that have one. A packed checkpoint is read by range and checked against its logged
+    digest (`CheckpointPackError` otherwise)."""
     todo = [(w, index[w]) for w in wanted if w in index]
 
-    def fetch(item: tuple[str, tuple[int, str]]) -> tuple[str, tuple[int, str, Ranges]]:
+    def fetch(item: tuple[str, tuple[int, Located]]) -> tuple[str, tuple[int, str, Ranges]]:
         window_id, (revision, key) = item
-        doc = parse_document(store.get(key))
+        doc = (
+            read_ref(store, key)
+            if isinstance(key, CheckpointRef)
+            else parse_document(store.get(key))
+        )
         ranges = {
             int(r["partition"]): (int(r["start"]), int(r["end"])) for r in doc["source"]["ranges"]
         }
@@ -235,7 +257,7 @@ def within(inner: Ranges, outer: Ranges) -> bool:
 def classify_spill(
     store: ObjectStore,
     spill: Spill,
-    index: Mapping[str, tuple[int, str]],
+    index: Mapping[str, tuple[int, Located]],
     read: Ranges | None = None,
 ) -> Tally:
     """Every spilled window's verdict against its anchored revision, batch by batch.

@@ -20,6 +20,7 @@ from streamnotary.faults import kill_point
 from tasks import steps
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import ranges_of
+from tasks.checkpoint_pack import packed_windows, plan_checkpoint_packs
 from tasks.message import classify
 from tasks.pack import payload_location, plan_pack
 from tasks.payload import encode_payload
@@ -102,24 +103,29 @@ def complete_plan(
     """
     topic = pending["topic"]
     windows = pending["windows"]
-    if payloads is None:
-        payloads = rebuild_payloads(settings, windows)
-    steps.write_payloads(settings, payloads)
-    docs = {
-        layout.quarantine_key(topic, q["partition"], q["offset"]): q for q in pending["quarantine"]
-    }
-    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
-    for w in windows:
-        docs[layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])] = w["checkpoint"]
-    steps.write_documents(settings, docs, phase="checkpoints")
-    kill_point("after_payloads")
-
     log = pending.get("log")
     if log is None:
         raise PlanResumeError(
             f"the unfinished plan of {topic!r} predates the anchor log (no `log` member); "
             "finish it with the version that wrote it or discard it with `streamnotary repair`"
         )
+    if payloads is None:
+        payloads = rebuild_payloads(settings, windows)
+    # layout pack: the checkpoints go into one pack that the log entries locate; written
+    # together with the payload pack (one round trip for both)
+    checkpoint_packs = plan_checkpoint_packs(topic, windows, log)
+    packed = packed_windows(topic, log)
+    steps.write_payloads(settings, {**payloads, **checkpoint_packs})
+    docs = {
+        layout.quarantine_key(topic, q["partition"], q["offset"]): q for q in pending["quarantine"]
+    }
+    keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
+    for w in windows:
+        if (w["window_id"], w["revision"]) not in packed:
+            key = layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])
+            docs[key] = w["checkpoint"]
+    steps.write_documents(settings, docs, phase="checkpoints")
+    kill_point("after_payloads")
     head = steps.append_log(settings, log)
     kill_point("after_log")
     previous = 0 if head["old"] is None else head["old"]["size"]

@@ -8,6 +8,7 @@ from typing import Any
 from flows.audit_evidence import LedgerReader, load_json, pinned_version
 from flows.audit_select import iso_z
 from storage import layout
+from storage.checkpoint_store import PackReader, latest_entries
 from storage.ledger.base import AnchorRef, Ledger, LedgerError, LedgerUnavailable
 from storage.objectstore import ObjectNotFound, ObjectStore, read_payload
 from storage.tlog import LogError, LogReader
@@ -19,6 +20,7 @@ from tasks.audit.documents import (
     schema_problem,
 )
 from tasks.checkpoint import checkpoint_digest
+from tasks.checkpoint_pack import CheckpointPackError
 from tasks.merkle import MerkleError, merkle_root, verify_consistency
 from tasks.pack import PackError, payload_location
 from tasks.payload import PayloadError, decode_payload
@@ -52,10 +54,37 @@ def _revisions_of(store: ObjectStore, topic: str, key: WindowKey) -> list[int]:
     return sorted({n.revision for n in names if n.revision is not None and n.window == key})
 
 
-def _window_for(store: ObjectStore, topic: str, station: str, at: datetime, size: int) -> WindowKey:
+def _logged(store: ObjectStore, topic: str, verifier: Verifier | None) -> dict[str, Any]:
+    """Window id -> window entry of its latest revision in the signed log ({} without a
+    log key or a log): layout pack stores checkpoints where only the log locates them."""
+    if verifier is None:
+        return {}
+    log = LogReader(store, topic, verifier, verifier.name)
+    try:
+        head = log.checkpoint()
+        return {} if head is None else dict(latest_entries(log.entries(0, head.size)))
+    except (LogError, TileError, LogEntryError, LogCheckpointError, NoteError, ValueError) as exc:
+        raise ProofError(f"the anchor log of {topic!r} is unreadable: {exc}") from exc
+
+
+def _window_for(
+    store: ObjectStore,
+    topic: str,
+    station: str,
+    at: datetime,
+    size: int,
+    logged: dict[str, Any] | None = None,
+) -> WindowKey:
     key = WindowSpec(size).key_of(station, at)
-    if _revisions_of(store, topic, key):
+    if key.window_id in (logged or {}) or _revisions_of(store, topic, key):
         return key
+    for wid in logged or {}:  # other window sizes, packed
+        try:
+            other = WindowKey.parse(wid)
+        except ValueError:
+            continue  # the audit reports a malformed logged window id
+        if other.station_id == station and other.contains(at):
+            return other
     for k in store.list(layout.checkpoints_prefix(topic, station)):  # other window sizes
         other = parse_object_name(topic, k)
         if other.revision is not None and other.window and other.window.contains(at):
@@ -103,17 +132,22 @@ def prove_record(
     one (layout pack), from the log tiles. Revisions with a v1 receipt and no log proof
     (batch anchors) get v1.
     """
-    key = _window_for(store, topic, station, at, window_seconds)
-    rev = _revisions_of(store, topic, key)[-1]
+    logged = _logged(store, topic, verifier)
+    key = _window_for(store, topic, station, at, window_seconds, logged)
+    entry = logged.get(key.window_id)
+    rev = max([*_revisions_of(store, topic, key), -1 if entry is None else entry["revision"]])
     receipt, problem = load_json(store, layout.receipt_key(topic, key, rev))
     if receipt is not None:
         problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
     elif verifier is not None:
         receipt = _tile_receipt(store, log_scope or topic, key, rev, verifier)
         problem = None if receipt is not None else f"{problem}, and not in the anchor log"
-    checkpoint, cp_problem = load_json(
-        store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
-    )
+    if entry is not None and entry["revision"] == rev and entry.get("checkpoint") is not None:
+        checkpoint, cp_problem = _packed_checkpoint(store, topic, entry)
+    else:
+        checkpoint, cp_problem = load_json(
+            store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
+        )
     if checkpoint is not None:
         cp_problem = schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE)
     if receipt is None or checkpoint is None or problem or cp_problem:
@@ -160,6 +194,19 @@ def prove_record(
         batch_entry=LedgerEvidence(batch_obs.ref.to_json(), batch_obs.body),
         window_entry=window_ev,
     )
+
+
+def _packed_checkpoint(
+    store: ObjectStore, topic: str, entry: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(checkpoint, problem) of a revision whose log entry locates it in a checkpoint pack."""
+    try:
+        cp = PackReader(store, topic).of_entry(entry)
+    except CheckpointPackError as exc:
+        return None, f"unusable: {exc}"
+    except ObjectNotFound:
+        return None, "its checkpoint pack is missing from the object store"
+    return cp, None
 
 
 def _tile_receipt(

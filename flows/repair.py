@@ -32,6 +32,7 @@ from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from streamnotary.config import Settings
 from tasks.batch import Batch
 from tasks.canonical import sha256_hex
+from tasks.checkpoint_pack import checkpoint_ref, plan_checkpoint_packs
 from tasks.pack import payload_location, plan_pack
 from tasks.planner import Cursor
 from tasks.revision import document_bytes
@@ -128,9 +129,13 @@ def inspect(settings: Settings) -> PlanReport:
             report.batch_anchored = (
                 ledger.lookup(layout.batch_entry_key(topic, report.batch_root)) is not None
             )
+        cp_packs = _checkpoint_packs(topic, plan)
         for w in plan["windows"]:
             key, rev = WindowKey.parse(w["window_id"]), int(w["revision"])
             payload_object = payload_location(topic, key, rev, w["checkpoint"]).key
+            checkpoint_object = cp_packs.get(
+                (w["window_id"], rev), layout.checkpoint_key(topic, key, rev)
+            )
             anchored = (
                 ledger.supports_window_items
                 and ledger.lookup(layout.window_entry_key(topic, key, rev)) is not None
@@ -140,13 +145,23 @@ def inspect(settings: Settings) -> PlanReport:
                     window_id=w["window_id"],
                     revision=rev,
                     payload_stored=store.head(payload_object) is not None,
-                    checkpoint_stored=store.head(layout.checkpoint_key(topic, key, rev))
-                    is not None,
+                    checkpoint_stored=store.head(checkpoint_object) is not None,
                     anchored=anchored,
                     receipt_stored=store.head(layout.receipt_key(topic, key, rev)) is not None,
                 )
             )
     return report
+
+
+def _checkpoint_packs(topic: str, plan: Mapping[str, Any]) -> dict[tuple[str, int], str]:
+    """(window id, revision) -> the checkpoint pack the plan's log entry puts it in."""
+    out: dict[tuple[str, int], str] = {}
+    for e in (plan.get("log") or {}).get("entries", []):
+        if e["type"] == "window":
+            ref = checkpoint_ref(topic, e)
+            if ref is not None:
+                out[(e["window_id"], e["revision"])] = ref.key
+    return out
 
 
 def _delete_if_same(store: ObjectStore, key: str, expected_sha256: str) -> bool:
@@ -201,10 +216,17 @@ def discard(settings: Settings) -> list[str]:
     for pack_key, members in plan_pack(checkpoints).items():
         if _delete_pack_if_same(store, pack_key, [checkpoints[i] for i in members]):
             deleted.append(pack_key)
+    # a checkpoint pack is deleted only if it is byte for byte the plan's
+    for k, data in plan_checkpoint_packs(topic, plan["windows"], plan.get("log")).items():
+        if _delete_if_same(store, k, sha256_hex(data)):
+            deleted.append(k)
+    in_packs = _checkpoint_packs(topic, plan)
     for w in plan["windows"]:
         key, rev = WindowKey.parse(w["window_id"]), int(w["revision"])
         cp = w["checkpoint"]
-        objects = [(layout.checkpoint_key(topic, key, rev), sha256_hex(document_bytes(cp)))]
+        objects = []
+        if (w["window_id"], rev) not in in_packs:
+            objects.append((layout.checkpoint_key(topic, key, rev), sha256_hex(document_bytes(cp))))
         if "pack" not in cp["payload"]:
             objects.insert(0, (layout.payload_key(topic, key, rev), cp["payload"]["sha256"]))
         for k, digest in objects:

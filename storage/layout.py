@@ -6,6 +6,7 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
 
     payloads/<topic>/<station>/<window start>_<size>s/r<rev>.parquet   (layout per_window)
     packs/<topic>/run-<run, 10 digits>.pack  (layout pack: the run's payloads back to back)
+    packs/<topic>/run-<run, 10 digits>.checkpoints  (layout pack: the run's checkpoints)
     checkpoints/<topic>/<station>/<window start>_<size>s/r<rev>.json
     receipts/<topic>/<station>/<window start>_<size>s/r<rev>.json
     quarantine/<topic>/p<partition>/<offset, 20 digits>.json
@@ -72,6 +73,23 @@ def _is_group_name(text: str) -> bool:
     """``p0_1``: the name `tasks.groups.group_name` gives (partitions joined by ``_``)."""
     parts = text[1:].split("_")
     return text.startswith("p") and all(p.isdigit() and p.isascii() for p in parts)
+
+
+def checkpoint_pack_key(scope: str, run: int) -> str:
+    """The checkpoint pack of run `run` of a scope (the topic, or ``<topic>/<group>``;
+    tasks/checkpoint_pack.py): like the payload pack, a function of the run, so a resumed
+    run rewrites the same object."""
+    return f"packs/{scope}/run-{run:010d}.checkpoints"
+
+
+def is_checkpoint_pack_key(topic: str, object_key: str, run: int) -> bool:
+    """Whether `object_key` is the checkpoint pack of run `run` of `topic` or of one of its
+    partition groups (``packs/<topic>/<group>/run-….checkpoints``)."""
+    name = object_key.removeprefix(packs_prefix(topic))
+    group, _, rest = name.rpartition("/")
+    if group and not _is_group_name(group):
+        return False
+    return object_key.startswith(packs_prefix(topic)) and rest == f"run-{run:010d}.checkpoints"
 
 
 def checkpoint_key(topic: str, key: WindowKey, revision: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from storage import layout
 from storage.ledger.base import AnchorEntry
 from tasks.canonical import canonical_digest
+from tasks.checkpoint_pack import build_pack, locator
 from tasks.message import Classified
 from tasks.planner import Cursor
 from tasks.revision import PlannedRevision
@@ -56,10 +57,20 @@ def run_entries(
     held_open: Mapping[WindowKey, Sequence[Classified]],
     now: datetime,
     layout: str = "per_window",
+    checkpoint_pack: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The run's log entries, in log order (docs/formats.md, "Anchor log entries")."""
+    """The run's log entries, in log order (docs/formats.md, "Anchor log entries").
+
+    With `checkpoint_pack` (layout pack) the revisions' checkpoints go into that one
+    object, in the order of `revisions` (the plan's), and each window entry locates its
+    checkpoint there (`tasks.checkpoint_pack`).
+    """
     at = now.strftime(_TS)
     run = next_cursor.runs
+    where: list[dict[str, Any] | None] = [None] * len(revisions)
+    if checkpoint_pack is not None:
+        _, spans = build_pack([r.checkpoint for r in revisions])
+        where = [locator(checkpoint_pack, o, n) for o, n in spans]
     entries = [
         window_entry(
             topic=topic,
@@ -75,8 +86,9 @@ def run_entries(
             ),
             closed_at=at,
             run=run,
+            checkpoint=loc,
         )
-        for r in revisions
+        for r, loc in zip(revisions, where, strict=True)
     ]
     read = {
         p: (cursor.partition(p).read_end, c.read_end)

@@ -19,6 +19,7 @@ from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
 from storage import layout, lease, writeonce
+from storage.checkpoint_store import latest_packed_of_topic
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.factory import open_ledger
@@ -223,8 +224,11 @@ def load_latest_revisions(
 ) -> dict[WindowKey, dict[str, Any]]:
     """For windows that received late data: the checkpoint of their latest anchored revision.
 
-    Found by the checkpoints (the layout pack writes no receipts); an unfinished plan is
-    always completed before a run plans, so every stored checkpoint is anchored.
+    Found by the per-window checkpoints (layout per_window) and by the signed anchor log,
+    whose window entries locate the checkpoints of layout pack in their run's checkpoint
+    pack (`storage.checkpoint_store`); the higher revision wins. An unfinished plan is
+    always completed before a run plans, so every stored checkpoint is anchored. Reads
+    the whole log: only runs with late data call this.
     """
     store = open_store(settings)
     found: dict[WindowKey, dict[str, Any]] = {}
@@ -234,6 +238,11 @@ def load_latest_revisions(
         if not checkpoints:
             continue
         found[key] = parse_document(store.get(max(checkpoints, key=layout.revision_of)))
+    wanted = {k.window_id: k for k in keys}
+    for wid, cp in latest_packed_of_topic(settings, wanted).items():
+        key = wanted[wid]
+        if key not in found or cp["revision"] > found[key]["revision"]:
+            found[key] = cp
     return found
 
 
@@ -254,7 +263,10 @@ def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
 
 
 def _put_all(
-    store: ObjectStore, objects: Sequence[tuple[str, bytes]], content_type: str, phase: str
+    store: ObjectStore,
+    objects: Sequence[tuple[str, bytes]],
+    content_type: str | Callable[[str], str],
+    phase: str,
 ) -> int:
     """Write-once puts of many objects, `WRITE_CONCURRENCY` at a time; returns how many were new.
 
@@ -264,25 +276,31 @@ def _put_all(
     """
     if not objects:
         return 0
+    type_of = content_type if callable(content_type) else lambda _key: content_type
     first, *rest = objects
-    created = store.put_once(first[0], first[1], content_type) == "created"
+    created = store.put_once(first[0], first[1], type_of(first[0])) == "created"
     report_progress(phase, 1, len(objects))
     with ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY) as pool:
-        futures = [pool.submit(store.put_once, key, data, content_type) for key, data in rest]
+        futures = [pool.submit(store.put_once, key, data, type_of(key)) for key, data in rest]
         for done, future in enumerate(as_completed(futures), 2):
             created += future.result() == "created"
             report_progress(phase, done, len(objects))
     return created
 
 
+def _content_type(key: str) -> str:
+    if key.endswith(".checkpoints"):  # a checkpoint pack: JSON Lines of RFC 8785 documents
+        return "application/jsonl"
+    return "application/vnd.apache.parquet"
+
+
 @unwalked
 @task(name="write-payloads", **IO_RETRIES)
 @timed(OBJECTS)
 def write_payloads(settings: Settings, payloads: Mapping[str, bytes]) -> int:
-    """Write-once Parquet payloads; returns how many were newly created."""
-    return _put_all(
-        open_store(settings), sorted(payloads.items()), "application/vnd.apache.parquet", "payloads"
-    )
+    """Write-once Parquet payloads and packs (payload and checkpoint packs); returns how
+    many were newly created."""
+    return _put_all(open_store(settings), sorted(payloads.items()), _content_type, "payloads")
 
 
 @unwalked

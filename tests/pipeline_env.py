@@ -107,16 +107,28 @@ class PipelineEnv:
         )
 
     def checkpoints(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every stored checkpoint: per-window objects, and those in checkpoint packs
+        (layout pack), found where the log entries locate them."""
+        from storage.checkpoint_store import PackReader
+        from storage.tlog import LogReader
+
         store = self.store()
         out = {}
         for key in store.list(f"checkpoints/{self.topic}/"):
             doc = json.loads(store.get(key))
             out[(doc["window"]["id"], doc["revision"])] = doc
+        reader = LogReader(store, self.topic)
+        head = reader.checkpoint()
+        packs = PackReader(store, self.topic)
+        for e in [] if head is None else reader.entries(0, head.size):
+            if e["type"] == "window" and e.get("checkpoint") is not None:
+                out[(e["window_id"], e["revision"])] = packs.of_entry(e)
         return out
 
     def roots(self) -> set[tuple[str, int, str]]:
         """(window id, revision, Merkle root) of every anchored revision: logged, and with a
         receipt unless its run's log entry says layout pack (which writes none)."""
+        from storage.checkpoint_store import PackReader
         from storage.tlog import LogReader
         from tasks.window import WindowKey
 
@@ -126,6 +138,7 @@ class PipelineEnv:
         if head is None:
             return set()
         entries = list(reader.entries(0, head.size))
+        packs = PackReader(store, self.topic)
         packed = {e["run"] for e in entries if e["type"] == "run" and e.get("layout") == "pack"}
         out = set()
         for e in entries:
@@ -137,7 +150,9 @@ class PipelineEnv:
                 and store.head(layout.receipt_key(self.topic, key, rev)) is None
             ):
                 continue
-            cp = json.loads(store.get(layout.checkpoint_key(self.topic, key, rev)))
+            cp = packs.of_entry(e) or json.loads(
+                store.get(layout.checkpoint_key(self.topic, key, rev))
+            )
             out.add((e["window_id"], rev, cp["merkle"]["root"]))
         return out
 

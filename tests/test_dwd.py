@@ -36,11 +36,7 @@ def test_both_shared_files_yield_13200_observations() -> None:
 
 
 def test_values_missing_markers_and_quality_of_433() -> None:
-    obs = list(
-        read_observations(
-            product_file("00433")
-        )
-    )
+    obs = list(read_observations(product_file("00433")))
     first = obs[0]
     assert (first.temperature_tenths, first.humidity_tenths, first.quality_level) == (87, 890, 3)
     assert str(first.temperature_c) == "8.7" and str(first.relative_humidity_pct) == "89"

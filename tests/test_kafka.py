@@ -115,9 +115,7 @@ def test_tombstone_value_is_none(log: KafkaLog, kafka_bootstrap: str) -> None:
     assert len(got) == 1 and got[0].value is None and got[0].key == b"10003"
 
 
-def test_gaps_from_aborted_transactions_are_skipped(
-    log: KafkaLog, kafka_bootstrap: str
-) -> None:
+def test_gaps_from_aborted_transactions_are_skipped(log: KafkaLog, kafka_bootstrap: str) -> None:
     """Offsets of aborted messages and transaction markers are gaps; reads still end."""
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": log.topic})
     producer.init_transactions(10)

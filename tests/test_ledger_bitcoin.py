@@ -31,8 +31,7 @@ def batch_entry(size: int = 3, topic: str = "dwd.test") -> AnchorEntry:
 
 
 def ledger_for(node: LitecoindNode, **kw: object) -> BitcoinLedger:
-    return BitcoinLedger(node.url, user=node.user, password=node.password, wallet=node.wallet,
-                         **kw)  # type: ignore[arg-type]
+    return BitcoinLedger(node.url, user=node.user, password=node.password, wallet=node.wallet, **kw)  # type: ignore[arg-type]
 
 
 def test_payload_fits_op_return_and_round_trips() -> None:
@@ -50,8 +49,9 @@ def test_payload_fits_op_return_and_round_trips() -> None:
     "entry",
     [
         AnchorEntry("window/t/w/r0", "window", {"kind": "window"}),
-        AnchorEntry(batch_entry_key("t", "ab" * 32), "batch",
-                    {**batch_body("t", "ab" * 32, 1), "run": "x"}),
+        AnchorEntry(
+            batch_entry_key("t", "ab" * 32), "batch", {**batch_body("t", "ab" * 32, 1), "run": "x"}
+        ),
         AnchorEntry(batch_entry_key("u", "ab" * 32), "batch", batch_body("t", "ab" * 32, 1)),
         AnchorEntry(batch_entry_key("t", "AB" * 32), "batch", batch_body("t", "AB" * 32, 1)),
     ],
@@ -119,8 +119,9 @@ def test_idempotency_is_recovered_from_the_chain(litecoind_node: LitecoindNode) 
 
 
 def test_rpc_errors_are_named(litecoind_node: LitecoindNode) -> None:
-    wrong = BitcoinLedger(litecoind_node.url, user=litecoind_node.user, password="wrong",
-                          wallet=litecoind_node.wallet)
+    wrong = BitcoinLedger(
+        litecoind_node.url, user=litecoind_node.user, password="wrong", wallet=litecoind_node.wallet
+    )
     with pytest.raises(RpcAuthFailed):
         wrong.lookup("batch/t/" + "00" * 32)
     missing = ledger_for(litecoind_node)
@@ -129,8 +130,9 @@ def test_rpc_errors_are_named(litecoind_node: LitecoindNode) -> None:
         missing.lookup("batch/t/" + "00" * 32)
     empty = f"empty-{secrets.token_hex(4)}"
     litecoind_node.rpc("createwallet", empty)
-    poor = BitcoinLedger(litecoind_node.url, user=litecoind_node.user,
-                         password=litecoind_node.password, wallet=empty)
+    poor = BitcoinLedger(
+        litecoind_node.url, user=litecoind_node.user, password=litecoind_node.password, wallet=empty
+    )
     with pytest.raises(InsufficientFunds):
         poor.anchor(batch_entry())
 

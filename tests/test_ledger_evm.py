@@ -34,9 +34,12 @@ def test_committed_artifact_is_the_pinned_compiler_output() -> None:
         pytest.fail("node_modules/solc missing: run `npm ci` at the repository root")
     out = subprocess.run(
         ["node", str(REPO_ROOT / "scripts" / "compile_contract.mjs"), "--stdout"],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
-    committed = (REPO_ROOT / "storage" / "ledger" / "contracts" / "StreamNotaryAnchor.json")
+    committed = REPO_ROOT / "storage" / "ledger" / "contracts" / "StreamNotaryAnchor.json"
     assert out == committed.read_text()
     assert json.loads(out)["compiler"]["version"].startswith("0.8.37+")
 
@@ -105,16 +108,18 @@ def test_configured_address_without_contract_is_refused(anvil_node: AnvilNode) -
 
 
 def test_private_key_signs_locally(anvil_node: AnvilNode, tmp_path: Path) -> None:
-    ledger = EvmLedger(anvil_node.url, private_key=ANVIL_KEY_1,
-                       deployments_file=tmp_path / "evm.json")
+    ledger = EvmLedger(
+        anvil_node.url, private_key=ANVIL_KEY_1, deployments_file=tmp_path / "evm.json"
+    )
     ref = ledger.anchor(batch_entry())
     tx = anvil_node.rpc("eth_getTransactionByHash", ref.locator["tx"])
     assert tx["from"].lower() == ANVIL_ADDR_1.lower()
 
 
 def test_confirmations_grow_with_blocks(anvil_node: AnvilNode, tmp_path: Path) -> None:
-    ledger = EvmLedger(anvil_node.url, deployments_file=tmp_path / "evm.json",
-                       required_confirmations=3)
+    ledger = EvmLedger(
+        anvil_node.url, deployments_file=tmp_path / "evm.json", required_confirmations=3
+    )
     ref = ledger.anchor(batch_entry())
     assert (ref.confirmations, ref.final) == (1, False)
     anvil_node.mine(2)
@@ -123,16 +128,21 @@ def test_confirmations_grow_with_blocks(anvil_node: AnvilNode, tmp_path: Path) -
 
 
 def test_unreachable_node_retries_then_unavailable(tmp_path: Path) -> None:
-    ledger = EvmLedger(f"http://127.0.0.1:{free_port()}", retries=2, timeout=1,
-                       deployments_file=tmp_path / "evm.json")
+    ledger = EvmLedger(
+        f"http://127.0.0.1:{free_port()}",
+        retries=2,
+        timeout=1,
+        deployments_file=tmp_path / "evm.json",
+    )
     with pytest.raises(LedgerUnavailable, match="after 3 attempts"):
         ledger.anchor(batch_entry())
     assert not (tmp_path / "evm.json").exists()
 
 
 def test_from_settings(anvil_node: AnvilNode, tmp_path: Path) -> None:
-    settings = Settings(home=str(tmp_path), ledger="evm", ledger_url=anvil_node.url,
-                        ledger_confirmations=2)
+    settings = Settings(
+        home=str(tmp_path), ledger="evm", ledger_url=anvil_node.url, ledger_confirmations=2
+    )
     ledger = EvmLedger.from_settings(settings)
     ref = ledger.anchor(batch_entry())
     assert ref.required_confirmations == 2

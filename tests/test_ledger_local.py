@@ -105,9 +105,7 @@ def _tamper(path: Path, sql: str, *args: object) -> None:
         ("DELETE FROM entries WHERE seq = 2", 2),
     ],
 )
-def test_tampering_is_detected_at_the_first_bad_seq(
-    tmp_path: Path, sql: str, bad_seq: int
-) -> None:
+def test_tampering_is_detected_at_the_first_bad_seq(tmp_path: Path, sql: str, bad_seq: int) -> None:
     path = tmp_path / "l.sqlite3"
     with LocalLedger(path) as led:
         _fill(led, 5)

@@ -47,9 +47,14 @@ def window_entry(
     supersedes: tuple[int, str] | None,
     closed_at: str,
     run: int,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The entry of one window revision (what its checkpoint covers and replaces)."""
-    return {
+    """The entry of one window revision (what its checkpoint covers and replaces).
+
+    `checkpoint` (layout pack) locates the checkpoint inside its run's checkpoint pack
+    (`tasks.checkpoint_pack.locator`); absent, it is the per-window object.
+    """
+    entry = {
         "schema": LOG_ENTRY_SCHEMA,
         "type": "window",
         "topic": topic,
@@ -63,6 +68,9 @@ def window_entry(
         "closed_at": closed_at,
         "run": run,
     }
+    if checkpoint is not None:
+        entry["checkpoint"] = dict(checkpoint)
+    return entry
 
 
 def run_entry(

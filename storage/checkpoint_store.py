@@ -1,0 +1,108 @@
+"""Anchored checkpoints read back in either layout: per-window objects or checkpoint packs.
+
+Layout per_window (and every run before checkpoint packs) stores each checkpoint at
+``checkpoints/<topic>/...``, found by listing. Layout pack stores a run's checkpoints in
+one object that only the signed anchor log locates (`tasks.checkpoint_pack`): the log,
+not a listing, says which revisions exist and where their bytes are. The readers that
+need "the latest anchored checkpoint of a window" (late revisions, backfill skip, proofs)
+take the newer of both, and every packed checkpoint is checked against its logged digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from storage.store_base import ObjectStore
+from tasks.checkpoint_pack import CheckpointRef, checkpoint_ref, decode, extract
+
+if TYPE_CHECKING:
+    from streamnotary.config import Settings
+
+
+class PackReader:
+    """Checkpoints out of checkpoint packs, each pack read once (a run's windows share it)."""
+
+    def __init__(self, store: ObjectStore, topic: str) -> None:
+        self.store = store
+        self.topic = topic
+        self._packs: dict[str, bytes] = {}
+
+    def pack(self, key: str) -> bytes:
+        """The pack object's bytes (`ObjectNotFound` if it is gone)."""
+        if key not in self._packs:
+            self._packs[key] = self.store.get(key)
+        return self._packs[key]
+
+    def checkpoint(self, ref: CheckpointRef) -> dict[str, Any]:
+        """The checkpoint `ref` locates, checked (`CheckpointPackError`, `ObjectNotFound`)."""
+        return extract(self.pack(ref.key), ref)
+
+    def of_entry(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The checkpoint a window log entry locates in a pack; None: a per-window object."""
+        ref = checkpoint_ref(self.topic, entry)
+        return None if ref is None else self.checkpoint(ref)
+
+
+def latest_entries(
+    entries: Iterable[Mapping[str, Any]], wanted: Container[str] | None = None
+) -> dict[str, Mapping[str, Any]]:
+    """Window id -> the window entry of its highest logged revision (of `wanted` windows)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for e in entries:
+        if e.get("type") != "window":
+            continue
+        wid = e["window_id"]
+        if wanted is not None and wid not in wanted:
+            continue
+        if wid not in out or e["revision"] > out[wid]["revision"]:
+            out[wid] = e
+    return out
+
+
+def latest_packed(
+    store: ObjectStore,
+    topic: str,
+    entries: Iterable[Mapping[str, Any]],
+    wanted: Container[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Window id -> checkpoint of its latest logged revision, for windows whose latest
+    revision is packed (the others are per-window objects, found by listing). Raises
+    `CheckpointPackError` / `ObjectNotFound` when a logged checkpoint cannot be read."""
+    reader = PackReader(store, topic)
+    out: dict[str, dict[str, Any]] = {}
+    for wid, e in latest_entries(entries, wanted).items():
+        cp = reader.of_entry(e)
+        if cp is not None:
+            out[wid] = cp
+    return out
+
+
+def read_ref(store: ObjectStore, ref: CheckpointRef) -> dict[str, Any]:
+    """One packed checkpoint by a ranged read (memory: one checkpoint), checked."""
+    return decode(store.get_range(ref.key, ref.offset, ref.length), ref)
+
+
+def logged_entries(settings: Settings) -> Iterator[dict[str, Any]]:
+    """Every entry of the topic's signed anchor log, verified with the operator's log
+    key (none when the topic has no log yet). Streams: bundle by bundle."""
+    from storage.logkey import log_origin, log_verifier
+    from storage.objectstore import open_store
+    from storage.tlog import LogReader
+
+    reader = LogReader(
+        open_store(settings), settings.topic, log_verifier(settings), log_origin(settings)
+    )
+    head = reader.checkpoint()
+    if head is None or head.size == 0:
+        return iter(())
+    return reader.entries(0, head.size)
+
+
+def latest_packed_of_topic(
+    settings: Settings, wanted: Container[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """`latest_packed` over the topic's whole signed anchor log; {} without a log."""
+    from storage.objectstore import open_store
+
+    return latest_packed(open_store(settings), settings.topic, logged_entries(settings), wanted)
