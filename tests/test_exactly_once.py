@@ -60,8 +60,9 @@ def log_state(env: PipelineEnv) -> dict[str, Any]:
     for e in entries:
         if e["type"] == "window":
             e["checkpoint_digest"] = roots[e["checkpoint_digest"]]
-    # `layout` (run entries of layout pack) is checked by the cross-layout test itself
-    volatile = {"topic", "anchored_at", "closed_at", "cursor_digest", "layout"}
+    # `layout` (run entries of layout pack) is checked by the cross-layout test itself, and
+    # `checkpoint` (locators into a checkpoint pack, which name the topic) by `packs`
+    volatile = {"topic", "anchored_at", "closed_at", "cursor_digest", "layout", "checkpoint"}
     consistency = sorted(k.rsplit("/", 1)[1] for k in store.list(f"log/{env.topic}/consistency/"))
     tiles = sorted(k.split("/", 2)[2] for k in store.list(f"log/{env.topic}/tile/"))
     return {
@@ -72,10 +73,26 @@ def log_state(env: PipelineEnv) -> dict[str, Any]:
     }
 
 
-def pack_digests(env: PipelineEnv) -> list[str]:
-    """SHA-256 of each payload pack of the topic (layout pack; none under per_window)."""
+def pack_digests(env: PipelineEnv) -> list[tuple[str, str]]:
+    """Name and SHA-256 of each payload and checkpoint pack of the topic (layout pack; none
+    under per_window), with the topic and bucket names (which differ between two
+    environments and are as long in each) made neutral, and every log entry's checkpoint
+    locator likewise: a resumed run writes the very bytes that the log entries locate."""
     store = env.store()
-    return [sha256_hex(store.get(k)) for k in store.list(layout.packs_prefix(env.topic))]
+
+    def neutral(data: bytes) -> bytes:
+        return data.replace(env.topic.encode(), b"<topic>").replace(env.bucket.encode(), b"<b>")
+
+    out = [
+        (k.rsplit("/", 1)[1], sha256_hex(neutral(store.get(k))))
+        for k in store.list(layout.packs_prefix(env.topic))
+    ]
+    reader = LogReader(store, env.topic)
+    head = reader.checkpoint()
+    for e in [] if head is None else reader.entries(0, head.size):
+        if e["type"] == "window" and "checkpoint" in e:
+            out.append((e["window_id"], neutral(json.dumps(e["checkpoint"]).encode()).decode()))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +171,6 @@ def test_kill_in_the_other_object_layout_then_rerun_anchors_exactly_once(
     layouts = {e.get("layout", "per_window") for e in runs if e["type"] == "run"}
     assert layouts == {OTHER_LAYOUT}  # the signed run entry says which layout it used
     if OTHER_LAYOUT == "pack":
-        assert len(packs) == 1 and payloads == [] and receipts == []
+        assert len(packs) == 2 and payloads == [] and receipts == []  # payload + checkpoint
     else:
         assert packs == [] and len(payloads) == len(reference["roots"]) == len(receipts)
