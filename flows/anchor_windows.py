@@ -15,8 +15,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 
+from flows.plain_flow import plain_flow
 from flows.plan_completion import PlanResumeError, complete_plan
 from flows.window_build import WindowJob, plan_revisions
 from storage import layout
@@ -45,7 +46,7 @@ from tasks.run_summary import RunSummary
 from tasks.window import WindowKey, WindowSpec
 
 
-@flow(name="anchor-windows", log_prints=True)
+@plain_flow(name="anchor-windows", log_prints=True)
 def anchor_windows(
     topic: str | None = None,
     drain: bool = False,

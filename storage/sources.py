@@ -34,6 +34,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from storage.source_errors import SourceError, SourceUnavailable
 from streamnotary.masking import mask_text, url_secrets
 from tasks.record import Observation, RecordRejected, validate
 
@@ -56,16 +57,6 @@ _PRODUCTS = {
 _PERIOD_SUFFIX = {"recent": "akt", "now": "now"}
 
 
-class SourceError(RuntimeError):
-    """A live source answered something unusable (404, not a zip, not JSON): permanent."""
-
-
-class SourceUnavailable(SourceError):
-    """A live source could not be reached (connection, DNS, timeout) or answered 429/5xx.
-
-    Transient (tasks/retries.py): the session's own retries are used up, but a task-level
-    retry a little later may succeed.
-    """
 
 
 @dataclass(frozen=True, slots=True)

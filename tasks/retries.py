@@ -26,7 +26,7 @@ from storage.objectstore import (
     ObjectStoreError,
     ObjectStoreUnavailable,
 )
-from storage.sources import SourceError, SourceUnavailable
+from storage.source_errors import SourceError, SourceUnavailable
 from storage.tlog import LogError
 from tasks.checkpoint import CheckpointError
 from tasks.dwd import DwdFormatError
