@@ -197,8 +197,8 @@ def _forge_target(env: PipelineEnv) -> tuple[dict[str, Any], bytes, dict[int, tu
     from tasks.window import WindowSpec
     from tasks.window_content import build_window
 
-    store, topic = env.store(), env.topic
-    cp = json.loads(store.get(layout.checkpoint_key(topic, TARGET_KEY, 0)))
+    topic = env.topic
+    cp = env.checkpoints()[(TARGET, 0)]  # its own object, or in its run's checkpoint pack
     ranges = ranges_of(cp)
     spec = WindowSpec(TARGET_KEY.size_seconds)
     items = []

@@ -252,6 +252,11 @@ def test_reference_backfill_anchors_every_window_with_rate_and_eta(
     assert max(peak for _, peak in PEAK_RSS) <= RSS_LIMIT
 
 
+def checkpoint_objects(store: Any, topic: str) -> list[str]:
+    """Per-window checkpoints (layout per_window) and packs (layout pack) of the topic."""
+    return [*store.list(f"checkpoints/{topic}/"), *store.list(layout.packs_prefix(topic))]
+
+
 def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
     reference: dict[str, Any], workdir: Path, tmp_path: Path, kafka_bootstrap: str, s3_server: Any
 ) -> None:
@@ -265,7 +270,7 @@ def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
     manifests = [k for k in store.list(f"ingest/{env.topic}/") if not k.endswith(".started.json")]
     markers = [k for k in store.list(f"ingest/{env.topic}/") if k.endswith(".started.json")]
     assert len(manifests) == source_count() // 2 == len(markers) - 1  # one source half-done
-    assert not list(store.list(f"checkpoints/{env.topic}/"))
+    assert not checkpoint_objects(store, env.topic)
     for key in markers:
         assert_valid("ingest_start.schema.json", json.loads(store.get(key)), key)
 
@@ -273,7 +278,7 @@ def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
     killed = backfill(env, args, kill_at="mid_window_anchors", skip=1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert store.head(layout.pending_key(env.topic)) is not None
-    assert list(store.list(f"checkpoints/{env.topic}/"))
+    assert checkpoint_objects(store, env.topic)
 
     # 3. resumed to the end
     done = backfill(env, args)

@@ -112,6 +112,7 @@ def test_backfill_and_in_process_runs_go_through_the_lease(
                 backfill(sources=[str(source)])
             assert store.head(layout.cursor_key(env.topic)) is None  # nothing was written
             assert not list(store.list(f"checkpoints/{env.topic}/"))
+            assert not list(store.list(layout.packs_prefix(env.topic)))
         finally:
             foreign.release()
         summary = backfill(sources=[str(source)])

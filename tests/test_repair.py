@@ -88,3 +88,34 @@ def test_a_partly_anchored_plan_is_never_discarded_only_completed(env: PipelineE
     assert len(receipts) == len(checkpoints)
     again = env.run_cli("anchor", "--drain", "--json")
     assert json.loads(again.stdout)["new_anchors"] == 0
+
+
+def test_layout_pack_discard_removes_both_packs_only_if_they_are_the_plans(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    """Layout pack: the plan's payload pack and checkpoint pack are reported and deleted by
+    --discard, but a checkpoint pack with other bytes than the plan's is left untouched."""
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, "pack")
+    env.produce_observations(demo_observations(days=3))
+    killed = env.run_cli("anchor", "--drain", kill_at="after_payloads")
+    assert killed.returncode == -signal.SIGKILL
+    store = env.store()
+    packs = sorted(store.list(layout.packs_prefix(env.topic)))
+    assert packs == [layout.checkpoint_pack_key(env.topic, 1), layout.pack_key(env.topic, 1)]
+    shown = json.loads(env.run_cli("repair", "--json").stdout)["before"]
+    assert shown["windows"] and all(w["checkpoint_stored"] for w in shown["windows"])
+
+    cp_pack = layout.checkpoint_pack_key(env.topic, 1)
+    original = store.get(cp_pack)
+    store.put(cp_pack, original.replace(b'"revision":0', b'"revision":7', 1))
+    refused = env.run_cli("repair", "--discard")
+    assert refused.returncode == 1 and "not the plan's" in refused.stderr
+    assert store.head(layout.pending_key(env.topic)) is not None
+    store.put(cp_pack, original)
+
+    discarded = env.run_cli("repair", "--discard", "--json")
+    assert discarded.returncode == 0, discarded.stderr[-2000:]
+    assert cp_pack in json.loads(discarded.stdout)["discarded"]
+    assert list(store.list(layout.packs_prefix(env.topic))) == []
+    after = env.run_cli("anchor", "--drain", "--json")
+    assert json.loads(after.stdout)["new_anchors"] == len(shown["windows"])
