@@ -108,6 +108,7 @@ def explain_run(
                 uri_of,
                 receipts=plan_layout(log) == "per_window",
                 scope=settings.log_scope.name,
+                log=log,
             )
         quarantine += plan.get("quarantine", [])
     links = document_links(settings.log_scope.name, uri_of, summary.get("log"))

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from storage import layout
+from tasks.checkpoint_pack import checkpoint_ref
 from tasks.message import Classified
 from tasks.planner import Cursor
 from tasks.window import WindowKey
@@ -143,15 +144,24 @@ def anchored_revisions(
     uri_of: Callable[[str], str],
     receipts: bool = True,
     scope: str | None = None,
+    log: Mapping[str, Any] | None = None,
 ) -> list[AnchoredRevision]:
     """The plan's window revisions (``pending["windows"]``), with their object URIs and keys;
     `head_size` is the size of the log head the run anchored, in the log of `scope` (the
-    topic, or ``<topic>/<group>`` for a partition group)."""
+    topic, or ``<topic>/<group>`` for a partition group). A checkpoint that the plan's
+    `log` entries locate in a checkpoint pack (layout pack) is named by the pack's URI and
+    its byte range."""
+    refs = {
+        (e["window_id"], e["revision"]): checkpoint_ref(topic, e)
+        for e in (log or {}).get("entries", [])
+        if e["type"] == "window"
+    }
     out = []
     for w in windows:
         key = WindowKey.parse(w["window_id"])
         rev = int(w["revision"])
         cp = w["checkpoint"]
+        ref = refs.get((key.window_id, rev))
         out.append(
             AnchoredRevision(
                 window_id=key.window_id,
@@ -161,7 +171,9 @@ def anchored_revisions(
                 records=int(cp["counts"]["records"]),
                 checkpoint_digest=str(w["checkpoint_digest"]),
                 payload_uri=str(cp["payload"]["uri"]),  # its own object or its run's pack
-                checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev)),
+                checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev))
+                if ref is None
+                else uri_of(ref.key) + ref.uri_suffix,
                 receipt_uri=uri_of(layout.receipt_key(topic, key, rev)) if receipts else None,
                 head_ledger_key=layout.head_entry_key(scope or topic, head_size),
                 window_ledger_key=layout.window_entry_key(topic, key, rev),
