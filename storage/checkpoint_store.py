@@ -86,13 +86,13 @@ def read_ref(store: ObjectStore, ref: CheckpointRef) -> dict[str, Any]:
 def logged_entries(settings: Settings) -> Iterator[dict[str, Any]]:
     """Every entry of the topic's signed anchor log, verified with the operator's log
     key (none when the topic has no log yet). Streams: bundle by bundle."""
-    from storage.logkey import log_origin, log_verifier
+    from storage.logkey import load_signer, log_origin
     from storage.objectstore import open_store
     from storage.tlog import LogReader
 
-    reader = LogReader(
-        open_store(settings), settings.topic, log_verifier(settings), log_origin(settings)
-    )
+    origin = log_origin(settings)  # the writer's own key, made on first use as the writer does
+    verifier = load_signer(settings).named(origin).verifier()
+    reader = LogReader(open_store(settings), settings.topic, verifier, origin)
     head = reader.checkpoint()
     if head is None or head.size == 0:
         return iter(())

@@ -57,8 +57,6 @@ _PRODUCTS = {
 _PERIOD_SUFFIX = {"recent": "akt", "now": "now"}
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
     """What one download may cost (settings `url_*`, docs/operations.md "Input limits").
