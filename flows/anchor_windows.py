@@ -161,7 +161,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         held_open=plan.held_open,
         now=now,
         layout=settings.object_layout,
-        checkpoint_pack=layout.checkpoint_pack_key(settings.topic, plan.next_cursor.runs)
+        checkpoint_pack=layout.checkpoint_pack_key(settings.log_scope.name, plan.next_cursor.runs)
         if settings.object_layout == "pack"
         else None,
     )

@@ -84,19 +84,26 @@ def read_ref(store: ObjectStore, ref: CheckpointRef) -> dict[str, Any]:
 
 
 def logged_entries(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Every entry of the topic's signed anchor log, verified with the operator's log
-    key (none when the topic has no log yet). Streams: bundle by bundle."""
+    """Every entry of the signed anchor logs the settings write to, verified with the
+    operator's log key: the run's scope (the topic, or its group `group`), and without a
+    group also every configured partition group's log (a backfill covers the topic).
+    Streams: bundle by bundle; none while a log does not exist yet."""
     from storage.logkey import load_signer, log_origin
     from storage.objectstore import open_store
     from storage.tlog import LogReader
+    from tasks.groups import LogScope, group_name
 
-    origin = log_origin(settings)  # the writer's own key, made on first use as the writer does
-    verifier = load_signer(settings).named(origin).verifier()
-    reader = LogReader(open_store(settings), settings.topic, verifier, origin)
-    head = reader.checkpoint()
-    if head is None or head.size == 0:
-        return iter(())
-    return reader.entries(0, head.size)
+    scopes = [settings.log_scope]
+    if not settings.group:
+        scopes += [LogScope(settings.topic, group_name(g)) for g in settings.partition_groups]
+    signer = load_signer(settings)  # the writer's own key, made on first use as it does
+    store = open_store(settings)
+    for scope in scopes:
+        origin = log_origin(settings, scope.name)
+        reader = LogReader(store, scope.name, signer.named(origin).verifier(), origin)
+        head = reader.checkpoint()
+        if head is not None and head.size:
+            yield from reader.entries(0, head.size)
 
 
 def latest_packed_of_topic(
