@@ -167,7 +167,11 @@ def plan_checkpoint_packs(
                     f"checkpoint at {ref.offset}+{ref.length}, the pack has it at "
                     f"{offset}+{length}"
                 )
-            extract(data, ref)  # the digest the log entry names
+            if hashlib.sha256(data[offset : offset + length]).hexdigest() != ref.digest:
+                raise CheckpointPackError(
+                    f"{w['window_id']} r{w['revision']}: the plan's checkpoint does not hash "
+                    "to the digest its log entry names"
+                )
         out[key] = data
     return out
 
