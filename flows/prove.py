@@ -132,7 +132,7 @@ def prove_record(
     one (layout pack), from the log tiles. Revisions with a v1 receipt and no log proof
     (batch anchors) get v1.
     """
-    logged = _logged(store, topic, verifier)
+    logged = _logged(store, log_scope or topic, verifier)
     key = _window_for(store, topic, station, at, window_seconds, logged)
     entry = logged.get(key.window_id)
     rev = max([*_revisions_of(store, topic, key), -1 if entry is None else entry["revision"]])
