@@ -64,15 +64,7 @@ def dwd_rows(
     spec = WindowSpec(settings.window_seconds)
 
     def quarantine(error: DwdFormatError) -> None:
-        rejected.append(
-            {
-                "file": str(error.file),
-                "line_number": str(error.line_number),
-                "reason": error.reason,
-                "detail": error.detail,
-                "raw": error.raw,
-            }
-        )
+        rejected.append(error.to_json())
 
     rows = read_observations(
         path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits

@@ -68,15 +68,7 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
     rejected: list[dict[str, Any]] = []
 
     def quarantine(error: DwdFormatError) -> None:
-        rejected.append(
-            {
-                "file": str(error.file),
-                "line_number": str(error.line_number),
-                "reason": error.reason,
-                "detail": error.detail,
-                "raw": error.raw,
-            }
-        )
+        rejected.append(error.to_json())
 
     observations = list(
         read_observations(path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits)

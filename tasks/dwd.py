@@ -103,6 +103,16 @@ class DwdFormatError(ValueError):
         self.detail = detail
         self.raw = raw
 
+    def to_json(self) -> dict[str, str]:
+        """The skipped line as the ingest manifest records it (all strings, as read)."""
+        return {
+            "file": str(self.file),
+            "line_number": str(self.line_number),
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": self.raw,
+        }
+
 
 Quarantine = Callable[[DwdFormatError], None]
 
