@@ -1,7 +1,7 @@
 """Backfill benchmark: generated DWD history through the real broker, SeaweedFS and ledger.
 
     python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
-                                  [--repeat 3] [--keep-going]
+                                  [--days 365] [--repeat 3] [--workers 1,2]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -16,7 +16,9 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
   messages of the topic through `KafkaLog.read_ranges`), S3 PUT rate (small write-once
   objects, the pipeline's 8 threads) and the core rate with decoding (classify + one
   `build_window` and Parquet payload per window, in process);
-* the issue 10 targets and whether each is met.
+* the issue 10 targets and whether each is met;
+* one table per worker count (`--workers 1,2`: the setting `workers`, a local Dask cluster
+  when > 1).
 
 Targets on the 2-core build machine: >= 20,000 records/s and >= 800 windows/s end to end
 for hourly data, >= 50,000 records/s for 10-minute data, peak RSS <= 1 GiB.
@@ -133,7 +135,11 @@ def main() -> None:
     parser.add_argument("--product", choices=(HOURLY, TEN_MINUTES), default=HOURLY)
     parser.add_argument("--days", type=int, default=365, help="days of history per station")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--workers", default="1,2", help="comma-separated worker counts (setting `workers`)"
+    )
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
     stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
     options = SynthOptions(
         seed=10, stations=stations, start=date(2015, 1, 1), days=args.days, product=args.product
@@ -153,8 +159,9 @@ def main() -> None:
         start_services(home)
         api, _ = start_server(home)
         try:
-            for i in range(args.repeat):
-                topic = f"bench.backfill.{os.getpid()}.{i}"
+            for workers, i in [(w, i) for w in worker_counts for i in range(args.repeat)]:
+                topic = f"bench.backfill.{os.getpid()}.{workers}.{i}"
+                os.environ["STREAMNOTARY_WORKERS"] = str(workers)
                 window = 86_400
                 set_profile(home, topic=topic, ledger="local", window_seconds=window)
                 os.environ["STREAMNOTARY_HOME"] = str(home)
@@ -164,6 +171,7 @@ def main() -> None:
                 summary = json.loads(out)
                 records = sum(s["records"] for s in summary["stations"].values())
                 row = {
+                    "workers": workers,
                     "ingest_s": ingest_s,
                     "anchor_s": anchor_s,
                     "records": records,
@@ -178,14 +186,16 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(
-                    f"run {i + 1}: ingest {ingest_s:.0f} s, anchor {anchor_s:.0f} s, "
+                    f"workers {workers}, run {i + 1}: ingest {ingest_s:.0f} s, "
+                    f"anchor {anchor_s:.0f} s, "
                     f"{row['messages']:,} messages, {row['windows']:,} windows",
                     file=sys.stderr,
                 )
         finally:
             stop_server(home)
             stop_services(home)
-    report(args, stations, generated, rows)
+    for workers in worker_counts:
+        report(args, stations, generated, [r for r in rows if r["workers"] == workers])
 
 
 def report(
@@ -195,7 +205,8 @@ def report(
     win = [r["windows"] / r["anchor_s"] for r in rows]
     print(
         f"# backfill benchmark: {generated:,} generated rows ({args.product}, {stations} "
-        f"stations x {args.days} days), {len(rows)} runs, load average "
+        f"stations x {args.days} days), workers {rows[0]['workers']}, {len(rows)} runs, "
+        "load average "
         f"{os.getloadavg()[0]:.1f}"
     )
     print()
