@@ -21,7 +21,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flows.audit_evidence import Documents, LedgerReader, load_documents, read_partitions
+from flows.audit_evidence import (
+    Documents,
+    LedgerReader,
+    load_documents,
+    load_packed_checkpoints,
+    read_partitions,
+)
 from flows.audit_log import TrustPolicy
 from flows.audit_run import (
     LogAudit,
@@ -127,6 +133,7 @@ def run_group_audit(
         documents = load_documents(store, topic, parts[g.name])
         finish_log(log, documents, g.verifier, reader)
         attach_log(log, documents)
+        load_packed_checkpoints(store, topic, documents)
         view = (
             read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
             if documents.revisions or log.accounting
