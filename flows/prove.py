@@ -94,6 +94,33 @@ def _window_for(
     )
 
 
+def logged_window(
+    store: ObjectStore,
+    scope: str,
+    verifier: Verifier,
+    station: str,
+    at: datetime,
+    window_seconds: int,
+) -> WindowKey | None:
+    """The window of `station` at `at` that the signed log of `scope` holds, if any.
+
+    Layout pack keeps no per-window checkpoint, so for a topic in partition groups the
+    group to prove from is the one whose log holds the window (read with that group's key).
+    """
+    logged = _logged(store, scope, verifier)
+    key = WindowSpec(window_seconds).key_of(station, at)
+    if key.window_id in logged:
+        return key
+    for wid in logged:  # other window sizes
+        try:
+            other = WindowKey.parse(wid)
+        except ValueError:
+            continue
+        if other.station_id == station and other.contains(at):
+            return other
+    return None
+
+
 def window_partitions(
     store: ObjectStore, topic: str, station: str, at: datetime, window_seconds: int
 ) -> set[int]:

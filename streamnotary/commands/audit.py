@@ -12,7 +12,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamnotary.config import Settings
 
 EXIT_PASS, EXIT_FAIL, EXIT_UNSETTLED = 0, 1, 2
 
@@ -141,25 +144,16 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from flows.audit import ProofError, parse_time, prove_record
-    from flows.prove import window_partitions
     from storage.ledger.factory import open_ledger
     from storage.logkey import LogKeyError, log_verifier
     from storage.objectstore import open_store
     from streamnotary.config import load_settings
-    from tasks.groups import GroupConfigError, groups_of, owner_of
+    from tasks.groups import GroupConfigError
 
     settings = load_settings(topic=args.topic)
     try:
         if settings.partition_groups:  # prove from the log of the window's group
-            parts = window_partitions(
-                open_store(settings),
-                settings.topic,
-                args.station,
-                parse_time(args.at),
-                settings.window_seconds,
-            )
-            owner = owner_of(groups_of(settings.partition_groups), parts)
-            settings = replace(settings, group=owner.name)
+            settings = replace(settings, group=_owning_group(settings, args.station, args.at))
         try:
             verifier = log_verifier(settings)
         except LogKeyError:
@@ -261,3 +255,38 @@ def _local_key(bundle: Any, notes: list[str]) -> tuple[str, Any] | None:
         return None
     notes.append("note: no --trust given: checking against this machine's own log key")
     return log_origin(settings), verifier
+
+
+def _owning_group(settings: Settings, station: str, at: str) -> str:
+    """The partition group whose log holds the window of `station` at `at`: from the
+    window's per-window checkpoint (layout per_window), else from the group's signed log
+    (layout pack keeps checkpoints only where the log locates them)."""
+    from dataclasses import replace
+
+    from flows.audit import ProofError, parse_time
+    from flows.prove import logged_window, window_partitions
+    from storage.logkey import LogKeyError, log_verifier
+    from storage.objectstore import open_store
+    from tasks.groups import groups_of, owner_of
+
+    store, when = open_store(settings), parse_time(at)
+    groups = groups_of(settings.partition_groups)
+    try:
+        parts = window_partitions(store, settings.topic, station, when, settings.window_seconds)
+        return owner_of(groups, parts).name
+    except ProofError:
+        pass
+    for g in groups:
+        scoped = replace(settings, group=g.name)
+        try:
+            verifier = log_verifier(scoped)
+        except LogKeyError:
+            continue
+        if logged_window(
+            store, scoped.log_scope.name, verifier, station, when, settings.window_seconds
+        ):
+            return g.name
+    raise ProofError(
+        f"no partition group's log holds a window of station {station} at {at} "
+        f"in topic {settings.topic!r}"
+    )
