@@ -186,6 +186,11 @@ def state(env: PipelineEnv) -> dict[str, Any]:
         e = {k: v for k, v in e.items() if k not in volatile}
         if e["type"] == "window":
             e["checkpoint_digest"] = digests[e["checkpoint_digest"]]
+            if e.get("checkpoint"):  # layout pack: the run's checkpoint pack names the topic
+                e["checkpoint"] = {
+                    **e["checkpoint"],
+                    "key": e["checkpoint"]["key"].replace(env.topic, "TOPIC"),
+                }
             if e["supersedes"]:
                 e["supersedes"]["checkpoint_digest"] = digests[e["supersedes"]["checkpoint_digest"]]
         normalized.append(e)
