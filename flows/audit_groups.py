@@ -25,26 +25,23 @@ from flows.audit_evidence import (
     Documents,
     LedgerReader,
     load_documents,
-    load_packed_checkpoints,
-    read_partitions,
 )
 from flows.audit_log import TrustPolicy
 from flows.audit_run import (
     LogAudit,
-    attach_log,
     audit_windows,
     coverage_of,
-    finish_log,
     log_report,
     open_log,
     remember,
+    tie_and_read,
 )
 from flows.audit_select import Discovery, Selection, discover_windows
 from storage.kafka import KafkaLog
 from storage.ledger.base import Ledger
 from storage.objectstore import ObjectStore
 from streamnotary.report import build_report
-from tasks.audit import FAIL, Finding, KafkaView, WindowAudit
+from tasks.audit import FAIL, Finding, WindowAudit
 from tasks.groups import LogScope, assignment_problems, foreign_entries
 from tasks.window import WindowKey
 
@@ -131,14 +128,7 @@ def run_group_audit(
     for g in trust.groups:
         log = logs[g.name]
         documents = load_documents(store, topic, parts[g.name])
-        finish_log(log, documents, g.verifier, reader)
-        attach_log(log, documents)
-        load_packed_checkpoints(store, topic, documents)
-        view = (
-            read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
-            if documents.revisions or log.accounting
-            else KafkaView({})
-        )
+        view = tie_and_read(store, kafka, reader, topic, log, documents, g.verifier, read_timeout_s)
         coverage = coverage_of(log, view)
         audits += audit_windows(store, reader, topic, documents, view, integrity, log)
         scans += [s for p, s in view.scans.items() if p in g.partitions]

@@ -259,14 +259,8 @@ def run_audit(
     log = open_log(store, reader, topic, trust, fallback or (origin, None), state_dir)
     discovery = discover_windows(store, topic, selection, log.logged)
     documents = load_documents(store, topic, discovery)
-    finish_log(log, documents, trust.verifier if trust else (fallback or (origin, None))[1], reader)
-    attach_log(log, documents)
-    load_packed_checkpoints(store, topic, documents)
-    view = (
-        read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
-        if documents.revisions or log.accounting
-        else KafkaView({})
-    )
+    verifier = trust.verifier if trust else (fallback or (origin, None))[1]
+    view = tie_and_read(store, kafka, reader, topic, log, documents, verifier, read_timeout_s)
     coverage = coverage_of(log, view)
     integrity = reader.integrity()
     audits = audit_windows(store, reader, topic, documents, view, integrity, log)
@@ -282,6 +276,26 @@ def run_audit(
     )
     remember(log, state_dir)
     return report
+
+
+def tie_and_read(
+    store: ObjectStore,
+    kafka: KafkaLog,
+    reader: LedgerReader,
+    topic: str,
+    log: LogAudit,
+    documents: Documents,
+    verifier: Verifier | None,
+    read_timeout_s: float,
+) -> KafkaView:
+    """Tie the documents to the signed log (and its packed checkpoints), then read Kafka
+    once for every revision and the log's accounting: one log's evidence, whole."""
+    finish_log(log, documents, verifier, reader)
+    attach_log(log, documents)
+    load_packed_checkpoints(store, topic, documents)
+    if not (documents.revisions or log.accounting):
+        return KafkaView({})
+    return read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
 
 
 def coverage_of(log: LogAudit, view: KafkaView) -> list[PartitionCoverage]:
