@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ from storage.objectstore import ObjectStore, open_store
 from streamnotary.config import Settings, load_settings
 from tasks.dwd import demo_files, read_observations
 from tasks.record import Observation, canonical_bytes
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
+    """Poll `predicate` (50 ms steps) until it holds; AssertionError naming `what` after
+    `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 @dataclass

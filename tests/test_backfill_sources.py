@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +25,7 @@ from streamnotary.commands.generate import write_history
 from streamnotary.commands.pipeline import EXIT_TOPIC_BUSY
 from tasks.record import Observation
 from tasks.synth import SynthOptions, station_ids, station_releases
-from tests.pipeline_env import PipelineEnv, make_env
+from tests.pipeline_env import PipelineEnv, make_env, wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -65,10 +64,11 @@ def test_a_second_run_exits_75_naming_the_backfill_while_it_ingests(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while not Path(f"{pause}.reached").exists() and first.poll() is None:
-            assert time.monotonic() < deadline, "the backfill never reached mid_ingest"
-            time.sleep(0.05)
+        wait_for(
+            lambda: Path(f"{pause}.reached").exists() or first.poll() is not None,
+            "the backfill to reach mid_ingest",
+            timeout_s=180,
+        )
         assert first.poll() is None, first.communicate()[1][-2000:]
         held = read_lease(env.store(), env.topic)
         assert held is not None and held.holder.pid == first.pid

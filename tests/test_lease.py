@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from storage.objectstore import ObjectStore, S3ObjectStore
 from streamnotary.commands.pipeline import EXIT_TOPIC_BUSY
 from tasks import steps
 from tasks.planner import Cursor, CursorConflict
-from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env, wait_for
 from tests.test_schemas import small_dwd_file
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
@@ -38,14 +37,6 @@ ELSEWHERE = Holder("another-host.example", 4242, "run-elsewhere")
 @pytest.fixture
 def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
     return make_env(tmp_path, kafka_bootstrap, s3_server)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def start_cli(env: PipelineEnv, *args: str, pause_file: Path) -> subprocess.Popen[str]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from tasks.groups import (
     parse_groups,
 )
 from tasks.record import canonical_bytes
-from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env, wait_for
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
 GROUPS = [[0, 1], [2, 3]]
@@ -168,12 +167,13 @@ def test_two_groups_anchor_at_the_same_time(env: PipelineEnv, tmp_path: Path) ->
         for g in (A, B)
     }
     try:
-        deadline = time.monotonic() + 180
-        while not all(Path(f"{p}.reached").exists() for p in pauses.values()):
+
+        def both_paused() -> bool:
             for g, r in runs.items():
                 assert r.poll() is None, (g, r.communicate()[1][-3000:])
-            assert time.monotonic() < deadline, "both groups never reached their plans"
-            time.sleep(0.05)
+            return all(Path(f"{p}.reached").exists() for p in pauses.values())
+
+        wait_for(both_paused, "both groups to reach their plans", timeout_s=180)
         # Both runs are past their plan at the same moment, each under its own lease.
         store = env.store()
         for g, r in runs.items():
