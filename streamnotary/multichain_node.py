@@ -242,7 +242,16 @@ class MultiChainNode(MiningControl):
             "params": list(params),
             "chain_name": self.chain_name,
         }
-        response = self._session.post(self.url, json=body, auth=self.credentials, timeout=timeout)
+        # `Connection: close`: the node drops idle keep-alive connections after
+        # -rpcservertimeout (2 s), and a call that reuses one just as it is dropped fails
+        # with RemoteDisconnected (seen once in CI on ``getinfo``).
+        response = self._session.post(
+            self.url,
+            json=body,
+            auth=self.credentials,
+            timeout=timeout,
+            headers={"Connection": "close"},
+        )
         doc = response.json()
         if doc.get("error"):
             raise RuntimeError(f"{method}: {doc['error']}")

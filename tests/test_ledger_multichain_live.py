@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
+import storage.ledger.multichain as multichain_module
 from storage.layout import window_entry_key
 from storage.ledger.base import AnchorEntry, AnchorRef
 from storage.ledger.multichain import (
@@ -25,9 +27,12 @@ from storage.ledger.multichain import (
     MultiChainLedger,
     NoPermission,
     NotAllowed,
+    StreamNotFound,
 )
 from tasks.window import WindowKey
+from tests.fixtures.multichain import new_stream_name
 from tests.multichain_emulator import MultiChainEmulator
+from tests.multichain_forgetful import forgetful_relay
 
 TOPIC = "dwd.observations"
 Factory = Callable[..., MultiChainLedger]
@@ -314,3 +319,45 @@ def test_emulator_and_live_node_agree(multichain_node: Any, multichain_paused: A
         agree("getstreamitem", stream, "00" * 32)
     finally:
         emulator.stop()
+
+
+# -- a node that briefly forgets an unconfirmed stream ---------------------------------------
+
+
+def operator_items(node: Any, stream: str) -> list[dict[str, Any]]:
+    return list(node.rpc("liststreamitems", stream, False, 100))
+
+
+def test_a_stream_briefly_unknown_while_its_create_confirms_is_asked_again(
+    multichain_ledger_factory: Factory, multichain_node: Any
+) -> None:
+    """The node's transient -708 for a just-created stream must not fail a run (CI saw it)."""
+    stream = new_stream_name()
+    with forgetful_relay(multichain_node.url, stream, forget=2) as relay:
+        ledger = multichain_ledger_factory(1, url=relay.url, stream=stream)
+        entry = window_entry(20)
+        ref = ledger.anchor(entry)
+        assert ledger.lookup(entry.key) == ref
+        assert ledger.read(ref) == entry.body
+    refused = {"subscribe", "liststreams", "liststreamkeys", "publishmultifrom"}
+    refused |= {"liststreamtxitems", "liststreamkeyitems"}
+    assert {m: relay.refused[m] for m in refused} == dict.fromkeys(refused, 2), relay.refused
+    assert len(operator_items(multichain_node, stream)) == 1  # asking again published once
+
+
+def test_a_stream_that_stays_unknown_still_fails(
+    multichain_ledger_factory: Factory, multichain_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking again is bounded: a stream the node keeps denying is an error, not a hang."""
+    monkeypatch.setattr(multichain_module, "STREAM_SETTLE_S", 0.5)
+    stream = new_stream_name()
+    operator = multichain_ledger_factory(1, stream=stream)
+    operator.anchor(window_entry(21))
+    with forgetful_relay(multichain_node.url, stream, forget=10**6) as relay:
+        reader = multichain_ledger_factory(1, url=relay.url, stream=stream)
+        reader._stream_ready = True  # it has seen the stream before
+        started = time.monotonic()
+        with pytest.raises(StreamNotFound):
+            reader.lookup(window_entry(21).key)
+        assert 0.5 <= time.monotonic() - started < 5.0
+        assert sum(relay.refused.values()) >= 3
