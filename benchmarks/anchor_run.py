@@ -1,6 +1,7 @@
 """Benchmark of the demo's anchor run: `streamnotary anchor --drain` as a user runs it.
 
-    python benchmarks/anchor_run.py [--repeat 3] [--prefect-api URL]
+    python benchmarks/anchor_run.py [--repeat 3] [--prefect-api URL | --local-prefect]
+                                    [--modes cold,warm]
 
 Starts the embedded broker and S3 server in a temporary home, ingests the two shared DWD
 files (26,400 hourly records, 1,100 daily windows) into a fresh topic per repeat, then
@@ -9,6 +10,10 @@ the run itself) and prints its per-stage timings (`streamnotary.stage_timings/1`
 Without `--prefect-api` every CLI process starts Prefect's temporary server, as a fresh
 install does; with it, the runs report to that server. The issue 10 baseline was 41-44 s
 per anchor run on this 2-core machine. Services are stopped at the end (by PID).
+
+`--modes cold,warm` (the default) measures, in the same run and alternating per repeat, a
+cold CLI process (``STREAMNOTARY_WARM=0``: it imports everything itself) and a command
+handed to the home's warm runner (`streamnotary.warm`, started as `streamnotary up` does).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from tasks.dwd import demo_files  # noqa: E402
 
 
 def cli(
-    home: Path, *args: str, api: str | None, layout: str | None = None
+    home: Path, *args: str, api: str | None, layout: str | None = None, warm: bool = False
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -42,6 +47,7 @@ def cli(
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     }
+    env["STREAMNOTARY_WARM"] = "1" if warm else "0"
     if layout:
         env["STREAMNOTARY_OBJECT_LAYOUT"] = layout
     if api:
@@ -75,9 +81,16 @@ def main() -> None:
         choices=("pack", "per_window"),
         help="object_layout of the anchor runs (default: the configured one)",
     )
+    parser.add_argument(
+        "--modes",
+        default="cold,warm",
+        help="comma-separated: cold (a CLI process that imports everything) and/or warm "
+        "(the command handed to the home's warm runner)",
+    )
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     sources = [str(p) for p in demo_files()]
-    rows = []
+    rows: dict[str, list[tuple[float, dict]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="sn-anchor-bench-") as tmp:
         home = Path(tmp)
         start_services(home)
@@ -85,32 +98,49 @@ def main() -> None:
             from streamnotary.prefect_server import start_server
 
             args.prefect_api, _ = start_server(home)
+        if "warm" in modes:
+            from streamnotary.warm import start_runner
+
+            start_runner(home)
         try:
             for i in range(args.repeat):
-                topic = f"bench.anchor.{os.getpid()}.{i}"
-                set_profile(home, topic=topic, ledger="local")
-                cli(home, "ingest", *sources, api=args.prefect_api)
-                started = time.perf_counter()
-                out = cli(
-                    home, "anchor", "--drain", "--json", api=args.prefect_api, layout=args.layout
-                )
-                wall = time.perf_counter() - started
-                summary = json.loads(out.stdout)
-                assert summary["new_anchors"] == 1100, summary["new_anchors"]
-                rows.append((wall, summary.get("timings") or {"stages": {}}))
-                print(f"run {i + 1}: {wall:.1f} s", file=sys.stderr)
+                for mode in modes:
+                    topic = f"bench.anchor.{os.getpid()}.{i}.{mode}"
+                    set_profile(home, topic=topic, ledger="local")
+                    cli(home, "ingest", *sources, api=args.prefect_api)
+                    started = time.perf_counter()
+                    out = cli(
+                        home, "anchor", "--drain", "--json", api=args.prefect_api,
+                        layout=args.layout, warm=mode == "warm",
+                    )  # fmt: skip
+                    wall = time.perf_counter() - started
+                    summary = json.loads(out.stdout)
+                    assert summary["new_anchors"] == 1100, summary["new_anchors"]
+                    rows[mode].append((wall, summary.get("timings") or {"stages": {}}))
+                    print(f"run {i + 1} {mode}: {wall:.1f} s", file=sys.stderr)
         finally:
+            from streamnotary.warm import stop_runner
+
+            stop_runner(home)
             if args.local_prefect:
                 from streamnotary.prefect_server import stop_server
 
                 stop_server(home)
             stop_services(home)
-    walls = sorted(w for w, _ in rows)
     print(
-        f"# anchor run of the demo data (1,100 windows, 26,400 records), {args.repeat} runs, "
-        f"load average {os.getloadavg()[0]:.1f}, layout {args.layout or 'default'}, Prefect "
+        f"# anchor run of the demo data (1,100 windows, 26,400 records), {args.repeat} runs "
+        f"per mode, load average {os.getloadavg()[0]:.1f}, layout {args.layout or 'default'}, "
+        f"Prefect "
         f"{'server ' + args.prefect_api if args.prefect_api else 'temporary server per process'}"
     )
+    for mode in modes:
+        print()
+        print(f"## {mode}" + (" (handed to the warm runner)" if mode == "warm" else ""))
+        report(rows[mode])
+
+
+def report(rows: list[tuple[float, dict]]) -> None:
+    walls = sorted(w for w, _ in rows)
     print()
     print("| measurement | median | min..max |")
     print("|---|---:|---:|")

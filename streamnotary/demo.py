@@ -113,6 +113,9 @@ def run_demo(
     prefect_url, _ = start_local_prefect(home)
     if prefect_url:
         os.environ["PREFECT_API_URL"] = prefect_url
+    from streamnotary.warm import start_runner
+
+    start_runner(home, wait=False)  # the next commands (audit, prove, anchor) start warm
     profile: dict[str, Any] = {"ledger": ledger, "topic": DEMO_TOPICS[ledger]}
     if ledger == "evm":
         from streamnotary.chain_nodes import ensure_anvil

@@ -49,6 +49,8 @@ def test_cli_flows_report_to_the_server_up_started(tmp_path: Path) -> None:
 
         anchor = _cli(home, "anchor", "--topic", "prefect.server.test")
         assert anchor.returncode == 0, anchor.stderr
+        # run by the warm runner `up` started: its child must have re-read PREFECT_API_URL
+        assert "served anchor pid=" in (home / "logs" / "warm.log").read_text()
         output = anchor.stdout + anchor.stderr
         assert "ERROR" not in output  # e.g. no "Failed to send telemetry" of a temporary server
         runs = requests.post(f"{url}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
@@ -59,6 +61,7 @@ def test_cli_flows_report_to_the_server_up_started(tmp_path: Path) -> None:
         assert any(r["state_type"] == "COMPLETED" for r in runs)
     finally:
         down = _cli(home, "down")
-    assert "prefect" in down.stdout
+    assert "prefect" in down.stdout and "warm runner" in down.stdout
+    assert not (home / "run" / "warm.sock").exists()
     assert not _is_prefect_server(pid)
     assert server_url(home) is None

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not start the local Prefect server (each flow then starts a temporary one)",
     )
+    up.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="do not start the warm runner (every command then imports the pipeline itself)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the embedded services (data is kept)")
@@ -75,8 +80,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         except ServiceError as exc:
             print(f"streamnotary up: {exc}", file=sys.stderr)
             return 1
+    warm_pid, warm_started = None, False
+    if not args.no_warm:
+        from streamnotary.warm import start_runner
+
+        try:
+            warm_pid, warm_started = start_runner(home)
+        except ServiceError as exc:
+            print(f"streamnotary up: {exc}", file=sys.stderr)
+            return 1
     if not args.json:
-        started = [*info.started, *(["prefect"] if prefect_started else [])]
+        started = [
+            *info.started,
+            *(["prefect"] if prefect_started else []),
+            *(["warm runner"] if warm_started else []),
+        ]
         if started:
             print(f"started {', '.join(started)}")
         else:
@@ -84,6 +102,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     _print_status(info, args.json)
     if prefect_url and not args.json:
         print(f"prefect   {prefect_url.removesuffix('/api')}  (UI; flows of this home report here)")
+    if warm_pid and not args.json:
+        print(f"warm      pid {warm_pid}  (commands of this home start warm)")
     return 0
 
 
@@ -99,11 +119,14 @@ def start_local_prefect(home: Path) -> tuple[str | None, bool]:
 def cmd_down(args: argparse.Namespace) -> int:
     from streamnotary.prefect_server import stop_server
     from streamnotary.services import ServiceError, stop_services
+    from streamnotary.warm import stop_runner
 
     try:
         stopped = stop_services(_home(args))
         if stop_server(_home(args)):
             stopped.append("prefect")
+        if stop_runner(_home(args)):
+            stopped.append("warm runner")
     except ServiceError as exc:
         print(f"streamnotary down: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,210 @@
+"""The warm runner (`streamnotary.warm`): commands forked from one warm process behave as
+cold ones — same output, exit status, working directory and environment — and the runner
+refuses what it must: stale code, other users, and it passes signals on.
+
+Real processes only: the runner is ``python -m streamnotary.warm`` started as `up` starts it,
+and the client is the `streamnotary` command run as a user runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamnotary.warm import log_path, runner_pid, start_runner, stop_runner
+from streamnotary.warm_client import code_stamp, run_warm, socket_path
+
+
+def cli(
+    home: Path, *args: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMNOTARY_")}
+    environment.update(STREAMNOTARY_HOME=str(home), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamnotary.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def served(home: Path) -> list[str]:
+    return [line for line in log_path(home).read_text().splitlines() if " served " in line]
+
+
+@pytest.fixture(scope="module")
+def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("warm") / "home"
+    pid, started = start_runner(home)
+    assert started and runner_pid(home) == pid
+    try:
+        yield home
+    finally:
+        stop_runner(home)
+
+
+def test_a_command_runs_warm_with_the_callers_terminal_cwd_and_environment(
+    warm_home: Path, tmp_path: Path
+) -> None:
+    before = len(served(warm_home))
+    warm = cli(
+        warm_home,
+        "generate",
+        "out",
+        "--stations",
+        "2",
+        "--days",
+        "3",
+        "--json",
+        cwd=tmp_path,
+        COLUMNS="57",
+    )
+    assert len(served(warm_home)) == before + 1 and "served generate" in served(warm_home)[-1]
+    cold = cli(
+        warm_home,
+        "generate",
+        "cold",
+        "--stations",
+        "2",
+        "--days",
+        "3",
+        "--json",
+        cwd=tmp_path,
+        COLUMNS="57",
+        STREAMNOTARY_WARM="0",
+    )
+    assert len(served(warm_home)) == before + 1  # STREAMNOTARY_WARM=0 ran it here
+    assert warm.returncode == cold.returncode == 0, warm.stderr
+    assert warm.stdout.replace('"out/', '"cold/') == cold.stdout and warm.stdout.startswith("{")
+    # relative to the caller's working directory, not the runner's
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in (tmp_path / "cold").iterdir()
+    )
+    # argparse wraps its usage at $COLUMNS: the caller's environment reached the child
+    warm_err = cli(warm_home, "generate", "--stations", "x", COLUMNS="57")
+    cold_err = cli(warm_home, "generate", "--stations", "x", COLUMNS="57", STREAMNOTARY_WARM="0")
+    assert warm_err.returncode == cold_err.returncode == 2
+    assert warm_err.stderr == cold_err.stderr and "invalid int value" in warm_err.stderr
+    wide = cli(warm_home, "generate", "--stations", "x", COLUMNS="200")
+    assert wide.returncode == 2 and wide.stderr != warm_err.stderr
+
+
+def test_a_signal_to_the_caller_reaches_the_command(warm_home: Path, tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMNOTARY_")}
+    environment["STREAMNOTARY_HOME"] = str(warm_home)
+    before = len(served(warm_home))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamnotary.cli",
+            "generate",
+            str(tmp_path / "big"),
+            "--stations",
+            "400",
+            "--days",
+            "3650",
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(served(warm_home)) == before:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.05)
+    child = int(served(warm_home)[-1].rsplit("pid=", 1)[1])
+    time.sleep(1.0)
+    assert Path(f"/proc/{child}").exists()  # still generating
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists()
+    assert runner_pid(warm_home) is not None  # the runner itself lives on
+
+
+def test_a_runner_with_other_code_refuses_stops_and_the_command_runs_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    start_runner(home)
+    try:
+        assert run_warm(["generate", "--help"], home, stamp="0" * 64) is None
+        assert "runs other code" in capsys.readouterr().err
+        deadline = time.monotonic() + 10
+        while runner_pid(home) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner_pid(home) is None and not socket_path(home).exists()
+        assert "served" not in log_path(home).read_text()
+    finally:
+        stop_runner(home)
+
+
+def test_the_stamp_follows_the_code(tmp_path: Path) -> None:
+    for package in ("streamnotary", "flows", "tasks", "storage"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    first = code_stamp(tmp_path)
+    assert code_stamp(tmp_path) == first
+    (tmp_path / "tasks" / "window.py").write_text("X = 1\n")
+    second = code_stamp(tmp_path)
+    assert second != first
+    (tmp_path / "tasks" / "window.py").write_text("X = 2\n")  # same size, new mtime
+    os.utime(tmp_path / "tasks" / "window.py", ns=(1, 1))
+    assert code_stamp(tmp_path) not in (first, second)
+
+
+def test_only_the_owner_may_hand_over_commands(warm_home: Path) -> None:
+    sock = socket_path(warm_home)
+    assert sock.stat().st_mode & 0o777 == 0o600
+    assert sock.parent.stat().st_mode & 0o777 == 0o700
+    if os.getuid() != 0:
+        return  # another uid to try with needs root; the modes above are the first guard
+    # The second guard, SO_PEERCRED: even through an opened-up socket, another uid is refused.
+    # (A hard link in /tmp, since the test's own directories are not searchable by others.)
+    opened = Path("/tmp") / f"sn-warm-{os.getpid()}.sock"
+    os.link(sock, opened)
+    opened.chmod(0o666)
+    try:
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # another user tries to hand over a command
+            os.close(read)
+            answer = b"?"
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(10)
+                s.connect(str(opened))
+                socket.send_fds(s, [b"\0\0\0\2{}"], [0, 1, 2])
+                answer = b"eof" if s.recv(100) == b"" else b"answered"
+            except (BrokenPipeError, ConnectionResetError):
+                answer = b"eof"  # closed on us before or while we sent
+            except OSError as exc:
+                answer = f"error {exc}".encode()
+            os.write(write, answer)
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        answer = os.read(read, 200)
+        os.close(read)
+    finally:
+        opened.unlink()
+        sock.chmod(0o600)
+    assert answer == b"eof", answer
+    assert "refused a client of uid 65534" in log_path(warm_home).read_text()
