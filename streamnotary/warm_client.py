@@ -38,6 +38,8 @@ PROTOCOL = 1
 LOCAL_COMMANDS = frozenset({"up", "down", "status"})
 # The packages whose code a warm runner holds in memory; any change to them makes it stale.
 CODE_PACKAGES = ("streamnotary", "flows", "tasks", "storage")
+# Libraries it holds too: an upgrade rewrites their __init__.py (located, never imported).
+LIBRARIES = ("prefect", "pyarrow", "boto3", "botocore", "confluent_kafka", "pydantic", "rich")
 CONNECT_TIMEOUT_S = 2.0
 START_TIMEOUT_S = 15.0  # from sending the request to the child's first answer
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -52,14 +54,23 @@ def socket_path(home: Path) -> Path:
 
 
 def code_stamp(root: Path | None = None) -> str:
-    """SHA-256 over the interpreter and every source file's path, size and mtime.
+    """SHA-256 over the interpreter, the main libraries' entry files and every source file's
+    path, size and mtime.
 
     Both sides compute it: the runner when it imports the code, the client on every command
     (~200 stats, a few milliseconds). Equal stamps mean the child would run the code the
     client would have run.
     """
+    import importlib.util
+
     root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(f"{sys.executable}\0{sys.version}\0".encode())
+    for library in LIBRARIES:
+        spec = importlib.util.find_spec(library)
+        origin = spec.origin if spec is not None else None
+        if origin and os.path.exists(origin):
+            st = os.stat(origin)
+            digest.update(f"{origin}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for package in CODE_PACKAGES:
         for directory, dirs, files in os.walk(root / package):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
