@@ -166,6 +166,10 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
         print(f"warm runner: cannot take over the command: {exc}", file=sys.stderr)
         return 1
     _send(conn, {"pid": os.getpid()})
+    finished = threading.Event()
+    threading.Thread(
+        target=_die_with_the_caller, args=(conn, finished), name="warm-caller", daemon=True
+    ).start()
     from streamnotary.cli import main
 
     try:
@@ -177,6 +181,24 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
     except BaseException:
         traceback.print_exc()
         return 1
+    finally:
+        finished.set()
+
+
+def _die_with_the_caller(conn: socket.socket, finished: threading.Event) -> None:
+    """Kill the command when its caller is gone before it ended.
+
+    The caller passes on every signal it can catch; one it cannot (SIGKILL, e.g. a kill -9
+    or an out-of-memory kill of the `streamnotary` process) closes the socket, and the
+    command must die with it, as it would have in the caller's own process.
+    """
+    try:
+        conn.settimeout(None)
+        gone = conn.recv(1) == b""
+    except OSError:
+        gone = True
+    if gone and not finished.is_set():
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def become_client(request: dict[str, Any], fds: list[int]) -> None:

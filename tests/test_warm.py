@@ -99,42 +99,52 @@ def test_a_command_runs_warm_with_the_callers_terminal_cwd_and_environment(
     assert wide.returncode == 2 and wide.stderr != warm_err.stderr
 
 
-def test_a_signal_to_the_caller_reaches_the_command(warm_home: Path, tmp_path: Path) -> None:
+def start_long_command(home: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """A `generate` of ten years of 400 stations, handed to the runner; (caller, child PID)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMNOTARY_")}
-    environment["STREAMNOTARY_HOME"] = str(warm_home)
-    before = len(served(warm_home))
+    environment["STREAMNOTARY_HOME"] = str(home)
+    before = len(served(home))
+    argv = ["generate", str(tmp_path / "big"), "--stations", "400", "--days", "3650"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamnotary.cli",
-            "generate",
-            str(tmp_path / "big"),
-            "--stations",
-            "400",
-            "--days",
-            "3650",
-        ],
+        [sys.executable, "-m", "streamnotary.cli", *argv],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 60
-    while len(served(warm_home)) == before:
+    while len(served(home)) == before:
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.05)
-    child = int(served(warm_home)[-1].rsplit("pid=", 1)[1])
+    child = int(served(home)[-1].rsplit("pid=", 1)[1])
     time.sleep(1.0)
     assert Path(f"/proc/{child}").exists()  # still generating
+    return proc, child
+
+
+def gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_a_signal_to_the_caller_reaches_the_command(warm_home: Path, tmp_path: Path) -> None:
+    proc, child = start_long_command(warm_home, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{child}").exists()
+    assert gone(child)
     assert runner_pid(warm_home) is not None  # the runner itself lives on
+
+
+def test_a_killed_caller_takes_the_command_with_it(warm_home: Path, tmp_path: Path) -> None:
+    """SIGKILL cannot be passed on; the command must not outlive its `streamnotary` process."""
+    proc, child = start_long_command(warm_home, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert gone(child)
+    assert runner_pid(warm_home) is not None
 
 
 def test_a_runner_with_other_code_refuses_stops_and_the_command_runs_here(
