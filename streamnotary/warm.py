@@ -13,9 +13,9 @@ says why it exists and describes the protocol. This side:
 * per request: checks the client's `code_stamp` (a different one means the code changed
   since the runner imported it: it refuses and exits, the client runs the command itself)
   and forks. The child takes the client's fds 0-2, environment, working directory and
-  arguments, refreshes Prefect's settings and logging from that environment, runs
-  ``streamnotary.cli.main(argv)`` and reports its exit status. The parent ignores SIGCHLD
-  (children are reaped by the kernel) and stays single-threaded.
+  arguments, refreshes Prefect's settings and logging from that environment and runs
+  ``streamnotary.cli.main(argv)``; the runner reaps it and sends the client its wait status.
+  The runner stays single-threaded.
 
 Each served command is one line in ``<home>/logs/warm.log`` (command name and child PID; never
 arguments or environment, which may hold secrets).
@@ -203,7 +203,6 @@ def _die_with_the_caller(conn: socket.socket, finished: threading.Event) -> None
 
 def become_client(request: dict[str, Any], fds: list[int]) -> None:
     """The client's terminal, working directory, environment and arguments."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocesses of the command are waited for
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for target, fd in enumerate(fds):
@@ -240,22 +239,52 @@ def serve(home: Path) -> None:
 
     A forked child leaves this function by `SystemExit` with its command's status, so that
     the interpreter exits normally (Prefect drains its log and event workers at exit); the
-    clean-up below is the runner's alone.
+    clean-up below is the runner's alone. The runner keeps each client's connection until
+    it has reaped that client's child, and then sends the child's wait status: an exit code,
+    or minus the signal that killed it (the client then dies of the same signal).
     """
     runner = os.getpid()
     stamp = code_stamp()
     preload()
     listener = listen(home)
     write_pid(home)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    waiting: dict[int, socket.socket] = {}
+
+    def reap(_signum: int, _frame: object) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = waiting.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+    signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _log(home, f"ready pid={runner} stamp={stamp[:12]}")
     try:
         while True:
             conn, _ = listener.accept()
-            with conn:
-                if not _serve_one(home, conn, stamp, listener):
+            # No reaping between the fork and `waiting[pid] = conn` (a fast child's status
+            # would be lost): SIGCHLD waits until the connection is registered.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+            try:
+                pid = _serve_one(home, conn, stamp, listener)
+                if pid is None:
+                    conn.close()
+                    continue
+                if pid < 0:
+                    conn.close()
                     return
+                waiting[pid] = conn
+            finally:
+                if os.getpid() == runner:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     finally:
         if os.getpid() == runner:
             listener.close()
@@ -279,35 +308,36 @@ def runner_pid_file(home: Path) -> int | None:
         return None
 
 
-def _serve_one(home: Path, conn: socket.socket, stamp: str, listener: socket.socket) -> bool:
-    """One connection; False when the runner must stop (its code is stale)."""
+def _serve_one(home: Path, conn: socket.socket, stamp: str, listener: socket.socket) -> int | None:
+    """One connection: the child's PID, None if refused, -1 when the runner must stop
+    (its code is stale)."""
     uid = peer_uid(conn)
     if uid != os.getuid():
         _log(home, f"refused a client of uid {uid}")
-        return True
+        return None
     try:
         request, fds = read_request(conn)
     except (OSError, ValueError, WarmRunnerError) as exc:
         _log(home, f"bad request: {exc}")
-        return True
+        return None
     try:
         if request.get("stamp") != stamp:
             _send(conn, {"refused": "it runs other code than this installation (stopping it)"})
             _log(home, "stale: a client runs other code; stopping")
-            return False
+            return -1
         pid = os.fork()
         if pid == 0:  # the child: leaves by SystemExit, never back into the accept loop
             listener.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command's own subprocesses
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             code = run_child(conn, request, fds)
             with contextlib.suppress(BaseException):
                 sys.stdout.flush()
                 sys.stderr.flush()
-            with contextlib.suppress(OSError):
-                _send(conn, {"exit": code})
             sys.exit(code)
         command = next((a for a in request["argv"] if not str(a).startswith("-")), "?")
         _log(home, f"served {command} pid={pid}")
-        return True
+        return pid
     finally:
         for fd in fds:
             with contextlib.suppress(OSError):

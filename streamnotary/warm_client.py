@@ -31,6 +31,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 
 PROTOCOL = 1
@@ -146,7 +147,11 @@ def run_warm(argv: list[str], home: Path | None = None, *, stamp: str | None = N
                 )
             return None
         sock.settimeout(None)
-        return _wait(int(first["pid"]), answers)
+        try:
+            return _wait(int(first["pid"]), answers)
+        except WarmRunnerLost as exc:
+            print(f"streamnotary: {exc}", file=sys.stderr)
+            return 1
     finally:
         sock.close()
 
@@ -160,11 +165,13 @@ def _answer(answers: object) -> dict[str, object] | None:
 
 
 def _wait(pid: int, answers: object) -> int:
-    """Forward our signals to the child until it reports its exit status."""
-    received: list[int] = []
+    """Forward our signals to the child until the runner reports its wait status.
+
+    A child killed by a signal is reported as minus that signal: this process then dies of
+    the same signal, so that whoever runs `streamnotary` sees what a cold process shows.
+    """
 
     def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
@@ -175,12 +182,21 @@ def _wait(pid: int, answers: object) -> int:
                 doc = _answer(answers)
             except InterruptedError:
                 continue
-            if doc is None:
-                if received:  # the child died of the signal we forwarded
-                    return 128 + received[-1]
-                raise WarmRunnerLost(f"warm runner child {pid} ended without an exit status")
+            if doc is None:  # the runner itself went away (`down`) while the command ran
+                while os.path.exists(f"/proc/{pid}"):
+                    time.sleep(0.2)
+                raise WarmRunnerLost(
+                    f"the warm runner stopped while its child {pid} ran the command; "
+                    "its exit status is unknown"
+                )
             if "exit" in doc:
-                return int(doc["exit"])  # type: ignore[call-overload]
+                code = int(doc["exit"])  # type: ignore[call-overload]
+                break
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code

@@ -8,6 +8,7 @@ and the client is the `streamnotary` command run as a user runs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -145,6 +146,32 @@ def test_a_killed_caller_takes_the_command_with_it(warm_home: Path, tmp_path: Pa
     proc.communicate(timeout=60)
     assert gone(child)
     assert runner_pid(warm_home) is not None
+
+
+def test_a_command_killed_by_a_signal_kills_its_caller_alike(
+    warm_home: Path, tmp_path: Path
+) -> None:
+    """Whoever runs `streamnotary` sees what a cold process shows: death by that signal."""
+    proc, child = start_long_command(warm_home, tmp_path)
+    os.kill(child, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+
+
+def test_stopping_the_runner_leaves_running_commands_to_finish(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    start_runner(home)
+    proc, child = start_long_command(home, tmp_path)
+    try:
+        assert stop_runner(home)
+        assert Path(f"/proc/{child}").exists()  # the command goes on without its runner
+        os.kill(child, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "exit status is unknown" in err, err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        stop_runner(home)
 
 
 def test_a_runner_with_other_code_refuses_stops_and_the_command_runs_here(
