@@ -67,21 +67,43 @@ IO_RETRIES: dict[str, Any] = {
 WRITE_CONCURRENCY = 32
 
 
+class Unwalked:
+    """A task's result in a box Prefect does not walk (`unwalked`)."""
+
+    __slots__ = ("__weakref__", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def unwalked(t: Task[..., R]) -> Callable[..., R]:
-    """Call task `t` with every argument wrapped in `prefect.utilities.annotations.quote`.
+    """Call task `t` with nothing Prefect walks: arguments quoted, the result boxed.
 
     Prefect walks every task argument recursively (`visit_collection`) to find upstream
-    futures and states, looking each element up in the run's result links; for a run's
-    messages, payloads and documents that is tens of calls per record and was a quarter of
-    the demo's anchor run (issue 10). Our steps take plain data, never futures, so nothing
-    is lost by not walking it. `.fn` and `.task` stay reachable for tests and composition.
+    futures and states, looking each element up in the run's result links, and links every
+    element of a task's result to its state; for a run's messages, payloads and documents
+    that is tens of calls per record (a quarter of the demo's anchor run when issue 10 was
+    filed, and ~4 s of a 104,202-message backfill run for the results alone). Our steps take
+    and return plain data, never futures, so nothing is lost: the arguments go in
+    `prefect.utilities.annotations.quote`, and the task runs a copy of `t` whose function
+    returns its value in an `Unwalked` box, opened here. `.fn` and `.task` (the original
+    task) stay reachable for tests and composition.
     """
+    inner = t.fn
 
-    @functools.wraps(t.fn)
+    @functools.wraps(inner)
+    def boxing(*args: Any, **kwargs: Any) -> Unwalked:
+        return Unwalked(inner(*args, **kwargs))
+
+    boxed = t.with_options()
+    boxed.fn = boxing  # type: ignore[assignment]
+
+    @functools.wraps(inner)
     def call(*args: Any, **kwargs: Any) -> R:
-        return t(*map(quote, args), **{k: quote(v) for k, v in kwargs.items()})
+        result = boxed(*map(quote, args), **{k: quote(v) for k, v in kwargs.items()})
+        return result.value  # type: ignore[attr-defined,no-any-return]
 
-    call.fn = t.fn  # type: ignore[attr-defined]
+    call.fn = inner  # type: ignore[attr-defined]
     call.task = t  # type: ignore[attr-defined]
     return call
 

@@ -62,6 +62,29 @@ def test_anchor_is_idempotent_by_key(ledger: LocalLedger) -> None:
     assert ledger.head()[0] == 1
 
 
+def test_anchor_many_gives_the_one_by_one_outcome(tmp_path: Path) -> None:
+    """One transaction for a run's entries, same refs and chain as anchoring one by one;
+    a conflict keeps the entries before it and nothing after it."""
+    one_by_one = LocalLedger(tmp_path / "a.sqlite3")
+    batched = LocalLedger(tmp_path / "b.sqlite3")
+    entries = [_entry(i) for i in range(5)]
+    first = [one_by_one.anchor(e) for e in entries[:2]]
+    assert batched.anchor_many(entries[:2]) == first
+    again = [one_by_one.anchor(e) for e in [*entries, entries[4]]]
+    assert batched.anchor_many([*entries, entries[4]]) == again  # idempotent, in a batch too
+    assert [r.locator for r in batched.anchor_many(entries)] == [r.locator for r in again[:5]]
+    batched.verify_integrity()
+
+    changed = AnchorEntry(key=entries[3].key, kind="window", body={"other": 1})
+    with pytest.raises(AnchorConflict):
+        batched.anchor_many([_entry(7), changed, _entry(8)])
+    assert batched.lookup(_entry(7).key) is not None  # before the conflict: committed
+    assert batched.lookup(_entry(8).key) is None  # after it: not anchored
+    batched.verify_integrity()
+    one_by_one.close()
+    batched.close()
+
+
 def test_confirmations_grow_with_later_entries(ledger: LocalLedger) -> None:
     ref = ledger.anchor(_entry(0))
     assert (ref.confirmations, ref.final) == (1, False)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,43 +153,60 @@ class LocalLedger(Ledger):
     # -- Ledger interface ------------------------------------------------------------
 
     def anchor(self, entry: AnchorEntry) -> AnchorRef:
-        body = canonical_json(entry.body).decode("utf-8")
-        digest = entry.digest
+        return self.anchor_many([entry])[0]
+
+    def anchor_many(self, entries: Sequence[AnchorEntry]) -> list[AnchorRef]:
+        """Anchor `entries` in order, idempotent by key, in one SQLite transaction.
+
+        Why one transaction: with ``synchronous=FULL`` every commit is an fsync, and a
+        backfill anchors thousands of windows per run (measured: 12,048 statements and
+        commits took 6.8 s of a 4,015-window run). The outcome is the one of anchoring them
+        one by one: on a conflict the entries before it stay committed and
+        `AnchorConflict` is raised.
+        """
+        bodies = [canonical_json(entry.body).decode("utf-8") for entry in entries]
+        refs: list[AnchorRef] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise LedgerError(f"cannot lock {self.path}: {exc}") from exc
             try:
-                existing = self._row_by_key(entry.key)
-                if existing is not None:
-                    self._db.execute("ROLLBACK")
-                    if existing[4] != digest:
-                        raise AnchorConflict(
-                            f"{entry.key!r} is already anchored with digest {existing[4]}, "
-                            f"not {digest}"
-                        )
-                    return self._ref(existing, self._tip()[0])
                 tip_seq, tip_hash = self._tip()
-                seq = tip_seq + 1
-                ehash = entry_hash(seq, entry.key, entry.kind, digest, tip_hash)
-                row = (
-                    seq,
-                    entry.key,
-                    entry.kind,
-                    body,
-                    digest,
-                    tip_hash,
-                    ehash,
-                    datetime.now(UTC).isoformat(timespec="microseconds"),
-                )
-                self._db.execute(f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+                for entry, body in zip(entries, bodies, strict=True):
+                    existing = self._row_by_key(entry.key)
+                    if existing is not None:
+                        if existing[4] != entry.digest:
+                            self._db.execute("COMMIT")  # the entries before it stand
+                            raise AnchorConflict(
+                                f"{entry.key!r} is already anchored with digest {existing[4]}, "
+                                f"not {entry.digest}"
+                            )
+                        refs.append(self._ref(existing, tip_seq))
+                        continue
+                    seq = tip_seq + 1
+                    ehash = entry_hash(seq, entry.key, entry.kind, entry.digest, tip_hash)
+                    row = (
+                        seq,
+                        entry.key,
+                        entry.kind,
+                        body,
+                        entry.digest,
+                        tip_hash,
+                        ehash,
+                        datetime.now(UTC).isoformat(timespec="microseconds"),
+                    )
+                    self._db.execute(
+                        f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row
+                    )
+                    refs.append(self._ref(row, seq))
+                    tip_seq, tip_hash = seq, ehash
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        return self._ref(row, seq)
+        return refs
 
     def lookup(self, key: str) -> AnchorRef | None:
         with self._lock:
