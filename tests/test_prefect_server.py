@@ -45,6 +45,10 @@ def test_cli_flows_report_to_the_server_up_started(tmp_path: Path) -> None:
 
         again = _cli(home, "up")
         assert "already running" in again.stdout
+        status = _cli(home, "status").stdout
+        assert f"prefect   {url.removesuffix('/api')}" in status
+        warm_pid = int((home / "run" / "warm.pid").read_text())
+        assert f"warm      alive  pid {warm_pid}" in status
         assert int((home / "run" / "prefect.pid").read_text()) == pid
 
         anchor = _cli(home, "anchor", "--topic", "prefect.server.test")

@@ -145,4 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"no services under {_home(args)}; run `streamnotary up`")
         return 1
     _print_status(info, args.json)
+    if not args.json:
+        from streamnotary.prefect_server import server_url
+        from streamnotary.warm import runner_pid
+
+        url, warm = server_url(_home(args)), runner_pid(_home(args))
+        print(f"prefect   {url.removesuffix('/api') if url else 'not running'}")
+        print(f"warm      {f'alive  pid {warm}' if warm else 'not running (commands start cold)'}")
     return 0 if info.running else 1
