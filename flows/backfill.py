@@ -6,12 +6,17 @@ Data engineers backfill years of history with it. Resumable after a kill at any 
    already anchored with the same root is *skipped*; one anchored with another root is a
    *conflict*: reported (summary, log, table artifact) and never produced again, so a
    backfill never revises an anchored window. Only records of new windows are produced.
+   A window that differs is judged after the anchoring (step 4), not before: a backfill
+   killed while anchoring left windows at an earlier revision whose later records are
+   already in the topic, and the resumed backfill's own runs anchor them.
 2. A source is produced at most once: its `ingest/` manifest marks it done; a start
    marker (`streamnotary.ingest-start/1`, written before its first message) lets a
    resumed backfill find what a killed producer already delivered and produce only the
    rest, so the topic's offsets are those of an undisturbed run.
 3. anchor-windows runs with ``drain=True`` until no backlog is left; each run resumes a
    killed predecessor's write-ahead plan (flows/anchor_windows.py).
+4. Every window that differed in step 1 is compared with its anchored revision again: the
+   same root now is *skipped*, another root a *conflict*.
 
 Progress (records/s, windows/s, ETA) goes to the run log, a Prefect progress artifact and
 the CLI (`line_hooks`).
@@ -47,6 +52,7 @@ from flows.backfill_sources import (
     file_sha256,
     iso_ms,
     resolve_topic_range,
+    settle_deferred,
     topic_rows,
 )
 from flows.ingest_dwd import INGEST_SCHEMA, already_ingested, fetch_source, write_manifest
@@ -208,6 +214,9 @@ def backfill(
     by_scope = {g: anchor_all(settings.topic, progress, g) for g in scopes}
     progress.update(force=True)
     runs = [r for g in scopes for r in by_scope[g]]
+    # 4. windows that differed from an earlier revision: judged now that it is all anchored
+    settle_deferred(store, anchored_index(store, settings.topic, logged_entries(settings)), tally)
+    report_conflicts(settings.topic, tally)
     anchored = {
         **runs[-1],
         "new_anchors": sum(r["new_anchors"] for r in runs),
@@ -273,7 +282,6 @@ def ingest_phase(
     own = ranged.ranges if ranged is not None and offsets and from_topic == settings.topic else None
     index = anchored_index(store, settings.topic, logged_entries(settings))
     tally = classify_spill(store, spill, index, own)
-    report_conflicts(settings.topic, tally)
     # 2. produce the records of new windows, source by source, exactly once
     progress.phase = "producing"
     results: dict[str, Any] = {}

@@ -42,6 +42,9 @@ from tasks.record import Observation, canonical_bytes, decode_record
 from tasks.window import WindowSpec
 
 PARTIAL = "partial"
+# Anchored with another root *for now*: judged again once the backlog is anchored
+# (`settle_deferred`), since the topic may still hold the window's later records.
+DEFERRED = "deferred"
 SpillRow = tuple[str, int, str, Message]
 FETCH_CONCURRENCY = 16  # parallel checkpoint GETs when comparing with anchored windows
 CLASSIFY_BATCH = 128  # windows per batch: their checkpoints are fetched together
@@ -173,6 +176,7 @@ class Tally:
     )
     conflicts: list[dict[str, object]] = field(default_factory=list)
     partial: int = 0  # windows only partly inside a topic source's offset ranges
+    deferred: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def recomputed(self) -> int:
@@ -273,9 +277,11 @@ def classify_spill(
                     verdicts.append((window_id, PARTIAL))
                     continue
                 recomputed = window_root([decode_record(v) for v in values])
-                verdict = SKIPPED if recomputed == root else CONFLICT
-                if verdict == CONFLICT:
-                    tally.conflicts.append(
+                if recomputed != root:
+                    # Not produced; a conflict only if it still differs once the topic's
+                    # backlog is anchored: a backfill killed while anchoring left windows
+                    # at an earlier revision whose later records are already in the topic.
+                    tally.deferred.append(
                         {
                             "window_id": window_id,
                             "anchored_revision": revision,
@@ -284,6 +290,9 @@ def classify_spill(
                             "records": len(values),
                         }
                     )
+                    verdicts.append((window_id, DEFERRED))
+                    continue
+                verdict = SKIPPED
             tally.counts[verdict] += 1
             verdicts.append((window_id, verdict))
         spill.set_verdicts(verdicts)
@@ -298,6 +307,26 @@ def classify_spill(
         flush()
     tally.conflicts.sort(key=lambda c: str(c["window_id"]))
     return tally
+
+
+def settle_deferred(
+    store: ObjectStore, index: Mapping[str, tuple[int, Located]], tally: Tally
+) -> None:
+    """Judge the deferred windows against their anchored revision after the backlog was
+    anchored (`index`: the anchored windows now): the same root is *skipped*, another one
+    a *conflict*."""
+    if not tally.deferred:
+        return
+    known = anchored_roots(store, index, [str(d["window_id"]) for d in tally.deferred])
+    for d in tally.deferred:
+        revision, root, _ = known[str(d["window_id"])]
+        if root == d["recomputed_root"]:
+            tally.counts[SKIPPED] += 1
+            continue
+        tally.counts[CONFLICT] += 1
+        tally.conflicts.append({**d, "anchored_revision": revision, "anchored_root": root})
+    tally.deferred.clear()
+    tally.conflicts.sort(key=lambda c: str(c["window_id"]))
 
 
 def iso_ms(ts: int) -> str | None:

@@ -87,7 +87,12 @@ def source_count() -> int:
 
 
 def backfill(
-    env: PipelineEnv, args: list[str], *, kill_at: str | None = None, skip: int = 0
+    env: PipelineEnv,
+    args: list[str],
+    *,
+    kill_at: str | None = None,
+    skip: int = 0,
+    max_messages: int = MAX_MESSAGES_PER_RUN,
 ) -> subprocess.CompletedProcess[str]:
     """`streamnotary backfill --json <args>` as a real process (optionally SIGKILLed)."""
     from prefect.settings import PREFECT_API_URL
@@ -96,7 +101,7 @@ def backfill(
         **os.environ,
         **env.env,
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "STREAMNOTARY_MAX_MESSAGES_PER_RUN": str(MAX_MESSAGES_PER_RUN),
+        "STREAMNOTARY_MAX_MESSAGES_PER_RUN": str(max_messages),
     }
     child.pop("STREAMNOTARY_KILL_AT", None)
     child.pop(SKIP_ENV, None)
@@ -293,6 +298,50 @@ def test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors(
     assert summary["backfill"]["conflicts"] == 0
     assert store.head(layout.pending_key(env.topic)) is None
     assert state(env) == reference["state"]
+
+
+def test_windows_whose_revision_waits_in_the_backlog_are_no_conflict(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window anchored at r0 whose correction is already in the topic is not a conflict.
+
+    That is the state a backfill killed while anchoring leaves (the 365-day run of
+    `test_killed_midway_and_resumed_anchors_what_an_undisturbed_run_anchors` reported 12
+    such windows as conflicts), and the state of any topic whose anchoring lags its
+    ingest. Built here without a kill: one station's main release and its ``_akt``
+    re-publication (every row corrected) are ingested, one anchor run reads only the main
+    release (its closed days at r0), then the backfill of both files must anchor the
+    corrections from the backlog and count those days as skipped, not as conflicts.
+    """
+    synth = SynthOptions(
+        seed=4, stations=1, start=date(2019, 3, 1), days=4, republish_days=4,
+        correction_rate=1.0, late_rate=0.0, duplicate_rate=0.0, missing_rate=0.0,
+        absent_rate=0.0,
+    )  # fmt: skip
+    history = tmp_path / "history"
+    write_history(synth, history)
+    main_release = sorted(str(p) for p in history.glob("*_hist.zip"))
+    corrections = sorted(str(p) for p in history.glob("*_akt.zip"))
+    assert len(main_release) == len(corrections) == 1
+    env = make_env(tmp_path, kafka_bootstrap, s3_server)
+    ingested = env.run_cli("ingest", *main_release, *corrections)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", str(24 * synth.days))
+    first = env.run_cli("anchor", "--json")  # one run: the main release only
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = json.loads(first.stdout)
+    assert run["new_anchors"] >= 3 and run["backlog"] > 0, run
+
+    done = backfill(env, [*main_release, *corrections], max_messages=40)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    windows = summary["backfill"]
+    assert windows["conflicts"] == 0, windows["conflicting"]
+    # the days anchored at r0 are skipped once their corrections (r1) are anchored too
+    assert windows["skipped"] >= 3 and windows["skipped"] + windows["new"] == windows["recomputed"]
+    assert summary["new_anchors"] >= 3
+    revisions = sorted(revision for _, revision in env.checkpoints())
+    assert revisions.count(1) >= 3
 
 
 def test_rerun_over_the_same_range_anchors_nothing(
