@@ -12,9 +12,10 @@ says why it exists and describes the protocol. This side:
   its own uid (SO_PEERCRED);
 * per request: checks the client's `code_stamp` (a different one means the code changed
   since the runner imported it: it refuses and exits, the client runs the command itself)
-  and forks. The child takes the client's fds 0-2, environment, working directory and
-  arguments, refreshes Prefect's settings and logging from that environment and runs
-  ``streamnotary.cli.main(argv)``; the runner reaps it and sends the client its wait status.
+  and forks. The child (`streamnotary.warm_child`) takes the client's fds 0-2, environment,
+  working directory and arguments, refreshes Prefect's settings and logging from that
+  environment and runs ``streamnotary.cli.main(argv)``; the runner reaps it and sends the
+  client its wait status.
   The runner stays single-threaded.
 
 Each served command is one line in ``<home>/logs/warm.log`` (command name and child PID; never
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import json
 import os
 import signal
@@ -35,10 +35,10 @@ import struct
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
+from streamnotary.warm_child import run_child, send
 from streamnotary.warm_client import PROTOCOL, code_stamp, socket_path
 
 # Imported before the first fork: everything a command imports on its way to a flow run.
@@ -153,87 +153,6 @@ def peer_uid(conn: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
-def _send(conn: socket.socket, doc: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(doc).encode() + b"\n")
-
-
-def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
-    """In the forked child: become the client's command and run it; its exit status."""
-    try:
-        become_client(request, fds)
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        # Nothing ran: the client, which sees no ``pid`` answer, runs the command itself.
-        print(f"warm runner: cannot take over the command: {exc}", file=sys.stderr)
-        return 1
-    _send(conn, {"pid": os.getpid()})
-    finished = threading.Event()
-    threading.Thread(
-        target=_die_with_the_caller, args=(conn, finished), name="warm-caller", daemon=True
-    ).start()
-    from streamnotary.cli import main
-
-    try:
-        return int(main(list(request["argv"])) or 0)
-    except SystemExit as exc:  # argparse and explicit exits
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    finally:
-        finished.set()
-
-
-def _die_with_the_caller(conn: socket.socket, finished: threading.Event) -> None:
-    """Kill the command when its caller is gone before it ended.
-
-    The caller passes on every signal it can catch; one it cannot (SIGKILL, e.g. a kill -9
-    or an out-of-memory kill of the `streamnotary` process) closes the socket, and the
-    command must die with it, as it would have in the caller's own process.
-    """
-    try:
-        conn.settimeout(None)
-        gone = conn.recv(1) == b""
-    except OSError:
-        gone = True
-    if gone and not finished.is_set():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def become_client(request: dict[str, Any], fds: list[int]) -> None:
-    """The client's terminal, working directory, environment and arguments."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    fds.clear()
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own fd 0 from now on
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        stream = io.TextIOWrapper(
-            io.FileIO(fd, "w", closefd=False),
-            encoding="utf-8",
-            errors="backslashreplace",
-            line_buffering=os.isatty(fd) or name == "stderr",
-        )
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-    sys.argv = ["streamnotary", *request["argv"]]
-    refresh_prefect()
-
-
-def refresh_prefect() -> None:
-    """Prefect read its settings and configured logging when the runner imported it; the
-    command's environment (``PREFECT_API_URL``, ``PREFECT_LOGGING_LEVEL``...) is another."""
-    from streamnotary.cli import refresh_imported_prefect
-
-    refresh_imported_prefect(logging_too=True)
-
-
 def serve(home: Path) -> None:
     """Accept commands until stopped (SIGTERM) or until a client runs other code.
 
@@ -261,7 +180,7 @@ def serve(home: Path) -> None:
             conn = waiting.pop(pid, None)
             if conn is not None:
                 with contextlib.suppress(OSError):
-                    _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                    send(conn, {"exit": os.waitstatus_to_exitcode(status)})
                 conn.close()
 
     signal.signal(signal.SIGCHLD, reap)
@@ -322,7 +241,7 @@ def _serve_one(home: Path, conn: socket.socket, stamp: str, listener: socket.soc
         return None
     try:
         if request.get("stamp") != stamp:
-            _send(conn, {"refused": "it runs other code than this installation (stopping it)"})
+            send(conn, {"refused": "it runs other code than this installation (stopping it)"})
             _log(home, "stale: a client runs other code; stopping")
             return -1
         pid = os.fork()

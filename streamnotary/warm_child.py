@@ -1,0 +1,101 @@
+"""The warm runner's forked child: it becomes the caller's command (`streamnotary.warm`).
+
+It takes the caller's terminal (fds 0-2 passed over the socket), working directory,
+environment and arguments, makes Prefect read that environment again, tells the caller its
+PID, and runs ``streamnotary.cli.main(argv)``. A caller that dies (SIGKILL cannot be
+passed on) takes the command with it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+
+def send(conn: socket.socket, doc: dict[str, Any]) -> None:
+    """One newline-delimited JSON answer to the caller."""
+    conn.sendall(json.dumps(doc).encode() + b"\n")
+
+
+def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
+    """In the forked child: become the client's command and run it; its exit status."""
+    try:
+        become_client(request, fds)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        # Nothing ran: the client, which sees no ``pid`` answer, runs the command itself.
+        print(f"warm runner: cannot take over the command: {exc}", file=sys.stderr)
+        return 1
+    send(conn, {"pid": os.getpid()})
+    finished = threading.Event()
+    threading.Thread(
+        target=_die_with_the_caller, args=(conn, finished), name="warm-caller", daemon=True
+    ).start()
+    from streamnotary.cli import main
+
+    try:
+        return int(main(list(request["argv"])) or 0)
+    except SystemExit as exc:  # argparse and explicit exits
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        finished.set()
+
+
+def _die_with_the_caller(conn: socket.socket, finished: threading.Event) -> None:
+    """Kill the command when its caller is gone before it ended.
+
+    The caller passes on every signal it can catch; one it cannot (SIGKILL, e.g. a kill -9
+    or an out-of-memory kill of the `streamnotary` process) closes the socket, and the
+    command must die with it, as it would have in the caller's own process.
+    """
+    try:
+        conn.settimeout(None)
+        gone = conn.recv(1) == b""
+    except OSError:
+        gone = True
+    if gone and not finished.is_set():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def become_client(request: dict[str, Any], fds: list[int]) -> None:
+    """The client's terminal, working directory, environment and arguments."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    fds.clear()
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own fd 0 from now on
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=os.isatty(fd) or name == "stderr",
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+    sys.argv = ["streamnotary", *request["argv"]]
+    refresh_prefect()
+
+
+def refresh_prefect() -> None:
+    """Prefect read its settings and configured logging when the runner imported it; the
+    command's environment (``PREFECT_API_URL``, ``PREFECT_LOGGING_LEVEL``...) is another."""
+    from streamnotary.cli import refresh_imported_prefect
+
+    refresh_imported_prefect(logging_too=True)
