@@ -25,9 +25,9 @@ from pathlib import Path
 from streamnotary.services import (
     HOST,
     ServiceError,
-    _proc_state,
     free_port,
     port_is_free,
+    runs_module,
     spawn,
 )
 
@@ -45,13 +45,7 @@ def _url_path(home: Path) -> Path:
 
 def _is_prefect_server(pid: int) -> bool:
     """`pid` is alive and its command line is ``<python> -m prefect server start``."""
-    if _proc_state(pid) in (None, "Z", "X"):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return args[1:5] == [b"-m", b"prefect", b"server", b"start"]
+    return runs_module(pid, "-m", "prefect", "server", "start")
 
 
 def _read(path: Path) -> str | None:

@@ -309,6 +309,18 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
     return bool(cmdline) and Path(cmdline[0].decode(errors="replace")).name == marker
 
 
+def runs_module(pid: int, *args: str) -> bool:
+    """`pid` is alive (not a zombie) and its command line is ``<python> <args...>``, e.g.
+    ``-m prefect server start``: checked before a PID file's process is signalled."""
+    if _proc_state(pid) in (None, "Z", "X"):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return cmdline[1 : 1 + len(args)] == [a.encode() for a in args]
+
+
 def stop_pid(pid: int, marker: str | None, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     """SIGTERM `pid`, SIGKILL it after `timeout_s`; returns whether it was running.
 

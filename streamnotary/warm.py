@@ -132,13 +132,25 @@ def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         while len(data) < 4 + length:
             data += _recv_more(conn)
         request = json.loads(data[4 : 4 + length])
-        if not isinstance(request, dict) or request.get("v") != PROTOCOL:
-            raise WarmRunnerError("not a warm-runner request of this protocol version")
+        check_request(request)
         return request, fds
-    except BaseException:
+    except (OSError, ValueError, WarmRunnerError):  # ValueError: JSON, UTF-8
         for fd in fds:
             os.close(fd)
         raise
+
+
+def check_request(request: Any) -> None:
+    """The request's shape, before anything acts on it (`WarmRunnerError` otherwise)."""
+    if not isinstance(request, dict) or request.get("v") != PROTOCOL:
+        raise WarmRunnerError("not a warm-runner request of this protocol version")
+    argv, env = request.get("argv"), request.get("env")
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+        raise WarmRunnerError("request argv is not a list of strings")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise WarmRunnerError("request env is not an object of strings")
+    if not isinstance(request.get("cwd"), str) or not isinstance(request.get("stamp"), str):
+        raise WarmRunnerError("request cwd or stamp is not a string")
 
 
 def _recv_more(conn: socket.socket) -> bytes:
@@ -267,15 +279,9 @@ def _serve_one(home: Path, conn: socket.socket, stamp: str, listener: socket.soc
 
 
 def _is_warm_runner(pid: int) -> bool:
-    from streamnotary.services import _proc_state
+    from streamnotary.services import runs_module
 
-    if _proc_state(pid) in (None, "Z", "X"):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return args[1:3] == [b"-m", b"streamnotary.warm"]
+    return runs_module(pid, "-m", "streamnotary.warm")
 
 
 def runner_pid(home: Path) -> int | None:

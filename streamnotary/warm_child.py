@@ -45,7 +45,7 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
-    except BaseException:
+    except Exception:  # what an uncaught exception does to a cold process: traceback, 1
         traceback.print_exc()
         return 1
     finally:

@@ -7,7 +7,8 @@ third of the demo's anchor run. `streamnotary up` therefore starts a *warm runne
 child per command. The child is the same ``main(argv)`` a cold process would run, with the
 caller's arguments, environment, working directory and terminal (stdin, stdout and stderr
 are passed over the socket), and its exit status comes back here. This module is the client
-and imports only the standard library, so handing a command over costs milliseconds.
+and imports little beyond the standard library, so handing a command over costs
+milliseconds.
 
 When there is no warm runner, when it runs other code than this installation (the
 `code_stamp` differs: an upgrade or an edit since `up`) or when ``STREAMNOTARY_WARM=0``, the
@@ -91,8 +92,9 @@ def home_of(argv: list[str]) -> Path:
             return Path(argv[i + 1]).expanduser().resolve()
         if arg.startswith("--home="):
             return Path(arg.split("=", 1)[1]).expanduser().resolve()
-    home = os.environ.get("STREAMNOTARY_HOME") or str(Path.home() / ".streamnotary")
-    return Path(home).expanduser().resolve()
+    from streamnotary.config import default_home
+
+    return default_home().expanduser().resolve()
 
 
 def wants_warm(argv: list[str]) -> bool:

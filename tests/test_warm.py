@@ -9,12 +9,13 @@ and the client is the `streamnotary` command run as a user runs it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 from streamnotary.warm import log_path, runner_pid, start_runner, stop_runner
 from streamnotary.warm_client import code_stamp, run_warm, socket_path
+from tests.pipeline_env import wait_for
 
 
 def cli(
@@ -57,33 +59,14 @@ def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_a_command_runs_warm_with_the_callers_terminal_cwd_and_environment(
     warm_home: Path, tmp_path: Path
 ) -> None:
+    def generate(outdir: str, **env: str) -> subprocess.CompletedProcess[str]:
+        args = ("generate", outdir, "--stations", "2", "--days", "3", "--json")
+        return cli(warm_home, *args, cwd=tmp_path, COLUMNS="57", **env)
+
     before = len(served(warm_home))
-    warm = cli(
-        warm_home,
-        "generate",
-        "out",
-        "--stations",
-        "2",
-        "--days",
-        "3",
-        "--json",
-        cwd=tmp_path,
-        COLUMNS="57",
-    )
+    warm = generate("out")
     assert len(served(warm_home)) == before + 1 and "served generate" in served(warm_home)[-1]
-    cold = cli(
-        warm_home,
-        "generate",
-        "cold",
-        "--stations",
-        "2",
-        "--days",
-        "3",
-        "--json",
-        cwd=tmp_path,
-        COLUMNS="57",
-        STREAMNOTARY_WARM="0",
-    )
+    cold = generate("cold", STREAMNOTARY_WARM="0")
     assert len(served(warm_home)) == before + 1  # STREAMNOTARY_WARM=0 ran it here
     assert warm.returncode == cold.returncode == 0, warm.stderr
     assert warm.stdout.replace('"out/', '"cold/') == cold.stdout and warm.stdout.startswith("{")
@@ -113,21 +96,18 @@ def start_long_command(home: Path, tmp_path: Path) -> tuple[subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while len(served(home)) == before:
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
-        time.sleep(0.05)
+    wait_for(lambda: len(served(home)) > before or proc.poll() is not None, "the hand-over")
+    assert proc.poll() is None, proc.communicate()
     child = int(served(home)[-1].rsplit("pid=", 1)[1])
-    time.sleep(1.0)
-    assert Path(f"/proc/{child}").exists()  # still generating
+    # mid-work: its first archive is written, ten years of 400 stations are not
+    wait_for(lambda: any((tmp_path / "big").glob("*.zip")), "the first archive", 60)
+    assert Path(f"/proc/{child}").exists()
     return proc, child
 
 
-def gone(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not Path(f"/proc/{pid}").exists()
+def gone(pid: int) -> bool:
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), f"process {pid} to end", 10)
+    return True
 
 
 def test_a_signal_to_the_caller_reaches_the_command(warm_home: Path, tmp_path: Path) -> None:
@@ -182,13 +162,42 @@ def test_a_runner_with_other_code_refuses_stops_and_the_command_runs_here(
     try:
         assert run_warm(["generate", "--help"], home, stamp="0" * 64) is None
         assert "runs other code" in capsys.readouterr().err
-        deadline = time.monotonic() + 10
-        while runner_pid(home) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert runner_pid(home) is None and not socket_path(home).exists()
+        wait_for(lambda: runner_pid(home) is None, "the stale runner to stop", 10)
+        assert not socket_path(home).exists()
         assert "served" not in log_path(home).read_text()
     finally:
         stop_runner(home)
+
+
+@pytest.mark.parametrize(
+    "request_doc",
+    [
+        {"v": 1, "argv": 7, "cwd": "/", "env": {}, "stamp": ""},
+        {"v": 1, "argv": ["status"], "cwd": "/", "env": {"A": 1}, "stamp": ""},
+        {"v": 1, "argv": ["status"], "cwd": None, "env": {}, "stamp": ""},
+        {"v": 2},
+        [],
+    ],
+)
+def test_a_malformed_request_is_refused_and_the_runner_serves_on(
+    warm_home: Path, request_doc: object
+) -> None:
+    body = json.dumps(request_doc).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(socket_path(warm_home)))
+        socket.send_fds(s, [struct.pack(">I", len(body)) + body], [0, 1, 2])
+        assert s.recv(100) == b""  # closed without an answer: nothing was forked
+    assert (
+        log_path(warm_home)
+        .read_text()
+        .splitlines()[-1]
+        .split(" ", 1)[1]
+        .startswith("bad request: ")
+    )
+    assert runner_pid(warm_home) is not None
+    assert cli(warm_home, "generate", "--help").returncode == 0  # and it still serves
+    assert "served generate" in served(warm_home)[-1]
 
 
 def test_the_stamp_follows_the_code(tmp_path: Path) -> None:
