@@ -262,7 +262,7 @@ def _serve_one(home: Path, conn: socket.socket, stamp: str, listener: socket.soc
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command's own subprocesses
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             code = run_child(conn, request, fds)
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken terminal
                 sys.stdout.flush()
                 sys.stderr.flush()
             sys.exit(code)
