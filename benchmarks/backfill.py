@@ -2,6 +2,7 @@
 
     python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
                                   [--days 365] [--repeat 3] [--workers 1,2]
+                                  [--groups 1,2]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -18,7 +19,10 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
   `build_window` and Parquet payload per window, in process);
 * the issue 10 targets and whether each is met;
 * one table per worker count (`--workers 1,2`: the setting `workers`, a local Dask cluster
-  when > 1).
+  when > 1) and per partition-group count (`--groups 1,2`: the setting `partition_groups`,
+  two partitions per group; `streamnotary anchor` then runs one process per group, each
+  with its own cursor and log). The topic has the same partitions in every configuration
+  of a run, so the one-writer configuration is the baseline of the others.
 
 Targets on the 2-core build machine: >= 20,000 records/s and >= 800 windows/s end to end
 for hourly data, >= 50,000 records/s for 10-minute data, peak RSS <= 1 GiB.
@@ -138,8 +142,14 @@ def main() -> None:
     parser.add_argument(
         "--workers", default="1,2", help="comma-separated worker counts (setting `workers`)"
     )
+    parser.add_argument(
+        "--groups",
+        default="1",
+        help="comma-separated partition-group counts (setting `partition_groups`)",
+    )
     args = parser.parse_args()
-    worker_counts = [int(w) for w in args.workers.split(",")]
+    configs = [(int(w), int(g)) for w in args.workers.split(",") for g in args.groups.split(",")]
+    partitions = max(3, 2 * max(g for _, g in configs))
     stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
     options = SynthOptions(
         seed=10, stations=stations, start=date(2015, 1, 1), days=args.days, product=args.product
@@ -159,22 +169,30 @@ def main() -> None:
         start_services(home)
         api, _ = start_server(home)
         try:
-            for workers, i in [(w, i) for w in worker_counts for i in range(args.repeat)]:
-                topic = f"bench.backfill.{os.getpid()}.{workers}.{i}"
+            # repeats alternate between configurations, so a change of load hits them alike
+            for i, (workers, groups) in [(i, c) for i in range(args.repeat) for c in configs]:
+                topic = f"bench.backfill.{os.getpid()}.{workers}.{groups}.{i}"
                 os.environ["STREAMNOTARY_WORKERS"] = str(workers)
-                window = 86_400
-                set_profile(home, topic=topic, ledger="local", window_seconds=window)
+                set_profile(
+                    home,
+                    topic=topic,
+                    ledger="local",
+                    window_seconds=86_400,
+                    partitions=partitions,
+                    partition_groups=[[2 * k, 2 * k + 1] for k in range(groups)]
+                    if groups > 1
+                    else [],
+                )
                 os.environ["STREAMNOTARY_HOME"] = str(home)
                 sources = [str(p) for p, _ in written]
                 ingest_s, ingest_rss, _ = run_cli(home, api, "ingest", *sources)
                 anchor_s, anchor_rss, out = run_cli(home, api, "anchor", "--drain", "--json")
-                summary = json.loads(out)
-                records = sum(s["records"] for s in summary["stations"].values())
+                summary = combined(json.loads(out))
                 row = {
                     "workers": workers,
+                    "groups": groups,
                     "ingest_s": ingest_s,
                     "anchor_s": anchor_s,
-                    "records": records,
                     "messages": summary["messages_read"],
                     "windows": summary["new_anchors"],
                     "rss": anchor_rss,
@@ -186,7 +204,7 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(
-                    f"workers {workers}, run {i + 1}: ingest {ingest_s:.0f} s, "
+                    f"workers {workers}, groups {groups}, run {i + 1}: ingest {ingest_s:.0f} s, "
                     f"anchor {anchor_s:.0f} s, "
                     f"{row['messages']:,} messages, {row['windows']:,} windows",
                     file=sys.stderr,
@@ -194,8 +212,36 @@ def main() -> None:
         finally:
             stop_server(home)
             stop_services(home)
-    for workers in worker_counts:
-        report(args, stations, generated, [r for r in rows if r["workers"] == workers])
+    for workers, groups in configs:
+        report(
+            args,
+            stations,
+            generated,
+            [r for r in rows if (r["workers"], r["groups"]) == (workers, groups)],
+        )
+
+
+def combined(summary: dict[str, Any]) -> dict[str, Any]:
+    """One run summary for `anchor --json`'s output, also with partition groups.
+
+    With groups the output is ``{"groups": {name: summary}}`` (one process each, run at the
+    same time): messages and windows add up, stage seconds add up (seconds of work, more
+    than the wall time when the groups overlap), the flow's wall time is the longest.
+    """
+    if "groups" not in summary:
+        return summary
+    parts = list(summary["groups"].values())
+    names = parts[0]["timings"]["stages"]
+    stages = {k: sum(p["timings"]["stages"][k] for p in parts) for k in names}
+    return {
+        "messages_read": sum(p["messages_read"] for p in parts),
+        "new_anchors": sum(p["new_anchors"] for p in parts),
+        "timings": {
+            "stages": stages,
+            "unattributed_s": sum(p["timings"]["unattributed_s"] for p in parts),
+            "wall_s": max(p["timings"]["wall_s"] for p in parts),
+        },
+    }
 
 
 def report(
@@ -205,7 +251,8 @@ def report(
     win = [r["windows"] / r["anchor_s"] for r in rows]
     print(
         f"# backfill benchmark: {generated:,} generated rows ({args.product}, {stations} "
-        f"stations x {args.days} days), workers {rows[0]['workers']}, {len(rows)} runs, "
+        f"stations x {args.days} days), workers {rows[0]['workers']}, partition groups "
+        f"{rows[0]['groups']}, {len(rows)} runs, "
         "load average "
         f"{os.getloadavg()[0]:.1f}"
     )

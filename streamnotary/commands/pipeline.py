@@ -192,6 +192,7 @@ def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> i
     first non-zero child status (75 if a group's lease was held), else 0.
     """
     import subprocess
+    from concurrent.futures import ThreadPoolExecutor
 
     argv = [sys.executable, "-m", "streamnotary.cli", "anchor"]
     for flag, value in (("--topic", args.topic), ("--ledger", args.ledger)):
@@ -204,7 +205,10 @@ def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> i
         )
         for g in groups
     }
-    outputs = {g: child.communicate() for g, child in children.items()}
+    # read every child's pipes at once: a child blocked on a full pipe would stall its group
+    with ThreadPoolExecutor(len(children)) as pool:
+        talks = {g: pool.submit(child.communicate) for g, child in children.items()}
+        outputs = {g: talk.result() for g, talk in talks.items()}
     status = 0
     if args.json:
         merged: dict[str, Any] = {}
