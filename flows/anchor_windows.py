@@ -33,6 +33,7 @@ from tasks.pack import PackBuilder
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
+    document_bytes,
     pending_document,
     quarantine_doc,
 )
@@ -172,8 +173,9 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         plan.next_cursor.to_json(),
         log=log_plan(log_origin(settings), log_size, entries),
     )
-    steps.sign_plan(settings, pending)
-    steps.write_plan(settings, pending)
+    plan_bytes = document_bytes(pending)
+    steps.sign_plan(settings, plan_bytes)
+    steps.write_plan(settings, plan_bytes)
     kill_point("after_plan")
     complete_plan(
         settings,

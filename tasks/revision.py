@@ -42,6 +42,8 @@ class PlannedRevision:
     payload: bytes
     checkpoint: dict[str, Any]
     digest: str
+    # `document_bytes(checkpoint)`, serialized once: its digest and its span in the pack
+    checkpoint_bytes: bytes
 
     @property
     def window_id(self) -> str:
@@ -86,8 +88,9 @@ def plan_revision(
         payload=ref,
         pipeline_version=pipeline_version,
     )
+    data = canonical_json(checkpoint)
     return PlannedRevision(
-        content.key, revision, content, payload, checkpoint, checkpoint_digest(checkpoint)
+        content.key, revision, content, payload, checkpoint, sha256_hex(data), data
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from storage import layout
 from storage.ledger.base import AnchorEntry
 from tasks.canonical import canonical_digest
-from tasks.checkpoint_pack import build_pack, locator
+from tasks.checkpoint_pack import SEPARATOR, locator
 from tasks.message import Classified
 from tasks.planner import Cursor
 from tasks.revision import PlannedRevision
@@ -69,8 +69,7 @@ def run_entries(
     run = next_cursor.runs
     where: list[dict[str, Any] | None] = [None] * len(revisions)
     if checkpoint_pack is not None:
-        _, spans = build_pack([r.checkpoint for r in revisions])
-        where = [locator(checkpoint_pack, o, n) for o, n in spans]
+        where = [locator(checkpoint_pack, o, n) for o, n in pack_spans(revisions)]
     entries = [
         window_entry(
             topic=topic,
@@ -117,6 +116,17 @@ def run_entries(
     for e in ordered:
         entry_bytes(e)  # EntryTooLarge now, before the plan is stored
     return ordered
+
+
+def pack_spans(revisions: Sequence[PlannedRevision]) -> list[tuple[int, int]]:
+    """(offset, length) of each revision's checkpoint in the run's pack, in this order:
+    the spans `build_pack` gives, from the bytes each revision serialized once."""
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for r in revisions:
+        spans.append((offset, len(r.checkpoint_bytes)))
+        offset += len(r.checkpoint_bytes) + len(SEPARATOR)
+    return spans
 
 
 def log_plan(origin: str, base_size: int, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:

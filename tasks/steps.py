@@ -271,8 +271,8 @@ def load_latest_revisions(
 @unwalked
 @task(name="write-plan", **IO_RETRIES)
 @timed(OBJECTS)
-def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
-    """Store the write-ahead plan before any other write of the run.
+def write_plan(settings: Settings, plan: bytes) -> None:
+    """Store the write-ahead plan (`document_bytes` of it) before any other write of the run.
 
     Write-once: if another run of the same topic stored a different plan meanwhile (runs
     overlapping despite the deployment's concurrency limit, e.g. a backfill), this fails
@@ -280,7 +280,7 @@ def write_plan(settings: Settings, pending: dict[str, Any]) -> None:
     """
     lease.require(settings.log_scope.name)
     open_store(settings).put_once(
-        layout.pending_key(settings.log_scope.name), document_bytes(pending), "application/json"
+        layout.pending_key(settings.log_scope.name), plan, "application/json"
     )
 
 
@@ -519,18 +519,21 @@ def log_inclusion_proofs(
     return {i: reader.inclusion_proof(i, size) for i in indexes}
 
 
-def _plan_text(origin: str, pending: Mapping[str, Any]) -> str:
-    return f"streamnotary write-ahead plan\n{origin}\n{sha256_hex(document_bytes(dict(pending)))}\n"
+def _plan_text(origin: str, plan: bytes) -> str:
+    """What the log key signs of a plan: its origin and the SHA-256 of its stored bytes."""
+    return f"streamnotary write-ahead plan\n{origin}\n{sha256_hex(plan)}\n"
 
 
 @unwalked
 @task(name="sign-plan", **IO_RETRIES)
 @timed(LOG)
-def sign_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
-    """Sign the plan before storing it: a resumed run signs log entries only from a plan
-    the log key vouched for, not from one a bucket writer put in `pending.json`."""
+def sign_plan(settings: Settings, plan: bytes) -> None:
+    """Sign the plan (`document_bytes` of it) before storing it: a resumed run signs log
+    entries only from a plan the log key vouched for, not from one a bucket writer put in
+    `pending.json`. The caller serializes the plan once for both steps (it holds every
+    checkpoint and log entry of the run)."""
     writer = _log_writer(settings)
-    note = sign_note(_plan_text(writer.origin, pending), [writer.signer])
+    note = sign_note(_plan_text(writer.origin, plan), [writer.signer])
     open_store(settings).put(layout.pending_note_key(settings.log_scope.name), note, "text/plain")
 
 
@@ -549,7 +552,7 @@ def verify_plan(settings: Settings, pending: Mapping[str, Any]) -> None:
         raise PlanUnauthenticated(
             f"the unfinished plan of {settings.topic} is not signed by the log key: {exc}"
         ) from exc
-    if note.text != _plan_text(writer.origin, pending):
+    if note.text != _plan_text(writer.origin, document_bytes(dict(pending))):
         raise PlanUnauthenticated(
             f"the unfinished plan of {settings.topic} is not the plan the log key signed"
         )
