@@ -236,10 +236,13 @@ def plan_run(
     read = new = 0
     with stage(DECODE):
         classified = [classify(msg, spec) for msg in messages]
+    # looked up once per message: plain dicts, not the cursor's accessor methods
+    read_end = {p: c.read_end for p, c in cursor.partitions.items()}
+    closed = {s: c.closed_until for s, c in cursor.stations.items() if c.closed_until is not None}
     for c in classified:
         msg = c.message
         read += 1
-        seen_before = msg.offset < cursor.partition(msg.partition).read_end
+        seen_before = msg.offset < read_end.get(msg.partition, 0)
         new += not seen_before
         if c.window is None:
             if not seen_before:
@@ -251,7 +254,7 @@ def plan_run(
             if wm is None or c.record.observed_at > wm:
                 watermarks[station] = c.record.observed_at
                 advanced.add(station)
-        closed_until = cursor.station(station).closed_until
+        closed_until = closed.get(station)
         if closed_until is not None and c.window.end <= closed_until:
             if not seen_before:
                 late[c.window].append(c)
