@@ -27,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +44,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.anchor_groups import GroupRunsFailed
 from flows.anchor_windows import anchor_windows, topic_lease
 from flows.backfill_sources import (
     Tally,
@@ -93,6 +96,18 @@ class Progress:
         self.records = Rate(time.monotonic())
         self.windows = Rate(time.monotonic())
         self.phase = "reading"
+        # windows anchored so far by each scope (topic or partition group): groups anchor
+        # on threads at once, each adding its own count
+        self.anchored: dict[str | None, int] = {}
+        self.lock = threading.Lock()
+
+    def count_anchored(self, scope: str | None, windows: int, *, update: bool = True) -> None:
+        """Scope `scope` has anchored `windows` windows of this backfill so far."""
+        with self.lock:
+            self.anchored[scope] = windows
+            self.windows.done = min(self.windows.total, sum(self.anchored.values()))
+            if update:  # needs a run context: a group's thread has one only inside its runs
+                self.update()
 
     def update(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -186,7 +201,8 @@ def backfill(
     """Backfill `sources` (only observations with `since` <= observed_at < `until`) and,
     with `from_topic`, a range of that topic (`offsets` "P:START-END,...", else the time
     range); the topic's lease (with `partition_groups`, every group's too) is held from
-    reading the sources to the last produce, then each group is drained in turn."""
+    reading the sources to the last produce, then the groups are drained at the same time,
+    each under its own lease."""
     settings = load_settings(topic=topic)
     roots = [str(r) for r in settings.ingest_root_paths]
     for source in sources:
@@ -211,7 +227,7 @@ def backfill(
     progress.phase = "anchoring"
     progress.windows.started = time.monotonic()
     scopes = [g.name for g in groups_of(settings.partition_groups)] or [None]
-    by_scope = {g: anchor_all(settings.topic, progress, g) for g in scopes}
+    by_scope = anchor_scopes(settings.topic, progress, scopes)
     progress.update(force=True)
     runs = [r for g in scopes for r in by_scope[g]]
     # 4. windows that differed from an earlier revision: judged now that it is all anchored
@@ -321,17 +337,40 @@ def ingest_leases(settings: Settings) -> Iterator[None]:
         yield
 
 
+def anchor_scopes(
+    topic: str, progress: Progress, scopes: Sequence[str | None]
+) -> dict[str | None, list[dict[str, Any]]]:
+    """`anchor_all` of every scope: the topic, or each partition group on its own thread
+    at the same time (as `anchor-groups` does), so one group's reads, object writes and
+    ledger anchors overlap another's work. A failing group does not stop the others; the
+    backfill fails once all have finished (`GroupRunsFailed`), and re-running it resumes.
+    """
+    if len(scopes) == 1:
+        return {scopes[0]: anchor_all(topic, progress, scopes[0])}
+    runs: dict[str | None, list[dict[str, Any]]] = {}
+    failures: dict[str, BaseException] = {}
+    with ThreadPoolExecutor(max_workers=len(scopes), thread_name_prefix="group") as pool:
+        futures = {g: pool.submit(anchor_all, topic, progress, g) for g in scopes}
+        for g, future in futures.items():
+            try:
+                runs[g] = future.result()
+            except Exception as exc:  # reported together once every group has finished
+                failures[str(g)] = exc
+    if failures:
+        raise GroupRunsFailed(failures, {str(g): r[-1] for g, r in runs.items()})
+    return runs
+
+
 def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list[dict[str, Any]]:
     """anchor-windows (drain) of the topic, or of one partition group under that group's
     lease, until the backlog is gone or stops shrinking."""
-    base = progress.windows.done
+    base = 0
 
     def hook(phase: str, done: int, total: int) -> None:
         if phase == "anchors":
-            progress.windows.done = min(progress.windows.total, base + done)
-            progress.update()
+            progress.count_anchored(group, base + done)
 
-    steps.add_progress_hook(hook)
+    steps.add_progress_hook(hook, this_thread=True)
     try:
         runs = [anchor_windows(topic=topic, drain=True, group=group)]
         base += runs[-1]["new_anchors"]
@@ -341,7 +380,7 @@ def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list
             base += runs[-1]["new_anchors"]
     finally:
         steps.remove_progress_hook(hook)
-    progress.windows.done = min(progress.windows.total, base)
+    progress.count_anchored(group, base, update=False)
     return runs
 
 

@@ -113,6 +113,11 @@ def run_demo(
     prefect_url, _ = start_local_prefect(home)
     if prefect_url:
         os.environ["PREFECT_API_URL"] = prefect_url
+        # looking for a user's own API above imported Prefect, which read its settings
+        # then: without this, the flows below would run on a temporary server
+        from streamnotary.cli import refresh_imported_prefect
+
+        refresh_imported_prefect()
     from streamnotary.warm import start_runner
 
     start_runner(home, wait=False)  # the next commands (audit, prove, anchor) start warm

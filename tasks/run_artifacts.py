@@ -10,6 +10,7 @@ the summary dict, as before).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -63,20 +64,23 @@ class ProgressArtifacts:
         self.last[phase] = now
 
 
-_active: list[ProgressArtifacts] = []
+# The tracking hook of each thread's run (partition groups run on threads of one process).
+_active: dict[int, ProgressArtifacts] = {}
 
 
 def track_progress(topic: str) -> None:
-    """Mirror the long steps' progress (payloads, documents, anchors) into artifacts."""
+    """Mirror the long steps' progress (payloads, documents, anchors) of this thread's run
+    into artifacts."""
     stop_tracking()
     hook = ProgressArtifacts(topic)
-    _active.append(hook)
-    steps.add_progress_hook(hook)
+    _active[threading.get_ident()] = hook
+    steps.add_progress_hook(hook, this_thread=True)
 
 
 def stop_tracking() -> None:
-    while _active:
-        steps.remove_progress_hook(_active.pop())
+    hook = _active.pop(threading.get_ident(), None)
+    if hook is not None:
+        steps.remove_progress_hook(hook)
 
 
 class RunRecord(Protocol):

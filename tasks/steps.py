@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -110,21 +111,26 @@ def unwalked(t: Task[..., R]) -> Callable[..., R]:
 
 # In-process progress hook for the CLI: called with (phase, done, total).
 ProgressHook = Callable[[str, int, int], None]
-_progress_hooks: list[ProgressHook] = []
+# Each hook with the thread it listens to (None: every thread). Partition groups run
+# their anchor runs on threads of one process (`anchor-groups`, a grouped backfill): a
+# run's own hooks must count that run's steps, not a sibling group's.
+_progress_hooks: list[tuple[ProgressHook, int | None]] = []
 
 
-def add_progress_hook(hook: ProgressHook) -> None:
-    _progress_hooks.append(hook)
+def add_progress_hook(hook: ProgressHook, *, this_thread: bool = False) -> None:
+    """Call `hook` on every step's progress; with `this_thread`, only on this thread's."""
+    _progress_hooks.append((hook, threading.get_ident() if this_thread else None))
 
 
 def remove_progress_hook(hook: ProgressHook) -> None:
-    if hook in _progress_hooks:
-        _progress_hooks.remove(hook)
+    _progress_hooks[:] = [(h, t) for h, t in _progress_hooks if h is not hook]
 
 
 def report_progress(phase: str, done: int, total: int) -> None:
-    for hook in list(_progress_hooks):
-        hook(phase, done, total)
+    me = threading.get_ident()
+    for hook, thread in list(_progress_hooks):
+        if thread is None or thread == me:
+            hook(phase, done, total)
 
 
 @unwalked

@@ -69,3 +69,27 @@ def test_cli_flows_report_to_the_server_up_started(tmp_path: Path) -> None:
     assert not (home / "run" / "warm.sock").exists()
     assert not _is_prefect_server(pid)
     assert server_url(home) is None
+
+
+def test_demo_on_a_fresh_home_reports_to_the_server_it_starts(tmp_path: Path) -> None:
+    """A new user's first command: no Prefect API configured, no server running. The demo
+    starts the home's Prefect server and its flows must report there, not start Prefect's
+    temporary server (which the process had configured itself for when it looked for a
+    user's API before starting the home's server)."""
+    home = tmp_path / "home"
+    try:
+        demo = _cli(home, "demo", "--json")
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        assert "temporary server" not in demo.stderr
+        assert "ERROR" not in demo.stderr
+        url = server_url(home)
+        assert url is not None
+        runs = requests.post(f"{url}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
+        names = {
+            requests.get(f"{url}/flows/{r['flow_id']}", timeout=10).json()["name"]
+            for r in runs
+            if r["state_type"] == "COMPLETED"
+        }
+        assert {"ingest-dwd", "anchor-windows"} <= names
+    finally:
+        _cli(home, "down")
