@@ -14,7 +14,8 @@ Data engineers backfill years of history with it. Resumable after a kill at any 
    resumed backfill find what a killed producer already delivered and produce only the
    rest, so the topic's offsets are those of an undisturbed run.
 3. anchor-windows runs with ``drain=True`` until no backlog is left; each run resumes a
-   killed predecessor's write-ahead plan (flows/anchor_windows.py).
+   killed predecessor's write-ahead plan (flows/anchor_windows.py). With partition
+   groups, every group drains at the same time on its own thread (`anchor_scopes`).
 4. Every window that differed in step 1 is compared with its anchored revision again: the
    same root now is *skipped*, another root a *conflict*.
 
