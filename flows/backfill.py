@@ -63,7 +63,7 @@ from flows.ingest_dwd import INGEST_SCHEMA, already_ingested, fetch_source, writ
 from storage import lease
 from storage.backfill_spill import Message, Spill
 from storage.checkpoint_store import logged_entries
-from storage.kafka import KafkaLog
+from storage.kafka import KafkaLog, shared_producers
 from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from storage.sources import FetchLimits
 from streamnotary.config import Settings, load_settings
@@ -311,11 +311,12 @@ def ingest_phase(
     progress.records.total = sum(spill.kept_summary(i)[0] for i, *_ in todo)
     progress.windows.total = tally.counts[NEW]
     progress.update(force=True)
-    for i, source, name, sha, rejected in todo:
-        lease.require(settings.topic)
-        produced = produce_source(settings, spill, i, sha, name, progress)
-        write_manifest(settings, sha, manifest(settings, source, name, sha, spill, i, rejected))
-        results[source] = {"records": produced, "skipped": False, "sha256": sha}
+    with shared_producers():  # one producer for every source, not a new one per source
+        for i, source, name, sha, rejected in todo:
+            lease.require(settings.topic)
+            produced = produce_source(settings, spill, i, sha, name, progress)
+            write_manifest(settings, sha, manifest(settings, source, name, sha, spill, i, rejected))
+            results[source] = {"records": produced, "skipped": False, "sha256": sha}
     progress.update(force=True)
     return results, tally, ranged
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from storage.kafka import KafkaLog
+from storage.kafka import KafkaLog, shared_producers
 from storage.objectstore import ObjectNotFound, open_store
 from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
@@ -115,7 +115,10 @@ def ingest_dwd(
     for source in sources:
         check_source(source, roots, settings.ingest_url_prefixes)
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir:
+    with (
+        shared_producers(),  # one producer for every file, not a new one per file
+        tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir,
+    ):
         for source in sources:
             path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
             sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,7 +10,13 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from storage.kafka import KafkaLog, KafkaLogError, OffsetRangeUnavailable
+from storage.kafka import (
+    KafkaDeliveryError,
+    KafkaLog,
+    KafkaLogError,
+    OffsetRangeUnavailable,
+    shared_producers,
+)
 from streamnotary.services import start_kafka_server, stop_process
 
 BASE_TS = 1_700_000_000_000
@@ -168,3 +174,29 @@ def test_reads_are_bounded_when_the_broker_goes_away(tmp_path: Path) -> None:
         log.read_range(0, 0, 1, timeout_s=2.0)
     assert time.monotonic() - started < 4.0
     log.close()
+
+
+def test_logs_share_one_producer_inside_a_scope_and_drop_a_failed_one(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    """An ingest of many files pays a producer's start (0.5-1 s) once, not per file; no
+    producer outlives the scope, and one that failed a delivery is not reused."""
+    with KafkaLog(kafka_bootstrap, kafka_topic) as a, KafkaLog(kafka_bootstrap, kafka_topic) as b:
+        assert a._producer_client() is not b._producer_client()  # outside: one each
+    with shared_producers():
+        with KafkaLog(kafka_bootstrap, kafka_topic) as a:
+            assert a.produce(_messages(10)) == 10
+            first = a._producer_client()
+        with KafkaLog(kafka_bootstrap, kafka_topic) as b:
+            assert b._producer_client() is first  # the next file's log: same producer
+            assert b.produce(_messages(10)) == 10
+        server = start_kafka_server(tmp_path / "data", tmp_path / "kafka.log")
+        doomed = KafkaLog(server.bootstrap, "doomed")
+        doomed.ensure_topic(partitions=1)
+        broken = doomed._producer_client()
+        stop_process(server.process)
+        with pytest.raises(KafkaDeliveryError):
+            doomed.produce([(b"10006", b"v", BASE_TS)], flush_timeout_s=2.0)
+        assert doomed._producer_client() is not broken  # dropped: a retry starts afresh
+    with KafkaLog(kafka_bootstrap, kafka_topic) as c:
+        assert c._producer_client() is not first  # the scope ended: nothing kept
