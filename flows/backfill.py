@@ -26,6 +26,7 @@ the CLI (`line_hooks`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 import tempfile
 import threading
@@ -102,13 +103,12 @@ class Progress:
         self.anchored: dict[str | None, int] = {}
         self.lock = threading.Lock()
 
-    def count_anchored(self, scope: str | None, windows: int, *, update: bool = True) -> None:
+    def count_anchored(self, scope: str | None, windows: int) -> None:
         """Scope `scope` has anchored `windows` windows of this backfill so far."""
         with self.lock:
             self.anchored[scope] = windows
             self.windows.done = min(self.windows.total, sum(self.anchored.values()))
-            if update:  # needs a run context: a group's thread has one only inside its runs
-                self.update()
+            self.update()
 
     def update(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -352,7 +352,12 @@ def anchor_scopes(
     runs: dict[str | None, list[dict[str, Any]]] = {}
     failures: dict[str, BaseException] = {}
     with ThreadPoolExecutor(max_workers=len(scopes), thread_name_prefix="group") as pool:
-        futures = {g: pool.submit(anchor_all, topic, progress, g) for g in scopes}
+        # each thread runs in a copy of this flow's context: the groups' anchor-windows
+        # runs are subflows of the backfill in the UI, as they are without groups
+        futures = {
+            g: pool.submit(contextvars.copy_context().run, anchor_all, topic, progress, g)
+            for g in scopes
+        }
         for g, future in futures.items():
             try:
                 runs[g] = future.result()
@@ -382,7 +387,7 @@ def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list
             base += runs[-1]["new_anchors"]
     finally:
         steps.remove_progress_hook(hook)
-    progress.count_anchored(group, base, update=False)
+    progress.count_anchored(group, base)
     return runs
 
 

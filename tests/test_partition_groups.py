@@ -438,11 +438,29 @@ def test_backfill_of_a_grouped_topic_anchors_each_group_in_its_log(
         if summary["groups"][name]["new_anchors"]:
             assert partitions_in(log_entries(env, f"{env.topic}/{name}")) <= set(parts)
         assert read_lease(env.store(), f"{env.topic}/{name}") is None  # released
+    # the groups drain on threads at once, each run a subflow of the backfill in the UI
+    runs = group_runs(env.topic)
+    assert {r["parameters"]["group"] for r in runs} == {A, B}
+    assert all(r["parent_task_run_id"] for r in runs)
 
     again = env.run_cli("backfill", str(history), "--json")
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
     assert second["new_anchors"] == 0 and second["skipped_sources"] == 4
+
+
+def group_runs(topic: str) -> list[dict[str, Any]]:
+    """The anchor-windows flow runs of `topic`'s groups on the session's Prefect server."""
+    import requests
+    from prefect.settings import PREFECT_API_URL
+
+    url = str(PREFECT_API_URL.value())
+    found = requests.post(
+        f"{url}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["anchor-windows"]}}, "limit": 200},
+        timeout=30,
+    ).json()
+    return [r for r in found if r["parameters"].get("topic") == topic]
 
 
 @HARNESS
