@@ -12,6 +12,7 @@ Window building is CPU work under one interpreter here: for one process per grou
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,8 +42,15 @@ def run_groups(topic: str | None = None, **params: Any) -> dict[str, Any]:
     summaries: dict[str, Any] = {}
     failures: dict[str, BaseException] = {}
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="group") as pool:
+        # each thread in a copy of the caller's context: the group runs are its subflows
         futures = {
-            g.name: pool.submit(anchor_windows, topic=settings.topic, group=g.name, **params)
+            g.name: pool.submit(
+                contextvars.copy_context().run,
+                anchor_windows,
+                topic=settings.topic,
+                group=g.name,
+                **params,
+            )
             for g in groups
         }
         for name, future in futures.items():
