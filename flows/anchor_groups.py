@@ -13,13 +13,17 @@ Window building is CPU work under one interpreter here: for one process per grou
 from __future__ import annotations
 
 import contextvars
+import functools
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow
 
 from streamnotary.config import load_settings
 from tasks.groups import GroupConfigError, groups_of
+
+R = TypeVar("R")
 
 
 class GroupRunsFailed(RuntimeError):
@@ -31,6 +35,27 @@ class GroupRunsFailed(RuntimeError):
         super().__init__(f"partition group run(s) failed: {text}")
 
 
+def run_each(jobs: Mapping[str, Callable[[], R]]) -> dict[str, R]:
+    """Run every job at once, each on its own thread; their results by name.
+
+    Each thread runs in a copy of the caller's context, so flows a job calls are subflows
+    of the caller's flow run. A job that fails does not stop the others: once all have
+    finished, `GroupRunsFailed` names every failure (the first is chained as its cause, so
+    its traceback is kept) and carries the others' results. No exception is caught here:
+    each future hands back its own.
+    """
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="group") as pool:
+        futures = {
+            name: pool.submit(contextvars.copy_context().run, job) for name, job in jobs.items()
+        }
+    # leaving the pool waited for every job
+    failures = {n: exc for n, f in futures.items() if (exc := f.exception()) is not None}
+    results = {n: f.result() for n, f in futures.items() if n not in failures}
+    if failures:
+        raise GroupRunsFailed(failures, dict(results)) from next(iter(failures.values()))
+    return results
+
+
 def run_groups(topic: str | None = None, **params: Any) -> dict[str, Any]:
     """Run anchor-windows for every configured group concurrently; summaries by group."""
     from flows.anchor_windows import anchor_windows
@@ -39,28 +64,12 @@ def run_groups(topic: str | None = None, **params: Any) -> dict[str, Any]:
     groups = groups_of(settings.partition_groups)
     if not groups:
         raise GroupConfigError("no partition_groups configured")
-    summaries: dict[str, Any] = {}
-    failures: dict[str, BaseException] = {}
-    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="group") as pool:
-        # each thread in a copy of the caller's context: the group runs are its subflows
-        futures = {
-            g.name: pool.submit(
-                contextvars.copy_context().run,
-                anchor_windows,
-                topic=settings.topic,
-                group=g.name,
-                **params,
-            )
+    return run_each(
+        {
+            g.name: functools.partial(anchor_windows, topic=settings.topic, group=g.name, **params)
             for g in groups
         }
-        for name, future in futures.items():
-            try:
-                summaries[name] = future.result()
-            except Exception as exc:  # reported together once every group has finished
-                failures[name] = exc
-    if failures:
-        raise GroupRunsFailed(failures, summaries)
-    return summaries
+    )
 
 
 @flow(name="anchor-groups", log_prints=True)

@@ -26,13 +26,12 @@ the CLI (`line_hooks`).
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import functools
 import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +45,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.anchor_groups import GroupRunsFailed
+from flows.anchor_groups import run_each
 from flows.anchor_windows import anchor_windows, topic_lease
 from flows.backfill_sources import (
     Tally,
@@ -349,23 +348,8 @@ def anchor_scopes(
     """
     if len(scopes) == 1:
         return {scopes[0]: anchor_all(topic, progress, scopes[0])}
-    runs: dict[str | None, list[dict[str, Any]]] = {}
-    failures: dict[str, BaseException] = {}
-    with ThreadPoolExecutor(max_workers=len(scopes), thread_name_prefix="group") as pool:
-        # each thread runs in a copy of this flow's context: the groups' anchor-windows
-        # runs are subflows of the backfill in the UI, as they are without groups
-        futures = {
-            g: pool.submit(contextvars.copy_context().run, anchor_all, topic, progress, g)
-            for g in scopes
-        }
-        for g, future in futures.items():
-            try:
-                runs[g] = future.result()
-            except Exception as exc:  # reported together once every group has finished
-                failures[str(g)] = exc
-    if failures:
-        raise GroupRunsFailed(failures, {str(g): r[-1] for g, r in runs.items()})
-    return runs
+    jobs = {str(g): functools.partial(anchor_all, topic, progress, g) for g in scopes}
+    return dict(run_each(jobs))
 
 
 def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list[dict[str, Any]]:
