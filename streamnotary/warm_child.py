@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from typing import Any
 
 
@@ -41,12 +40,18 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
 
     try:
         return int(main(list(request["argv"])) or 0)
-    except SystemExit as exc:  # argparse and explicit exits
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:  # argparse and explicit exits, as the interpreter ends them
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
-    except Exception:  # what an uncaught exception does to a cold process: traceback, 1
-        traceback.print_exc()
+    except Exception:
+        # Any error of any command ends here, because this forked child must never unwind
+        # into the runner's accept loop. Nothing is swallowed: it ends exactly as an
+        # uncaught exception ends a cold process (the installed excepthook, status 1).
+        sys.excepthook(*sys.exc_info())
         return 1
     finally:
         finished.set()
