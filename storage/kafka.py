@@ -134,6 +134,9 @@ class KafkaLog:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._read_lock = threading.Lock()
+        # (partition, offset) the consumer stays assigned at after a read that consumed
+        # nothing beyond its range: a read starting there continues without re-assigning.
+        self._continues_at: tuple[int, int] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaLog:
@@ -429,7 +432,10 @@ class KafkaLog:
         out: list[SourceMessage] = []
         topic = self.topic
         with self._read_lock:
-            consumer.assign([TopicPartition(self.topic, partition, start)])
+            if self._continues_at != (partition, start):
+                consumer.assign([TopicPartition(self.topic, partition, start)])
+            self._continues_at = None
+            overshot = False
             try:
                 position = start
                 while position < end:
@@ -459,8 +465,11 @@ class KafkaLog:
                             )
                             position = offset + 1
                         else:
+                            overshot = overshot or (msg.error() is None and offset >= end)
                             position = self._take(msg, where, end, position, out)
                         if position >= end:
+                            # messages after this one in the batch lie beyond the range
+                            overshot = overshot or msg is not batch[-1]
                             break
                     if position < end and not batch:
                         # Gaps at the end of the range (transaction markers, compaction)
@@ -468,8 +477,11 @@ class KafkaLog:
                         pos = consumer.position([TopicPartition(self.topic, partition)])
                         if pos and pos[0].offset >= 0:
                             position = max(position, pos[0].offset)
+                if not overshot:
+                    self._continues_at = (partition, end)
             finally:
-                consumer.unassign()
+                if self._continues_at is None:
+                    consumer.unassign()
         return out
 
     def _take(
@@ -510,6 +522,7 @@ class KafkaLog:
     def close(self) -> None:
         """Flush nothing (produce already waits), close the consumer, drop clients."""
         if self._consumer is not None:
+            self._continues_at = None
             self._consumer.close()
             self._consumer = None
         self._producer = None
