@@ -13,9 +13,9 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
 * records/s and windows/s end to end (the anchor runs: `anchor --drain` until no backlog
   is left, as many runs as `max_messages_per_run` needs; ingest separately), median of the
   repeats with spread, the anchor run's per-stage times (`streamnotary.stage_timings/1`)
-  and its peak RSS (from `wait4`, the anchor process alone);
+  and its peak RSS (the anchor process alone, measured behind a launcher: `streamnotary.peak_rss`);
 * in the same run, the ceilings these are measured against: broker read rate (all
-  messages of the topic through `KafkaLog.read_ranges`), S3 PUT rate (small write-once
+  messages of the topic through `KafkaLog.read_chunks`), S3 PUT rate (small write-once
   objects, the pipeline's 8 threads) and the core rate with decoding (classify + one
   `build_window` and Parquet payload per window, in process);
 * with `--warm`, every command is handed to the home's warm runner (as after `streamnotary
@@ -56,6 +56,7 @@ from storage.objectstore import open_store  # noqa: E402
 from streamnotary.commands.generate import write_history  # noqa: E402
 from streamnotary.config import load_settings  # noqa: E402
 from streamnotary.demo import set_profile  # noqa: E402
+from streamnotary.peak_rss import measured, peak_rss  # noqa: E402
 from streamnotary.prefect_server import start_server, stop_server  # noqa: E402
 from streamnotary.services import start_services, stop_services  # noqa: E402
 from tasks.synth import HOURLY, TEN_MINUTES, SynthOptions  # noqa: E402
@@ -78,28 +79,35 @@ def run_cli(home: Path, api: str, *args: str, warm: bool = False) -> tuple[float
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
     started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamnotary.cli", *args], env=env, stdout=out, stderr=err
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        report = Path(tmp) / "peak_rss"
+        # behind a launcher: a child of this (large) process would report its size too
+        command = measured([sys.executable, "-m", "streamnotary.cli", *args], report)
+        returncode = subprocess.run(command, env=env, stdout=out, stderr=err).returncode
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
-        if proc.returncode != 0:
+        if returncode != 0:
             sys.exit(f"streamnotary {args[0]} failed:\n{err.read()[-3000:]}")
-        return wall, usage.ru_maxrss * 1024, out.read()
+        return wall, peak_rss(report), out.read()
 
 
 def broker_ceiling(topic: str) -> float:
-    """Messages/s of reading the whole topic through the pipeline's bounded reader."""
+    """Messages/s of reading the whole topic through the pipeline's bounded reader, in
+    pages of `read_page_messages` (memory holds one page, at any topic size)."""
     settings = load_settings(topic=topic)
     with KafkaLog.from_settings(settings) as log:
         ranges = {p: (0, log.watermarks(p)[1]) for p in log.partitions()}
         started = time.perf_counter()
-        messages = log.read_ranges(ranges, timeout_s=600)
-        return len(messages) / (time.perf_counter() - started)
+        pages = log.read_chunks(
+            ranges, chunk=settings.read_page_messages, timeout_s=settings.read_timeout_seconds
+        )
+        count = sum(len(page) for page in pages)
+        return count / (time.perf_counter() - started)
 
 
 def put_ceiling(topic: str, n: int = 400) -> float:

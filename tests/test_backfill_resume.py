@@ -28,7 +28,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -42,6 +41,7 @@ from storage.logkey import load_signer, log_origin
 from storage.tlog import LogReader
 from streamnotary.commands.generate import write_history
 from streamnotary.faults import SKIP_ENV
+from streamnotary.peak_rss import measured, peak_rss
 from tasks import merkle
 from tasks.canonical import canonical_digest, canonical_json
 from tasks.dwd import demo_files
@@ -108,20 +108,28 @@ def backfill(
     if kill_at:
         child["STREAMNOTARY_KILL_AT"] = kill_at
         child[SKIP_ENV] = str(skip)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        report = Path(tmp) / "peak_rss"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamnotary.cli", "backfill", "--json", *args],
+            measured(
+                [sys.executable, "-m", "streamnotary.cli", "backfill", "--json", *args], report
+            ),
             env=child,
             stdout=out,
             stderr=err,
             text=True,
         )
         try:
-            status, peak = wait_with_rusage(proc, RUN_TIMEOUT_S)
+            status = proc.wait(RUN_TIMEOUT_S)
         finally:
             if proc.returncode is None:
-                proc.kill()
+                proc.kill()  # the launcher takes the backfill along
                 proc.wait()
+        peak = peak_rss(report)
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(proc.args, status, out.read(), err.read())
@@ -132,19 +140,6 @@ def backfill(
 
 
 PEAK_RSS: list[tuple[str, int]] = []
-
-
-def wait_with_rusage(proc: subprocess.Popen[str], timeout_s: float) -> tuple[int, int]:
-    """(exit status as subprocess reports it, peak RSS bytes) of `proc`, via wait4."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_maxrss * 1024
-        if time.monotonic() > deadline:
-            raise subprocess.TimeoutExpired(proc.args, timeout_s)
-        time.sleep(0.2)
 
 
 def normalized_checkpoints(env: PipelineEnv) -> dict[str, str]:
