@@ -24,9 +24,14 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
 * the issue 10 targets and whether each is met;
 * one table per worker count (`--workers 1,2`: the setting `workers`, a local Dask cluster
   when > 1) and per partition-group count (`--groups 1,2`: the setting `partition_groups`,
-  two partitions per group; `streamnotary anchor` then runs one process per group, each
-  with its own cursor and log). The topic has the same partitions in every configuration
-  of a run, so the one-writer configuration is the baseline of the others.
+  the partitions dealt round-robin; `streamnotary anchor` then runs one process per group,
+  each with its own cursor and log). The topic has the same partitions in every
+  configuration of a run, so the one-writer configuration is the baseline of the others.
+  It has at least 3 partitions, 2 per group, and one per `MAX_PARTITION_MESSAGES` rows:
+  the test broker answers a fetch with everything from the fetch offset to the end of the
+  partition, ignoring the size limits a Kafka broker honours (`max.partition.fetch.bytes`),
+  and librdkafka refuses an answer over `receive.message.max.bytes` (100 MB): 3 partitions
+  of 10.8 million rows made 555 MB answers, and every anchor run's read failed.
 
 Targets on the 2-core build machine: >= 20,000 records/s and >= 800 windows/s end to end
 for hourly data, >= 50,000 records/s for 10-minute data, peak RSS <= 1 GiB.
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -64,6 +70,8 @@ from tasks.window import WindowSpec  # noqa: E402
 
 TARGETS = {HOURLY: (20_000, 800), TEN_MINUTES: (50_000, None)}
 RSS_TARGET = 1 << 30
+# ~154 bytes a message: at most ~77 MB per partition, under librdkafka's 100 MB answer limit
+MAX_PARTITION_MESSAGES = 500_000
 ROWS_PER_DAY = {HOURLY: 24, TEN_MINUTES: 144}
 
 
@@ -167,7 +175,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     configs = [(int(w), int(g)) for w in args.workers.split(",") for g in args.groups.split(",")]
-    partitions = max(3, 2 * max(g for _, g in configs))
     stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
     options = SynthOptions(
         seed=10, stations=stations, start=date(2015, 1, 1), days=args.days, product=args.product
@@ -183,6 +190,9 @@ def main() -> None:
             f"generated {len(written)} archives, {generated:,} rows, {stations} stations x "
             f"{args.days} days ({args.product}) in {time.perf_counter() - t0:.0f} s",
             file=sys.stderr,
+        )
+        partitions = max(
+            3, 2 * max(g for _, g in configs), math.ceil(generated / MAX_PARTITION_MESSAGES)
         )
         start_services(home)
         api, _ = start_server(home)
@@ -202,7 +212,7 @@ def main() -> None:
                     ledger="local",
                     window_seconds=86_400,
                     partitions=partitions,
-                    partition_groups=[[2 * k, 2 * k + 1] for k in range(groups)]
+                    partition_groups=[list(range(k, partitions, groups)) for k in range(groups)]
                     if groups > 1
                     else [],
                 )

@@ -59,7 +59,7 @@ from flows.backfill_sources import (
     settle_deferred,
     topic_rows,
 )
-from flows.ingest_dwd import INGEST_SCHEMA, already_ingested, fetch_source, write_manifest
+from flows.ingest_dwd import INGEST_SCHEMA, ingested_sources, source_path, write_manifest
 from storage import lease
 from storage.backfill_spill import Message, Spill
 from storage.checkpoint_store import logged_entries
@@ -284,7 +284,7 @@ def ingest_phase(
     # 1. stream every source into the spill, then classify its windows batch by batch
     loaded: list[tuple[str, str, str, list[dict[str, str]]]] = []
     for i, source in enumerate(sources):
-        path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
+        path = source_path(source, workdir, FetchLimits.from_settings(settings))
         sha = file_sha256(path)
         rejected: list[dict[str, str]] = []
         spill.add(i, dwd_rows(path, settings, lenient, rejected, since, until))
@@ -302,8 +302,9 @@ def ingest_phase(
     progress.phase = "producing"
     results: dict[str, Any] = {}
     todo: list[tuple[int, str, str, str, list[dict[str, str]]]] = []
+    ingested = ingested_sources(settings)
     for i, (source, name, sha, rejected) in enumerate(loaded):
-        if already_ingested(settings, sha) is not None:
+        if sha in ingested:
             results[source] = {"records": 0, "skipped": True, "sha256": sha}
         else:
             todo.append((i, source, name, sha, rejected))

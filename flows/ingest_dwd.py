@@ -32,8 +32,27 @@ from tasks.steps import IO_RETRIES, report_progress
 INGEST_SCHEMA = "streamnotary.ingest/1"
 
 
+def manifest_prefix(topic: str) -> str:
+    return f"ingest/{topic}/"
+
+
 def manifest_key(topic: str, sha256: str) -> str:
-    return f"ingest/{topic}/{sha256}.json"
+    return f"{manifest_prefix(topic)}{sha256}.json"
+
+
+def source_path(source: str, workdir: str, limits: FetchLimits) -> Path:
+    """A local path for `source`: a local file as it is, a URL through `fetch_source`.
+
+    Only a download is a task (and a task run in the UI): a local file needs no retries,
+    and a backfill of thousands of archives would otherwise send the Prefect server a
+    task run per file for nothing.
+    """
+    if source.startswith(("http://", "https://")):
+        return fetch_source(source, workdir, limits)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such DWD file: {source}")
+    return path
 
 
 @task(name="fetch-source", **IO_RETRIES)
@@ -44,14 +63,25 @@ def fetch_source(source: str, workdir: str, limits: FetchLimits) -> Path:
     (storage.sources); the task-level retries cover longer outages.
     """
     if not source.startswith(("http://", "https://")):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such DWD file: {source}")
-        return path
+        return source_path(source, workdir, limits)
     name = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     target = Path(workdir) / name
     target.write_bytes(fetch_url(source, limits=limits))
     return target
+
+
+@task(name="list-ingested", **IO_RETRIES)
+def ingested_sources(settings: Settings) -> frozenset[str]:
+    """The SHA-256 of every source with an ingest manifest in this topic: one listing
+    instead of a lookup (and a task run) per source."""
+    prefix, suffix = manifest_prefix(settings.topic), ".json"
+    stems = (
+        key[len(prefix) : -len(suffix)]
+        for key in open_store(settings).list(prefix)
+        if key.endswith(suffix)
+    )
+    # a backfill's start markers (`<sha256>.started.json`) are not manifests
+    return frozenset(stem for stem in stems if "/" not in stem and "." not in stem)
 
 
 @task(name="check-ingested", **IO_RETRIES)
@@ -119,10 +149,11 @@ def ingest_dwd(
         shared_producers(),  # one producer for every file, not a new one per file
         tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir,
     ):
+        ingested = ingested_sources(settings)
         for source in sources:
-            path = fetch_source(source, workdir, FetchLimits.from_settings(settings))
+            path = source_path(source, workdir, FetchLimits.from_settings(settings))
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            done = already_ingested(settings, sha)
+            done = already_ingested(settings, sha) if sha in ingested else None
             if done is not None:
                 print(f"{mask_text(source)}: already ingested ({done['records']} records), skipped")
                 results[source] = {"records": 0, "skipped": True, "sha256": sha}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import tags
 
 from flows.anchor_windows import anchor_windows
 from flows.ingest_dwd import ingest_dwd
@@ -25,6 +27,7 @@ from tasks.payload import payload_leaves
 from tasks.planner import CursorError
 from tasks.record import Observation
 from tasks.tlog.entries import entry_bytes
+from tests.outage import task_runs
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -35,11 +38,27 @@ def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
     return make_env(tmp_path, kafka_bootstrap, s3_server)
 
 
+def task_run_names(tag: str, expected: int, deadline_s: float = 30.0) -> list[str]:
+    """Sorted names of the task runs tagged `tag`, once the server has recorded `expected`
+    of them (task runs reach the API through events, a moment after the flow returns)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        names = sorted(r.name.rsplit("-", 1)[0] for r in task_runs(tag))
+        if len(names) >= expected or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
+
+
 def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: PipelineEnv) -> None:
     with env.active() as settings:
         sources = [str(p) for p in demo_files()]
-        first_ingest = ingest_dwd(sources=sources)
+        with tags(tag := f"ingest-{uuid.uuid4().hex}"):
+            first_ingest = ingest_dwd(sources=sources)
         assert [r["records"] for r in first_ingest.values()] == [13_200, 13_200]
+        assert (
+            task_run_names(tag, 5)
+            == ["list-ingested"] + ["produce-observations"] * 2 + ["write-ingest-manifest"] * 2
+        )
         summary = anchor_windows(drain=True)
         assert summary["new_anchors"] == 2 * 550  # 13,200 hours = 550 whole UTC days per station
         assert summary["stations"]["00433"]["records"] == 13_200
@@ -49,8 +68,11 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         assert summary["stations"]["00433"]["missing_values"] == 36 + 239
         assert summary["ledger_entries"] == 1 + 1100  # the log head, one keyed entry per window
 
-        again_ingest = ingest_dwd(sources=sources)
+        with tags(tag := f"reingest-{uuid.uuid4().hex}"):
+            again_ingest = ingest_dwd(sources=sources)
         assert all(r["skipped"] for r in again_ingest.values())
+        # local files are no task runs of their own, and one listing finds what was ingested
+        assert task_run_names(tag, 3) == ["check-ingested"] * 2 + ["list-ingested"]
         again = anchor_windows(drain=True)
         assert again["new_anchors"] == 0
 
