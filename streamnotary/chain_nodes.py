@@ -77,8 +77,13 @@ def find_litecoind() -> Path:
     )
 
 
-def _poll(ready: Callable[[], bool], proc: subprocess.Popen[bytes], deadline_s: float, what: str,
-          log: Path) -> None:
+def _poll(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen[bytes],
+    deadline_s: float,
+    what: str,
+    log: Path,
+) -> None:
     """Wait until `ready()` holds, the process dies, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     delay = 0.02
@@ -115,10 +120,20 @@ def _stop_pid(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         proc.wait(timeout=timeout_s)
 
 
-def _jsonrpc(url: str, method: str, params: list[Any], auth: tuple[str, str] | None = None,
-             timeout: float = 5.0, version: str = "2.0") -> Any:
-    r = requests.post(url, json={"jsonrpc": version, "id": 1, "method": method, "params": params},
-                      auth=auth, timeout=timeout)
+def _jsonrpc(
+    url: str,
+    method: str,
+    params: list[Any],
+    auth: tuple[str, str] | None = None,
+    timeout: float = 5.0,
+    version: str = "2.0",
+) -> Any:
+    r = requests.post(
+        url,
+        json={"jsonrpc": version, "id": 1, "method": method, "params": params},
+        auth=auth,
+        timeout=timeout,
+    )
     doc = r.json()
     if doc.get("error"):
         raise RuntimeError(f"{method}: {doc['error']}")
@@ -146,17 +161,30 @@ class AnvilNode:
         return self.proc.pid
 
     def start(self, ready_timeout_s: float = 30.0) -> AnvilNode:
-        args = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent",
-                *self.extra_args]
+        args = [
+            str(self.binary),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--silent",
+            *self.extra_args,
+        ]
         if self.state_file is not None:
             args += ["--state", str(self.state_file)]
         log = self.workdir / "anvil.log"
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
         try:
-            _poll(lambda: _jsonrpc(self.url, "eth_chainId", [], timeout=1.0) is not None,
-                  self.proc, ready_timeout_s, "anvil", log)
+            _poll(
+                lambda: _jsonrpc(self.url, "eth_chainId", [], timeout=1.0) is not None,
+                self.proc,
+                ready_timeout_s,
+                "anvil",
+                log,
+            )
         except BaseException:
             _stop_pid(self.proc, 5.0)
             raise
@@ -180,9 +208,15 @@ class AnvilNode:
         return self.start()
 
 
-def start_anvil(*, port: int | None = None, workdir: Path | None = None,
-                state_file: Path | None = None, persist_state: bool = True,
-                extra_args: tuple[str, ...] = (), ready_timeout_s: float = 30.0) -> AnvilNode:
+def start_anvil(
+    *,
+    port: int | None = None,
+    workdir: Path | None = None,
+    state_file: Path | None = None,
+    persist_state: bool = True,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout_s: float = 30.0,
+) -> AnvilNode:
     """Start anvil on a free port; with `persist_state` its chain is kept in ``state.json``."""
     wd = workdir or Path(tempfile.mkdtemp(prefix="anvil-"))
     wd.mkdir(parents=True, exist_ok=True)
@@ -243,23 +277,45 @@ class LitecoindNode:
         return self.proc.pid
 
     def rpc(self, method: str, *params: Any, wallet: bool = False) -> Any:
-        return _jsonrpc(self.wallet_url if wallet else self.url, method, list(params),
-                        auth=(self.user, self.password), timeout=30.0, version="1.0")
+        return _jsonrpc(
+            self.wallet_url if wallet else self.url,
+            method,
+            list(params),
+            auth=(self.user, self.password),
+            timeout=30.0,
+            version="1.0",
+        )
 
     def start(self, ready_timeout_s: float = 60.0) -> LitecoindNode:
         args = [
-            str(self.binary), "-regtest", f"-datadir={self.datadir}", "-server=1", "-listen=0",
-            f"-port={self.p2p_port}", f"-rpcport={self.port}", "-rpcbind=127.0.0.1",
+            str(self.binary),
+            "-regtest",
+            f"-datadir={self.datadir}",
+            "-server=1",
+            "-listen=0",
+            f"-port={self.p2p_port}",
+            f"-rpcport={self.port}",
+            "-rpcbind=127.0.0.1",
             "-rpcallowip=127.0.0.1",
-            "-fallbackfee=0.0002", "-txindex=1", "-printtoconsole=0", "-dnsseed=0",
-            "-discover=0", "-upnp=0", "-rpcservertimeout=2",
+            "-fallbackfee=0.0002",
+            "-txindex=1",
+            "-printtoconsole=0",
+            "-dnsseed=0",
+            "-discover=0",
+            "-upnp=0",
+            "-rpcservertimeout=2",
         ]
         write_rpcauth_conf(self.datadir, self.user, self.password)
         log = self.datadir / "regtest" / "debug.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _poll(lambda: self.rpc("getblockchaininfo") is not None, self.proc, ready_timeout_s,
-                  "litecoind", log)
+            _poll(
+                lambda: self.rpc("getblockchaininfo") is not None,
+                self.proc,
+                ready_timeout_s,
+                "litecoind",
+                log,
+            )
         except BaseException:
             _stop_pid(self.proc, 30.0)
             raise
@@ -289,14 +345,26 @@ class LitecoindNode:
             _stop_pid(self.proc, timeout_s)
 
 
-def start_litecoind(*, datadir: Path | None = None, port: int | None = None,
-                    user: str = "streamnotary", password: str | None = None,
-                    blocks: int = 101, ready_timeout_s: float = 60.0) -> LitecoindNode:
+def start_litecoind(
+    *,
+    datadir: Path | None = None,
+    port: int | None = None,
+    user: str = "streamnotary",
+    password: str | None = None,
+    blocks: int = 101,
+    ready_timeout_s: float = 60.0,
+) -> LitecoindNode:
     """Start a regtest litecoind on free ports with a funded wallet (`blocks` mined)."""
     dd = datadir or Path(tempfile.mkdtemp(prefix="litecoind-"))
     dd.mkdir(parents=True, exist_ok=True)
-    node = LitecoindNode(find_litecoind(), dd, port or free_port(), free_port(), user,
-                         password or secrets.token_hex(16))
+    node = LitecoindNode(
+        find_litecoind(),
+        dd,
+        port or free_port(),
+        free_port(),
+        user,
+        password or secrets.token_hex(16),
+    )
     node.start(ready_timeout_s)
     try:
         node.setup_wallet(blocks)

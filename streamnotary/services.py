@@ -457,9 +457,7 @@ def start_s3_server(
         env=seaweed_env(access_key_id, secret_access_key),
         detach=detach,
     )
-    server = S3Server(
-        f"http://{HOST}:{ports.s3}", ports, access_key_id, secret_access_key, proc
-    )
+    server = S3Server(f"http://{HOST}:{ports.s3}", ports, access_key_id, secret_access_key, proc)
     client = server.client()
     try:
         wait_until(
@@ -560,8 +558,6 @@ class _Paths:
 
     def data(self, name: str) -> Path:
         return self.home / "data" / name
-
-
 
 
 def _read_doc(paths: _Paths) -> dict[str, Any]:
