@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from streamnotary.peak_rss import measured, peak_rss
@@ -45,13 +45,14 @@ def test_a_command_killed_by_a_signal_ends_the_launcher_the_same_way(tmp_path: P
 
 def test_sigterm_reaches_the_command(tmp_path: Path) -> None:
     report = tmp_path / "peak"
-    ready = tmp_path / "ready"
-    code = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
-    proc = subprocess.Popen(measured([sys.executable, "-c", code], report))
-    for _ in range(200):
-        if ready.exists():
-            break
-        time.sleep(0.05)
+    # the command says it is ready, then waits for a signal (no timer on either side)
+    code = "import signal; print('ready', flush=True); signal.pause()"
+    proc = subprocess.Popen(
+        measured([sys.executable, "-c", code], report), stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 30)
+    assert readable and proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == -signal.SIGTERM
     assert peak_rss(report) > 0
