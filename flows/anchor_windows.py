@@ -255,7 +255,7 @@ def run_pack(settings: Settings, run: int) -> PackBuilder | None:
 
 
 def r_key(settings: Settings, r: PlannedRevision) -> str:
-    return layout.payload_key(settings.topic, r.key, r.revision)
+    return layout.payload_key(settings.log_scope.name, r.key, r.revision)
 
 
 def revise_late_windows(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,17 +72,18 @@ class Documents:
     run_findings: list[Finding] = field(default_factory=list)
 
 
-def load_documents(store: ObjectStore, topic: str, discovery: Discovery) -> Documents:
-    """Receipts and checkpoints of every selected revision (payloads come later)."""
+def load_documents(store: ObjectStore, scope: str, discovery: Discovery) -> Documents:
+    """Receipts and checkpoints of every selected revision (payloads come later), under
+    the keys of `scope` (the topic, or a partition group's ``<topic>/<group>``)."""
     out: dict[WindowKey, list[RevisionInputs]] = {}
     for key, revisions in discovery.windows.items():
         items = []
         for rev in revisions:
             inp = RevisionInputs(
                 revision=rev,
-                receipt_key=layout.receipt_key(topic, key, rev),
-                checkpoint_key=layout.checkpoint_key(topic, key, rev),
-                payload_key=layout.payload_key(topic, key, rev),
+                receipt_key=layout.receipt_key(scope, key, rev),
+                checkpoint_key=layout.checkpoint_key(scope, key, rev),
+                payload_key=layout.payload_key(scope, key, rev),
             )
             inp.receipt, inp.receipt_problem = load_json(store, inp.receipt_key)
             inp.checkpoint, inp.checkpoint_problem = load_json(
@@ -125,8 +127,11 @@ def read_partitions(
     documents: dict[WindowKey, list[RevisionInputs]],
     timeout_s: float,
     accounting: Accounting | None = None,
+    partitions: Collection[int] | None = None,
 ) -> KafkaView:
     """Read each partition once, up to the high watermark, classifying each message once.
+    `partitions` (a partition group's) limits the read to those: another group's
+    messages belong to that group's windows and log.
 
     Without an anchor log: from the lowest offset any selected revision needs (partitions
     no range touches from their low watermark, so late data is still found). With one
@@ -148,6 +153,8 @@ def read_partitions(
     scans: list[PartitionScan] = []
     classified = []
     for p in kafka.partitions():
+        if partitions is not None and p not in partitions:
+            continue
         low, high = kafka.watermarks(p)
         start = max(starts.get(p, low), low)
         if start >= high:
@@ -215,16 +222,17 @@ class LedgerReader:
 
 
 def fetch_evidence(
-    store: ObjectStore, reader: LedgerReader, topic: str, key: WindowKey, inp: RevisionInputs
+    store: ObjectStore, reader: LedgerReader, scope: str, key: WindowKey, inp: RevisionInputs
 ) -> None:
-    """Fill in the payload and the ledger observations of one revision.
+    """Fill in the payload and the ledger observations of one revision, under the keys of
+    `scope` (the topic, or a partition group's ``<topic>/<group>``).
 
     The payload is where the (not yet screened) checkpoint puts it: its own object, or a
     byte range of its run's pack (ranged GET). A pack reference that names anything but a
-    pack of this topic is a payload problem, never a read of some other object.
+    pack of this scope is a payload problem, never a read of some other object.
     """
     try:
-        where = payload_location(topic, key, inp.revision, inp.checkpoint)
+        where = payload_location(scope, key, inp.revision, inp.checkpoint)
     except PackError as exc:
         inp.payload_problem = f"unusable pack reference: {exc}"
     else:
@@ -244,9 +252,9 @@ def fetch_evidence(
     if isinstance(batch, dict):  # a v1 receipt: its batch anchor (legacy path)
         batch_ref = refs.get("batch") if isinstance(refs.get("batch"), dict) else {}
         inp.batch_entry = reader.observe(
-            layout.batch_entry_key(topic, str(batch.get("root"))), batch_ref.get("locator")
+            layout.batch_entry_key(scope, str(batch.get("root"))), batch_ref.get("locator")
         )
     if inp.receipt is None and inp.log_entry is None:
         return  # nothing claims this revision is anchored: the anchored check fails it
     if reader.ledger.supports_window_items or refs.get("window") is not None:
-        inp.window_entry = reader.observe(layout.window_entry_key(topic, key, inp.revision))
+        inp.window_entry = reader.observe(layout.window_entry_key(scope, key, inp.revision))

@@ -10,7 +10,13 @@ runs read. On top, what only groups can get wrong:
   in two groups is anchored twice into two logs that each look complete;
 * every entry of a group's log names only that group's partitions
   (`tasks.groups.foreign_entries`): a window anchored, or offsets read, in the wrong group;
-* a window is in at most one group's log.
+* no window object lies outside every group's keys (`ungrouped_objects`).
+
+A window is per group: its objects are under the group's keys and its entry in the
+group's log, so one station's window split across two groups' partitions (a producer
+that does not key by station) is two windows, one per group, each complete for its
+group's partitions. Offsets, not windows, are what the assignment divides: each is
+covered by exactly one group's log.
 
 The assignment comes from the auditor's policy only; the bucket never says which
 partitions a group owns.
@@ -21,11 +27,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flows.audit_evidence import (
-    Documents,
-    LedgerReader,
-    load_documents,
-)
+from flows.audit_evidence import LedgerReader, load_documents
 from flows.audit_log import TrustPolicy
 from flows.audit_run import (
     LogAudit,
@@ -36,12 +38,13 @@ from flows.audit_run import (
     remember,
     tie_and_read,
 )
-from flows.audit_select import Discovery, Selection, discover_windows
+from flows.audit_select import Selection, discover_windows
 from storage.kafka import KafkaLog
 from storage.ledger.base import Ledger
 from storage.objectstore import ObjectStore
 from streamnotary.report import build_report
 from tasks.audit import FAIL, Finding, WindowAudit
+from tasks.audit.documents import KINDS, parse_object_name
 from tasks.groups import LogScope, assignment_problems, foreign_entries
 from tasks.window import WindowKey
 
@@ -61,25 +64,36 @@ def group_findings(log: LogAudit, partitions: tuple[int, ...]) -> list[Finding]:
     ]
 
 
-def split_discovery(
-    discovery: Discovery, logs: dict[str, LogAudit], first: str
-) -> tuple[dict[str, Discovery], list[Finding]]:
-    """Each window to the group whose log holds it; windows no log holds to `first` (their
-    `not_in_log` finding is the same in any group). A window in two logs is a FAIL."""
-    out = {g: Discovery() for g in logs}
+def ungrouped_objects(
+    store: ObjectStore, topic: str, groups: list[str], selection: Selection
+) -> list[Finding]:
+    """Window objects of a grouped topic outside every group's keys.
+
+    Each group's windows live under ``<kind>/<topic>/<group>/`` (storage/layout.py); no
+    writer of a grouped topic puts one under ``<kind>/<topic>/<station>/`` or under a group
+    the policy does not name. Such a revision was never anchored by a group: FAIL, as a
+    checkpoint without an anchor is in a topic's audit; anything else stray is noted.
+    """
+    station = f"{selection.station}/" if selection.station else ""
+    inside = tuple(f"{topic}/{g}/" for g in groups)
     findings: list[Finding] = []
-    for key, revisions in discovery.windows.items():
-        holders = [g for g, log in logs.items() if key.window_id in log.logged]
-        if len(holders) > 1:
-            findings.append(
-                Finding(FAIL, "window_in_two_groups", f"{key.window_id} is logged by {holders}")
-            )
-        for g in holders or [first]:
-            out[g].windows[key] = revisions
-            if key in discovery.window_findings:
-                out[g].window_findings[key] = discovery.window_findings[key]
-    out[first].run_findings = list(discovery.run_findings)
-    return out, findings
+    for kind in KINDS:
+        for k in store.list(f"{kind}/{topic}/{station}"):
+            if k.removeprefix(f"{kind}/").startswith(inside):
+                continue
+            name = parse_object_name(topic, k)
+            if name.window is not None and name.revision is not None:
+                findings.append(
+                    Finding(
+                        FAIL,
+                        "ungrouped_object",
+                        f"{k} names {name.window.window_id} r{name.revision} outside every "
+                        "partition group's keys: no group anchored it",
+                    )
+                )
+            else:
+                findings.append(name.finding())
+    return findings
 
 
 def run_group_audit(
@@ -113,30 +127,30 @@ def run_group_audit(
         log = open_log(store, reader, scope, trust.for_group(g), (g.origin, None), state_dir)
         log.run_findings += group_findings(log, g.partitions)
         logs[g.name] = log
-    logged: dict[str, list[int]] = {}
-    for log in logs.values():
-        for window_id, revs in log.logged.items():
-            logged[window_id] = sorted({*logged.get(window_id, []), *revs})
-    discovery = discover_windows(store, topic, selection, logged)
-    parts, two = split_discovery(discovery, logs, trust.groups[0].name)
-    findings += two
+    findings += ungrouped_objects(store, topic, [g.name for g in trust.groups], selection)
     audits: list[WindowAudit] = []
     sections: list[dict[str, Any]] = []
     scans = []
     integrity = reader.integrity()
-    all_documents = Documents({})
+    run_findings: list[Finding] = []
     for g in trust.groups:
-        log = logs[g.name]
-        documents = load_documents(store, topic, parts[g.name])
-        view = tie_and_read(store, kafka, reader, topic, log, documents, g.verifier, read_timeout_s)
+        # a group's windows are its own (a station's window may be split across groups
+        # by a producer that does not key by station): found under the group's keys and
+        # in the group's log only, audited against the topic's records of its partitions
+        scope, log = LogScope(topic, g.name).name, logs[g.name]
+        discovery = discover_windows(store, scope, selection, log.logged)
+        documents = load_documents(store, scope, discovery)
+        view = tie_and_read(
+            store, kafka, reader, scope, log, documents, g.verifier, read_timeout_s, g.partitions
+        )
         coverage = coverage_of(log, view)
-        audits += audit_windows(store, reader, topic, documents, view, integrity, log)
-        scans += [s for p, s in view.scans.items() if p in g.partitions]
-        all_documents.run_findings += documents.run_findings
+        audits += audit_windows(store, reader, topic, documents, view, integrity, log, g.name)
+        scans += list(view.scans.values())
+        run_findings += documents.run_findings
         section = log_report(log, coverage)
         sections.append({"name": g.name, "partitions": list(g.partitions), "log": section})
         remember(log, state_dir)
-    audits.sort(key=lambda a: _order(a.key))
+    audits.sort(key=lambda a: (*_order(a.key), a.group or ""))
     return build_report(
         audits,
         topic=topic,
@@ -144,7 +158,7 @@ def run_group_audit(
         integrity=integrity,
         scans=scans,
         duration_seconds=time.perf_counter() - t0,
-        findings=[*findings, *all_documents.run_findings],
+        findings=[*findings, *run_findings],
         groups=sections,
     )
 

@@ -4,6 +4,7 @@ steps in tasks. Includes the anchor-log side (`LogAudit`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,12 +162,16 @@ def audit_windows(
     view: KafkaView,
     integrity: LedgerIntegrity,
     log: LogAudit | None = None,
+    group: str | None = None,
 ) -> list[WindowAudit]:
+    """Audit every window of `documents`: its keys are those of `log`'s scope (the topic,
+    or the partition group `group`'s ``<topic>/<group>``); its documents must name `topic`."""
+    scope = log.topic if log is not None and log.topic else topic
     out = []
     times = log.run_times() if log else {}
     for key, revisions in documents.revisions.items():
         for inp in revisions:
-            fetch_evidence(store, reader, topic, key, inp)
+            fetch_evidence(store, reader, scope, key, inp)
         findings = list(documents.window_findings.get(key, []))
         if log is not None:
             findings += log.window_findings.get(key.window_id, [])
@@ -174,6 +179,7 @@ def audit_windows(
                 findings += log.accounting.window_findings.get(key.window_id, [])
         audit = audit_window(key, topic, revisions, view, integrity, findings)
         audit.timeline = _timeline(revisions, times)
+        audit.group = group
         out.append(audit)
         for inp in revisions:
             inp.payload = None  # keep memory bounded by one window
@@ -287,15 +293,18 @@ def tie_and_read(
     documents: Documents,
     verifier: Verifier | None,
     read_timeout_s: float,
+    partitions: Collection[int] | None = None,
 ) -> KafkaView:
     """Tie the documents to the signed log (and its packed checkpoints), then read Kafka
-    once for every revision and the log's accounting: one log's evidence, whole."""
+    once for every revision and the log's accounting: one log's evidence, whole. `topic`
+    names the keys (a partition group's scope); `partitions` those the log covers (a
+    group's), all without."""
     finish_log(log, documents, verifier, reader)
     attach_log(log, documents)
     load_packed_checkpoints(store, topic, documents)
     if not (documents.revisions or log.accounting):
         return KafkaView({})
-    return read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting)
+    return read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting, partitions)
 
 
 def coverage_of(log: LogAudit, view: KafkaView) -> list[PartitionCoverage]:

@@ -60,7 +60,7 @@ def rebuild_payloads(settings: Settings, windows: Sequence[Mapping[str, Any]]) -
         if i in packed:
             continue
         key = WindowKey.parse(cp["window"]["id"])
-        pkey = layout.payload_key(settings.topic, key, cp["revision"])
+        pkey = layout.payload_key(settings.log_scope.name, key, cp["revision"])
         if store.head(pkey) is not None:
             continue  # written before the crash; write-once comparison is not needed
         out[pkey] = _rederive(settings, cp)
@@ -102,6 +102,9 @@ def complete_plan(
     plan of an earlier version is ignored (its windows are in the plan's log entries).
     """
     topic = pending["topic"]
+    # The keys' scope: the topic, or ``<topic>/<group>`` for a partition group (its own
+    # log, state and windows).
+    scope = settings.log_scope.name
     windows = pending["windows"]
     log = pending.get("log")
     if log is None:
@@ -122,7 +125,7 @@ def complete_plan(
     keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
     for w in windows:
         if (w["window_id"], w["revision"]) not in packed:
-            key = layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"])
+            key = layout.checkpoint_key(scope, keys[w["window_id"]], w["revision"])
             docs[key] = w["checkpoint"]
     steps.write_documents(settings, docs, phase="checkpoints")
     kill_point("after_payloads")
@@ -130,8 +133,6 @@ def complete_plan(
     kill_point("after_log")
     previous = 0 if head["old"] is None else head["old"]["size"]
     size = head["new"]["size"]
-    # The log's scope: the topic, or ``<topic>/<group>`` for a partition group's own log.
-    scope = settings.log_scope.name
     head_ref = steps.anchor_head(settings, head_entry(scope, size, head["new"]["root"], previous))
     steps.record_head_anchor(
         settings,
@@ -156,6 +157,7 @@ def complete_plan(
                 w["checkpoint"],
                 indexes[(w["window_id"], w["revision"])],
                 log_size_after(log),
+                scope,
             )
             for w in windows
         ]
@@ -171,10 +173,10 @@ def complete_plan(
     steps.advance_cursor(settings, pending["next_cursor"])
 
 
-def _payload_object(topic: str, w: Mapping[str, Any]) -> str:
+def _payload_object(scope: str, w: Mapping[str, Any]) -> str:
     """The object holding a planned window's payload: its own, or the run's pack."""
     key = WindowKey.parse(w["window_id"])
-    return payload_location(topic, key, w["revision"], w["checkpoint"]).key
+    return payload_location(scope, key, w["revision"], w["checkpoint"]).key
 
 
 def write_receipts(
@@ -187,12 +189,13 @@ def write_receipts(
     """Receipts v2 of the plan's windows (layout per_window): log proof, head and window refs,
     and, on a versioned bucket, the object versions this run wrote."""
     topic, windows, log = pending["topic"], pending["windows"], pending["log"]
+    scope = settings.log_scope.name
     keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
     proofs = _log_proofs(settings, log, head)
     receipts = {}
     for i, w in enumerate(windows):
         key = keys[w["window_id"]]
-        receipts[layout.receipt_key(topic, key, w["revision"])] = receipt(
+        receipts[layout.receipt_key(scope, key, w["revision"])] = receipt(
             topic,
             key,
             w["revision"],
@@ -200,6 +203,7 @@ def write_receipts(
             proofs[(w["window_id"], w["revision"])],
             head_ref,
             None if window_refs is None else window_refs[i],
+            scope,
         )
     versions = steps.object_versions(
         settings,
@@ -207,17 +211,17 @@ def write_receipts(
             k
             for w in windows
             for k in (
-                layout.checkpoint_key(topic, keys[w["window_id"]], w["revision"]),
-                _payload_object(topic, w),
+                layout.checkpoint_key(scope, keys[w["window_id"]], w["revision"]),
+                _payload_object(scope, w),
             )
         ],
     )
     if versions:  # versioned bucket: pin the versions this run wrote
         for w in windows:
             key, rev = keys[w["window_id"]], w["revision"]
-            receipts[layout.receipt_key(topic, key, rev)]["object_versions"] = {
-                "checkpoint": versions.get(layout.checkpoint_key(topic, key, rev)),
-                "payload": versions.get(_payload_object(topic, w)),
+            receipts[layout.receipt_key(scope, key, rev)]["object_versions"] = {
+                "checkpoint": versions.get(layout.checkpoint_key(scope, key, rev)),
+                "payload": versions.get(_payload_object(scope, w)),
             }
     steps.write_documents(settings, receipts, phase="receipts")
 

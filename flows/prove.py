@@ -121,18 +121,17 @@ def logged_window(
     return None
 
 
-def window_partitions(
-    store: ObjectStore, topic: str, station: str, at: datetime, window_seconds: int
-) -> set[int]:
-    """The partitions of the latest revision of the window holding `station` at `at`,
-    from its stored checkpoint: only to choose which group's log to prove it from (the
-    proof itself is checked against that log's key)."""
-    key = _window_for(store, topic, station, at, window_seconds)
-    rev = _revisions_of(store, topic, key)[-1]
-    checkpoint, problem = load_json(store, layout.checkpoint_key(topic, key, rev))
-    if checkpoint is None or schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE):
-        raise ProofError(f"{key.window_id} r{rev}: checkpoint {problem or 'invalid'}")
-    return {int(r["partition"]) for r in checkpoint["source"]["ranges"]}
+def holds_window(
+    store: ObjectStore, scope: str, station: str, at: datetime, window_seconds: int
+) -> bool:
+    """Whether a per-window checkpoint under the keys of `scope` (a partition group's
+    ``<topic>/<group>``) holds `station` at `at`: only to choose which group's log to prove
+    from (the proof itself is checked against that log's key)."""
+    try:
+        _window_for(store, scope, station, at, window_seconds)
+    except ProofError:
+        return False
+    return True
 
 
 def prove_record(
@@ -148,9 +147,9 @@ def prove_record(
 ) -> dict[str, Any]:
     """Proof bundle of the record of `station` at `at`, in its window's latest revision.
 
-    `log_scope` names the log that holds the window: the topic (default), or
-    ``<topic>/<group>`` for a topic anchored in partition groups (`window_partitions`
-    tells which group).
+    `log_scope` names the log that holds the window, and the window's keys: the topic
+    (default), or ``<topic>/<group>`` for a topic anchored in partition groups, whose
+    windows are per group (`holds_window`, `logged_window` tell which groups hold one).
 
     Every link is checked against the stored evidence before the bundle is written: a
     bundle is never issued from a payload or checkpoint that does not match the anchors.
@@ -159,21 +158,22 @@ def prove_record(
     one (layout pack), from the log tiles. Revisions with a v1 receipt and no log proof
     (batch anchors) get v1.
     """
-    logged = _logged(store, log_scope or topic, verifier)
-    key = _window_for(store, topic, station, at, window_seconds, logged)
+    scope = log_scope or topic
+    logged = _logged(store, scope, verifier)
+    key = _window_for(store, scope, station, at, window_seconds, logged)
     entry = logged.get(key.window_id)
-    rev = max([*_revisions_of(store, topic, key), -1 if entry is None else entry["revision"]])
-    receipt, problem = load_json(store, layout.receipt_key(topic, key, rev))
+    rev = max([*_revisions_of(store, scope, key), -1 if entry is None else entry["revision"]])
+    receipt, problem = load_json(store, layout.receipt_key(scope, key, rev))
     if receipt is not None:
         problem = schema_problem(receipt, RECEIPT_SCHEMA_FILE)
     elif verifier is not None:
-        receipt = _tile_receipt(store, log_scope or topic, key, rev, verifier)
+        receipt = _tile_receipt(store, scope, key, rev, verifier)
         problem = None if receipt is not None else f"{problem}, and not in the anchor log"
     if entry is not None and entry["revision"] == rev and entry.get("checkpoint") is not None:
-        checkpoint, cp_problem = _packed_checkpoint(store, topic, entry)
+        checkpoint, cp_problem = _packed_checkpoint(store, scope, entry)
     else:
         checkpoint, cp_problem = load_json(
-            store, layout.checkpoint_key(topic, key, rev), pinned_version(receipt, "checkpoint")
+            store, layout.checkpoint_key(scope, key, rev), pinned_version(receipt, "checkpoint")
         )
     if checkpoint is not None:
         cp_problem = schema_problem(checkpoint, CHECKPOINT_SCHEMA_FILE)
@@ -187,7 +187,7 @@ def prove_record(
             f"{key.window_id} r{rev}: stored checkpoint does not match the anchored digest"
         )
     try:
-        where = payload_location(topic, key, rev, checkpoint)
+        where = payload_location(scope, key, rev, checkpoint)
         records = decode_payload(read_payload(store, where, pinned_version(receipt, "payload")))
     except (ObjectNotFound, PayloadError, PackError) as exc:
         raise ProofError(f"{key.window_id} r{rev}: payload unusable: {exc}") from exc
@@ -199,7 +199,6 @@ def prove_record(
         raise ProofError(f"{key.window_id} r{rev} holds no record of {station} at {iso_z(at)}")
     reader = LedgerReader(ledger)
     if isinstance(receipt.get("log"), dict):
-        scope = log_scope or topic
         return _bundle_v2(store, reader, scope, checkpoint, receipt["log"], leaves, index, verifier)
     batch_obs = reader.observe(
         layout.batch_entry_key(topic, receipt["batch"]["root"]),
@@ -209,7 +208,7 @@ def prove_record(
         raise ProofError(f"ledger entry {batch_obs.key} not found: {batch_obs.error or 'absent'}")
     window_ev = None
     if receipt["ledger"].get("window") is not None:
-        w = reader.observe(layout.window_entry_key(topic, key, rev))
+        w = reader.observe(layout.window_entry_key(scope, key, rev))
         if w.ref is None or w.body is None:
             raise ProofError(f"ledger entry {w.key} not found: {w.error or 'absent'}")
         window_ev = LedgerEvidence(w.ref.to_json(), w.body)

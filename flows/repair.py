@@ -132,13 +132,13 @@ def inspect(settings: Settings) -> PlanReport:
         cp_packs = _checkpoint_packs(topic, plan)
         for w in plan["windows"]:
             key, rev = WindowKey.parse(w["window_id"]), int(w["revision"])
-            payload_object = payload_location(topic, key, rev, w["checkpoint"]).key
+            payload_object = payload_location(scope, key, rev, w["checkpoint"]).key
             checkpoint_object = cp_packs.get(
-                (w["window_id"], rev), layout.checkpoint_key(topic, key, rev)
+                (w["window_id"], rev), layout.checkpoint_key(scope, key, rev)
             )
             anchored = (
                 ledger.supports_window_items
-                and ledger.lookup(layout.window_entry_key(topic, key, rev)) is not None
+                and ledger.lookup(layout.window_entry_key(scope, key, rev)) is not None
             )
             report.windows.append(
                 WindowState(
@@ -147,7 +147,7 @@ def inspect(settings: Settings) -> PlanReport:
                     payload_stored=store.head(payload_object) is not None,
                     checkpoint_stored=store.head(checkpoint_object) is not None,
                     anchored=anchored,
-                    receipt_stored=store.head(layout.receipt_key(topic, key, rev)) is not None,
+                    receipt_stored=store.head(layout.receipt_key(scope, key, rev)) is not None,
                 )
             )
     return report
@@ -226,9 +226,9 @@ def discard(settings: Settings) -> list[str]:
         cp = w["checkpoint"]
         objects = []
         if (w["window_id"], rev) not in in_packs:
-            objects.append((layout.checkpoint_key(topic, key, rev), sha256_hex(document_bytes(cp))))
+            objects.append((layout.checkpoint_key(scope, key, rev), sha256_hex(document_bytes(cp))))
         if "pack" not in cp["payload"]:
-            objects.insert(0, (layout.payload_key(topic, key, rev), cp["payload"]["sha256"]))
+            objects.insert(0, (layout.payload_key(scope, key, rev), cp["payload"]["sha256"]))
         for k, digest in objects:
             if _delete_if_same(store, k, digest):
                 deleted.append(k)

@@ -83,6 +83,7 @@ def plan_revisions(
             pipeline_version=streamnotary.__version__,
             pack=pack,
             payload=b.payload,
+            scope=settings.log_scope.name,
         )
         for j, b in zip(jobs, built, strict=True)
     ]

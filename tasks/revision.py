@@ -62,19 +62,21 @@ def plan_revision(
     pipeline_version: str,
     pack: PackBuilder | None = None,
     payload: bytes | None = None,
+    scope: str | None = None,
 ) -> PlannedRevision:
     """Encode the payload and build the checkpoint of one window revision.
 
     With `pack` (layout pack) the payload is appended to the run's pack and the checkpoint
     addresses it there; without, it is its own object at `layout.payload_key`. `payload`
     is `encode_payload(content.records)` when the caller already has it (built in parallel
-    by `flows/window_build.py`); it is encoded here otherwise.
+    by `flows/window_build.py`); it is encoded here otherwise. `scope` names the keys
+    (`tasks.groups.LogScope.name`: a partition group's window is its own); the topic.
     """
     if payload is None:
         payload = encode_payload(content.records)
     digest = sha256_hex(payload)
     if pack is None:
-        key = layout.payload_key(topic, content.key, revision)
+        key = layout.payload_key(scope or topic, content.key, revision)
         ref = PayloadRef(uri=uri_of(key), sha256=digest, size=len(payload))
     else:
         offset = pack.add(payload)
@@ -116,12 +118,14 @@ def window_entry(
     checkpoint: dict[str, Any],
     log_index: int,
     log_size: int,
+    scope: str | None = None,
 ) -> AnchorEntry:
     """The keyed ledger entry of a window revision (ledgers with keys): it commits to the
     checkpoint and to where the revision sits in the anchor log (its entry's index, and the
-    size of the head its run anchored), so the keyed item points into the log."""
+    size of the head its run anchored), so the keyed item points into the log. Its key is
+    the window's in `scope` (a partition group's, `tasks.groups.LogScope.name`)."""
     return AnchorEntry(
-        key=layout.window_entry_key(topic, key, revision),
+        key=layout.window_entry_key(scope or topic, key, revision),
         kind="window",
         body=window_entry_body(topic, key, revision, checkpoint, log_index, log_size),
         index_keys=(key.window_id, key.station_id, topic),
@@ -179,18 +183,19 @@ def receipt(
     log: dict[str, Any],
     head_ref: AnchorRef,
     window_ref: AnchorRef | None,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """The window revision's receipt v2 (layout per_window only): its log inclusion proof
     in the signed head of its run (`tasks.run_log.log_proof`), where that head is anchored,
     and its keyed ledger entry if the ledger has keys. Everything in it can be recomputed
     from the log tiles and the ledger; it saves the auditor that work and names the Bitcoin
-    transaction of the head."""
+    transaction of the head. `scope`: as for `window_entry`."""
     return {
         "schema": RECEIPT_SCHEMA_V2,
         "topic": topic,
         "window_id": key.window_id,
         "revision": revision,
-        "checkpoint_key": layout.checkpoint_key(topic, key, revision),
+        "checkpoint_key": layout.checkpoint_key(scope or topic, key, revision),
         "checkpoint_digest": digest,
         "log": log,
         "ledger": {

@@ -148,14 +148,15 @@ def anchored_revisions(
 ) -> list[AnchoredRevision]:
     """The plan's window revisions (``pending["windows"]``), with their object URIs and keys;
     `head_size` is the size of the log head the run anchored, in the log of `scope` (the
-    topic, or ``<topic>/<group>`` for a partition group). A checkpoint that the plan's
-    `log` entries locate in a checkpoint pack (layout pack) is named by the pack's URI and
-    its byte range."""
+    topic, or ``<topic>/<group>`` for a partition group, whose windows have their own
+    keys). A checkpoint that the plan's `log` entries locate in a checkpoint pack (layout
+    pack) is named by the pack's URI and its byte range."""
     refs = {
         (e["window_id"], e["revision"]): checkpoint_ref(topic, e)
         for e in (log or {}).get("entries", [])
         if e["type"] == "window"
     }
+    keys_of = scope or topic
     out = []
     for w in windows:
         key = WindowKey.parse(w["window_id"])
@@ -171,12 +172,12 @@ def anchored_revisions(
                 records=int(cp["counts"]["records"]),
                 checkpoint_digest=str(w["checkpoint_digest"]),
                 payload_uri=str(cp["payload"]["uri"]),  # its own object or its run's pack
-                checkpoint_uri=uri_of(layout.checkpoint_key(topic, key, rev))
+                checkpoint_uri=uri_of(layout.checkpoint_key(keys_of, key, rev))
                 if ref is None
                 else uri_of(ref.key) + ref.uri_suffix,
-                receipt_uri=uri_of(layout.receipt_key(topic, key, rev)) if receipts else None,
+                receipt_uri=uri_of(layout.receipt_key(keys_of, key, rev)) if receipts else None,
                 head_ledger_key=layout.head_entry_key(scope or topic, head_size),
-                window_ledger_key=layout.window_entry_key(topic, key, rev),
+                window_ledger_key=layout.window_entry_key(keys_of, key, rev),
             )
         )
     return out

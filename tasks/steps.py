@@ -261,7 +261,7 @@ def load_latest_revisions(
     store = open_store(settings)
     found: dict[WindowKey, dict[str, Any]] = {}
     for key in keys:
-        prefix = layout.window_checkpoints_prefix(settings.topic, key)
+        prefix = layout.window_checkpoints_prefix(settings.log_scope.name, key)
         checkpoints = [k for k in store.list(prefix) if _REVISION_NAME.fullmatch(k[len(prefix) :])]
         if not checkpoints:
             continue

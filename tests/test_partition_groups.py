@@ -506,3 +506,53 @@ def test_prove_and_verify_proof_use_the_log_of_the_windows_group(
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     refused = env.run_cli("verify-proof", str(tmp_path / "forged.json"), "--trust", str(trust))
     assert refused.returncode != 0 and "NOT VERIFIED" in refused.stdout
+
+
+# -- a window whose messages lie in two groups (a producer that does not key by station) --
+
+
+def split_day(env: PipelineEnv) -> tuple[str, list[Any], list[Any]]:
+    """The first demo station's first day half in partition 0 (group A), half in partition
+    2 (group B): a producer that does not key by station. Its other day and the second
+    station go to their usual groups."""
+    (first, obs), (_, other) = sorted(by_station(2).items())
+    morning, afternoon = obs[:12], obs[12:24]
+    produce_to(env, {0: morning + obs[24:], 2: afternoon + other})
+    return first, morning, afternoon
+
+
+def test_a_window_split_across_two_groups_is_anchored_by_both(
+    env: PipelineEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
+    tmp_path: Path,
+) -> None:
+    """Each group anchors its own part of the split window, in its own log, under its own
+    keys: neither group halts on the other's checkpoint or ledger key, the audit of every
+    group passes, and a record of each half is proven from the log of the group holding it."""
+    station, morning, afternoon = split_day(env)
+    anchor_groups_in_process(env, monkeypatch)
+    policy = group_trust(env, monkeypatch)
+    report = group_audit(env, policy, tmp_path / "state")
+    failing = [(w["window_id"], w["verdict"]) for w in report["windows"] if w["verdict"] != "pass"]
+    assert report["verdict"] == "pass", (all_codes(report), failing)
+    wid = f"{station}_{morning[0].observed_at:%Y%m%dT000000Z}_86400s"
+    halves = {}
+    for g, parts in ((A, {0, 1}), (B, {2, 3})):
+        entries = [e for e in log_entries(env, f"{env.topic}/{g}") if e.get("window_id") == wid]
+        assert len(entries) == 1, (g, wid)
+        assert {int(p) for p in entries[0]["ranges"]} <= parts
+        halves[g] = entries[0]
+    assert halves[A]["checkpoint_digest"] != halves[B]["checkpoint_digest"]
+
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(policy))
+    for g, half in ((A, morning), (B, afternoon)):
+        at = half[3].observed_at.strftime("%Y-%m-%dT%H:%MZ")
+        out = tmp_path / f"split-{g}.json"
+        proved = env.run_cli("prove", "--station", station, "--at", at, "--out", str(out))
+        assert proved.returncode == 0, proved.stderr
+        assert json.loads(out.read_text())["log"]["origin"] == f"streamnotary/{env.topic}/{g}"
+        checked = env.run_cli("verify-proof", str(out), "--trust", str(trust), "--online")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"partition group {g}" in checked.stdout and "VERIFIED" in checked.stdout

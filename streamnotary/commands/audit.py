@@ -151,15 +151,14 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from tasks.groups import GroupConfigError
 
     settings = load_settings(topic=args.topic)
-    try:
-        if settings.partition_groups:  # prove from the log of the window's group
-            settings = replace(settings, group=_owning_group(settings, args.station, args.at))
+
+    def prove_in(settings: Settings) -> dict[str, Any]:
         try:
             verifier = log_verifier(settings)
         except LogKeyError:
             verifier = None
         with open_ledger(settings) as ledger:
-            bundle = prove_record(
+            return prove_record(
                 store=open_store(settings),
                 ledger=ledger,
                 topic=settings.topic,
@@ -169,6 +168,20 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 verifier=verifier,
                 log_scope=settings.log_scope.name,
             )
+
+    try:
+        if not settings.partition_groups:
+            bundle = prove_in(settings)
+        else:  # prove from the log of the group whose window holds the record
+            errors: list[str] = []
+            for group in _holding_groups(settings, args.station, args.at):
+                try:
+                    bundle = prove_in(replace(settings, group=group))
+                    break
+                except ProofError as exc:
+                    errors.append(f"group {group}: {exc}")
+            else:
+                raise ProofError("; ".join(errors))
     except (ProofError, GroupConfigError) as exc:
         print(f"streamnotary prove: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -257,36 +270,36 @@ def _local_key(bundle: Any, notes: list[str]) -> tuple[str, Any] | None:
     return log_origin(settings), verifier
 
 
-def _owning_group(settings: Settings, station: str, at: str) -> str:
-    """The partition group whose log holds the window of `station` at `at`: from the
-    window's per-window checkpoint (layout per_window), else from the group's signed log
-    (layout pack keeps checkpoints only where the log locates them)."""
+def _holding_groups(settings: Settings, station: str, at: str) -> list[str]:
+    """The partition groups holding a window of `station` at `at`, in setting order: under
+    the group's keys (layout per_window), else in the group's signed log (layout pack
+    keeps checkpoints only where the log locates them). Usually one; more when a producer
+    that does not key by station split the window across groups (each its own window)."""
     from dataclasses import replace
 
     from flows.audit import ProofError, parse_time
-    from flows.prove import logged_window, window_partitions
+    from flows.prove import holds_window, logged_window
     from storage.logkey import LogKeyError, log_verifier
     from storage.objectstore import open_store
-    from tasks.groups import groups_of, owner_of
+    from tasks.groups import groups_of
 
     store, when = open_store(settings), parse_time(at)
-    groups = groups_of(settings.partition_groups)
-    try:
-        parts = window_partitions(store, settings.topic, station, when, settings.window_seconds)
-        return owner_of(groups, parts).name
-    except ProofError:
-        pass
-    for g in groups:
+    found = []
+    for g in groups_of(settings.partition_groups):
         scoped = replace(settings, group=g.name)
+        scope = scoped.log_scope.name
+        if holds_window(store, scope, station, when, settings.window_seconds):
+            found.append(g.name)
+            continue
         try:
             verifier = log_verifier(scoped)
         except LogKeyError:
             continue
-        if logged_window(
-            store, scoped.log_scope.name, verifier, station, when, settings.window_seconds
-        ):
-            return g.name
-    raise ProofError(
-        f"no partition group's log holds a window of station {station} at {at} "
-        f"in topic {settings.topic!r}"
-    )
+        if logged_window(store, scope, verifier, station, when, settings.window_seconds):
+            found.append(g.name)
+    if not found:
+        raise ProofError(
+            f"no partition group holds a window of station {station} at {at} "
+            f"in topic {settings.topic!r}"
+        )
+    return found

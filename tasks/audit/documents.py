@@ -67,15 +67,16 @@ def parse_window_id(text: str) -> WindowKey:
     return key
 
 
-def parse_object_name(topic: str, object_key: str) -> ObjectName:
-    """Classify ``<kind>/<topic>/<station>/<start>_<size>s/r<rev>.<ext>`` (docs/formats.md).
+def parse_object_name(scope: str, object_key: str) -> ObjectName:
+    """Classify ``<kind>/<scope>/<station>/<start>_<size>s/r<rev>.<ext>`` (docs/formats.md);
+    `scope` is the topic, or ``<topic>/<group>`` for a partition group's windows.
 
     Never raises: anything that does not follow `storage.layout` comes back with a
     `problem`, attributed to the window it names when it names one.
     """
-    parts = object_key.split("/")
-    kind = parts[0] if parts else ""
-    if kind not in KINDS or len(parts) != 5 or parts[1] != topic:
+    kind, _, rest = object_key.partition("/")
+    parts = [kind, scope, *rest.removeprefix(f"{scope}/").split("/")]
+    if kind not in KINDS or not rest.startswith(f"{scope}/") or len(parts) != 5:
         return ObjectName(object_key, problem=f"unexpected object {object_key!r}")
     stem, dot, ext = parts[4].partition(".")
     m = REVISION_NAME.fullmatch(stem)

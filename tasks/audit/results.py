@@ -38,6 +38,7 @@ class WindowAudit:
     aggregates: dict[str, Any] | None = None  # of the latest revision's checkpoint
     findings: list[Finding] = field(default_factory=list)  # about the window, not a revision
     timeline: dict[str, Any] | None = None  # closed_at -> anchored_at of the latest revision
+    group: str | None = None  # the partition group whose log holds it (its own window)
 
     @property
     def window_id(self) -> str:
@@ -68,4 +69,5 @@ class WindowAudit:
             "revisions": [r.to_json() for r in self.revisions],
             "findings": [f.to_json() for f in self.findings],
             "timeline": self.timeline,
+            **({} if self.group is None else {"group": self.group}),
         }
