@@ -109,6 +109,13 @@ def validate_report(doc: Any) -> None:
         raise ReportError(f"report invalid at /{path}: {exc.message}") from exc
 
 
+def window_label(window: dict[str, Any]) -> str:
+    """A report window's id, with its partition group when it has one: a station-day split
+    across two groups is two windows of the same id."""
+    group = window.get("group")
+    return window["window_id"] if group is None else f"{window['window_id']} ({group})"
+
+
 def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Every non-passing finding, flattened: window, revision, check, finding."""
     out = [
@@ -129,8 +136,9 @@ def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
             if f["severity"] != "info"
         ]
     for w in report["windows"]:
+        label = window_label(w)
         out += [
-            {"window_id": w["window_id"], "revision": None, "check": "window", **f}
+            {"window_id": label, "revision": None, "check": "window", **f}
             for f in w.get("findings", [])
             if f["severity"] != "info"
         ]
@@ -140,7 +148,7 @@ def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
                     if f["severity"] != "info":
                         out.append(
                             {
-                                "window_id": w["window_id"],
+                                "window_id": label,
                                 "revision": r["revision"],
                                 "check": name,
                                 **f,
@@ -351,7 +359,7 @@ def station_chart(station: str, windows: Sequence[dict[str, Any]]) -> str:
     for w in ws:
         colour = VERDICT_COLOURS[w["verdict"]]
         xa, xb = x(_parse(w["start"]).timestamp()), x(_parse(w["end"]).timestamp())
-        title = html.escape(f"{w['window_id']} r{_rev(w['latest_revision'])}: {w['verdict']}")
+        title = html.escape(f"{window_label(w)} r{_rev(w['latest_revision'])}: {w['verdict']}")
         parts.append(
             f'<rect class="verdict verdict-{w["verdict"]}" x="{xa:.1f}" y="{_H - _PAD_B + 6}" '
             f'width="{max(xb - xa - 0.5, 1):.1f}" height="10" fill="{colour}">'

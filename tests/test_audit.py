@@ -207,6 +207,12 @@ def test_object_names_never_raise_and_say_what_they_name() -> None:
     assert huge.window is None and huge.finding().severity == "fail"
     for hostile in ("", "/", "checkpoints", f"payloads/{TOPIC}/a/b/c/d", "x\n\x1b[2J/y"):
         assert parse_object_name(TOPIC, hostile).problem is not None
+    # a partition group's windows are under its own keys, and only there
+    group = f"{TOPIC}/p0_1"
+    scoped = parse_object_name(group, layout.checkpoint_key(group, KEY, 3))
+    assert (scoped.window, scoped.revision, scoped.problem) == (KEY, 3, None)
+    assert parse_object_name(TOPIC, layout.checkpoint_key(group, KEY, 3)).problem is not None
+    assert parse_object_name(group, layout.checkpoint_key(TOPIC, KEY, 3)).problem is not None
 
 
 def test_hostile_documents_fail_their_revision_and_never_raise() -> None:

@@ -29,6 +29,7 @@ from tasks.groups import (
     parse_groups,
 )
 from tasks.record import canonical_bytes
+from tasks.window import WindowKey
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env, wait_for
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
@@ -521,15 +522,18 @@ def split_day(env: PipelineEnv) -> tuple[str, list[Any], list[Any]]:
     return first, morning, afternoon
 
 
+@pytest.mark.parametrize("object_layout", ["pack", "per_window"])
 def test_a_window_split_across_two_groups_is_anchored_by_both(
     env: PipelineEnv,
     monkeypatch: pytest.MonkeyPatch,
     prefect_harness: None,
     tmp_path: Path,
+    object_layout: str,
 ) -> None:
     """Each group anchors its own part of the split window, in its own log, under its own
     keys: neither group halts on the other's checkpoint or ledger key, the audit of every
     group passes, and a record of each half is proven from the log of the group holding it."""
+    monkeypatch.setenv("STREAMNOTARY_OBJECT_LAYOUT", object_layout)
     station, morning, afternoon = split_day(env)
     anchor_groups_in_process(env, monkeypatch)
     policy = group_trust(env, monkeypatch)
@@ -537,6 +541,7 @@ def test_a_window_split_across_two_groups_is_anchored_by_both(
     failing = [(w["window_id"], w["verdict"]) for w in report["windows"] if w["verdict"] != "pass"]
     assert report["verdict"] == "pass", (all_codes(report), failing)
     wid = f"{station}_{morning[0].observed_at:%Y%m%dT000000Z}_86400s"
+    assert sorted(w["group"] for w in report["windows"] if w["window_id"] == wid) == [A, B]
     halves = {}
     for g, parts in ((A, {0, 1}), (B, {2, 3})):
         entries = [e for e in log_entries(env, f"{env.topic}/{g}") if e.get("window_id") == wid]
@@ -556,3 +561,17 @@ def test_a_window_split_across_two_groups_is_anchored_by_both(
         checked = env.run_cli("verify-proof", str(out), "--trust", str(trust), "--online")
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"partition group {g}" in checked.stdout and "VERIFIED" in checked.stdout
+
+    if object_layout == "per_window":  # each half's objects under its group's keys
+        store = env.store()
+        key = WindowKey.parse(wid)
+        for g in (A, B):
+            assert store.head(layout.checkpoint_key(f"{env.topic}/{g}", key, 0)) is not None
+            assert store.head(layout.receipt_key(f"{env.topic}/{g}", key, 0)) is not None
+        # a revision outside every group's keys was anchored by no group: the audit fails
+        forged = layout.checkpoint_key(env.topic, key, 0)
+        store.put(forged, store.get(layout.checkpoint_key(f"{env.topic}/{A}", key, 0)), "x/y")
+        report = group_audit(env, policy)
+        assert report["verdict"] == "fail"
+        ungrouped = [f for f in report["findings"] if f["code"] == "ungrouped_object"]
+        assert [forged in f["message"] for f in ungrouped] == [True], report["findings"]
