@@ -31,6 +31,7 @@ from typing import Any
 from storage.backfill_spill import Message, Spill
 from storage.checkpoint_store import read_ref
 from storage.kafka import KafkaLog
+from storage.layout import is_group_name
 from storage.objectstore import ObjectStore
 from streamnotary.config import Settings, load_settings
 from tasks.backfill_plan import CONFLICT, NEW, SKIPPED, in_range, window_root
@@ -191,7 +192,8 @@ def anchored_index(
 ) -> dict[str, tuple[int, Located]]:
     """window id -> (latest revision, where its checkpoint is) of every anchored window.
 
-    One listing of the per-window checkpoints, and the window entries of the signed log
+    One listing of the per-window checkpoints (the topic's, and with partition groups each
+    group's, `storage.layout`), and the window entries of the signed log
     (`entries`, `storage.checkpoint_store.logged_entries`): in layout pack only the log
     locates a checkpoint, inside its run's checkpoint pack. ~100-200 bytes per anchored
     window (not per record) stay in memory.
@@ -200,6 +202,8 @@ def anchored_index(
     prefix = f"checkpoints/{topic}/"
     for key in store.list(prefix):
         parts = key[len(prefix) :].split("/")
+        if len(parts) == 4 and is_group_name(parts[0]):  # a partition group's window
+            parts = parts[1:]
         if len(parts) != 3 or not parts[2].startswith("r"):
             continue
         window_id = f"{parts[0]}_{parts[1]}"

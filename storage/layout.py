@@ -62,7 +62,7 @@ def is_pack_key(topic: str, object_key: str) -> bool:
     name = object_key.removeprefix(packs_prefix(topic))
     group, _, rest = name.rpartition("/")
     if group:
-        if not _is_group_name(group):
+        if not is_group_name(group):
             return False
         name = rest
     return (
@@ -74,7 +74,7 @@ def is_pack_key(topic: str, object_key: str) -> bool:
     )
 
 
-def _is_group_name(text: str) -> bool:
+def is_group_name(text: str) -> bool:
     """``p0_1``: the name `tasks.groups.group_name` gives (partitions joined by ``_``)."""
     parts = text[1:].split("_")
     return text.startswith("p") and all(p.isdigit() and p.isascii() for p in parts)
@@ -92,7 +92,7 @@ def is_checkpoint_pack_key(topic: str, object_key: str, run: int) -> bool:
     partition groups (``packs/<topic>/<group>/run-….checkpoints``)."""
     name = object_key.removeprefix(packs_prefix(topic))
     group, _, rest = name.rpartition("/")
-    if group and not _is_group_name(group):
+    if group and not is_group_name(group):
         return False
     return object_key.startswith(packs_prefix(topic)) and rest == f"run-{run:010d}.checkpoints"
 

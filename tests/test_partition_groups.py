@@ -568,6 +568,14 @@ def test_a_window_split_across_two_groups_is_anchored_by_both(
         for g in (A, B):
             assert store.head(layout.checkpoint_key(f"{env.topic}/{g}", key, 0)) is not None
             assert store.head(layout.receipt_key(f"{env.topic}/{g}", key, 0)) is not None
+        # a backfill finds both halves anchored (it compares, never re-produces them)
+        from flows.backfill_sources import anchored_index
+        from storage.checkpoint_store import logged_entries
+
+        with env.active() as settings:
+            index = anchored_index(store, env.topic, logged_entries(settings))
+        assert index[wid][0] == 0
+        assert len([w for w in index if w.startswith(f"{station}_")]) == 2
         # a revision outside every group's keys was anchored by no group: the audit fails
         forged = layout.checkpoint_key(env.topic, key, 0)
         store.put(forged, store.get(layout.checkpoint_key(f"{env.topic}/{A}", key, 0)), "x/y")
