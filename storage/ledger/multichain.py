@@ -1,8 +1,9 @@
 """MultiChain streams as a ledger: the `MultiChainLedger` backend.
 
 What is published per anchor entry: one stream item with keys ``[entry.key,
-*entry.index_keys]`` (window entries: ``[window/<topic>/<window id>/r<rev>, <window id>,
-<station>, <topic>]``) and data ``{"json": {"entry_key", "kind", "digest", "body"}}``.
+*entry.index_keys]`` (window entries: ``[window/<scope>/<window id>/r<rev>, <window id>,
+<station>, <topic>]``, the scope being the topic or a partition group's
+``<topic>/<group>``) and data ``{"json": {"entry_key", "kind", "digest", "body"}}``.
 A run's entries go out with ``publishmultifrom``, up to `publish_chunk` items per
 transaction (the chain caps it at ``max-std-op-returns-count``, 32 by default); such a
 transaction holds several items of the stream, so an item is addressed by (txid, vout).
