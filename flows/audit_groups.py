@@ -73,6 +73,8 @@ def ungrouped_objects(
     writer of a grouped topic puts one under ``<kind>/<topic>/<station>/`` or under a group
     the policy does not name. Such a revision was never anchored by a group: FAIL, as a
     checkpoint without an anchor is in a topic's audit; anything else stray is noted.
+    Costs one more listing of the topic's window objects: none in layout pack, three per
+    window revision in layout per_window.
     """
     station = f"{selection.station}/" if selection.station else ""
     inside = tuple(f"{topic}/{g}/" for g in groups)
