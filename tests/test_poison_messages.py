@@ -139,3 +139,25 @@ def test_poison_messages_are_quarantined_and_never_wedge_the_pipeline(
 
         report = audit(all_windows=True)
     assert report["verdict"] == "pass"
+
+
+def test_a_flood_of_junk_is_anchored_in_shorter_runs_not_wedged(env: PipelineEnv) -> None:
+    """14,000 messages that name no window, in one run's read: their offsets alone would make
+    the run entry exceed a log entry's 65,535 bytes (`EntryTooLarge` on every re-run, any
+    producer could stop anchoring). The run reads less until its entry fits, the next runs
+    take the rest, every offset is accounted for, and the audit passes."""
+    junk = 14_000  # ~6 bytes an offset: ~84 KB of offsets
+    good = [o for o in demo_observations(days=2) if o.station_id == "00433"]
+    with env.active():
+        env.produce_observations(good[:24])
+        _produce_raw(env, [("bad_json", None, b"{broken", -5)] * junk)
+        env.produce_observations(good[24:])
+        runs = []
+        while not runs or runs[-1]["backlog"]:
+            runs.append(anchor_windows(drain=True))
+            assert len(runs) <= 6, runs[-1]
+        assert len(runs) >= 2  # the first run could not take all of them
+        assert sum(r["unattributable"] for r in runs) == junk
+        assert sum(r["new_anchors"] for r in runs) == 2
+        report = audit(all_windows=True)
+    assert report["verdict"] == "pass", report["findings"]
