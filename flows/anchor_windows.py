@@ -248,7 +248,7 @@ def plan_that_fits(
     log entry: (plan, the messages it covers, offsets left to the next runs).
 
     The run entry lists every quarantined and unattributable offset. Any producer could
-    otherwise stop anchoring with ~8,200 malformed messages in one run's read: the entry
+    otherwise stop anchoring with 8,000-13,000 malformed messages in one run's read: the entry
     would exceed 65,535 bytes and every re-run over the same offsets would fail again.
     Halving the read until the entry fits keeps every run small enough and the cursor
     moving (a shorter read is always a valid run: the rest is backlog). What no read can
