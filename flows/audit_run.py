@@ -50,6 +50,7 @@ from tasks.audit import (
 )
 from tasks.audit.coverage import Accounting, LogIndex, PartitionCoverage, check_entries, index_log
 from tasks.audit.log import RememberedHead, check_log
+from tasks.groups import LogScope
 from tasks.tlog.checkpoint import LogCheckpoint
 from tasks.tlog.note import Verifier
 
@@ -164,9 +165,9 @@ def audit_windows(
     log: LogAudit | None = None,
     group: str | None = None,
 ) -> list[WindowAudit]:
-    """Audit every window of `documents`: its keys are those of `log`'s scope (the topic,
-    or the partition group `group`'s ``<topic>/<group>``); its documents must name `topic`."""
-    scope = log.topic if log is not None and log.topic else topic
+    """Audit every window of `documents`, which must name `topic`; with `group` (a
+    partition group's name) their keys are the group's, ``<topic>/<group>``."""
+    scope = topic if group is None else LogScope(topic, group).name
     out = []
     times = log.run_times() if log else {}
     for key, revisions in documents.revisions.items():
@@ -288,7 +289,7 @@ def tie_and_read(
     store: ObjectStore,
     kafka: KafkaLog,
     reader: LedgerReader,
-    topic: str,
+    scope: str,
     log: LogAudit,
     documents: Documents,
     verifier: Verifier | None,
@@ -296,12 +297,12 @@ def tie_and_read(
     partitions: Collection[int] | None = None,
 ) -> KafkaView:
     """Tie the documents to the signed log (and its packed checkpoints), then read Kafka
-    once for every revision and the log's accounting: one log's evidence, whole. `topic`
-    names the keys (a partition group's scope); `partitions` those the log covers (a
-    group's), all without."""
+    once for every revision and the log's accounting: one log's evidence, whole. `scope`
+    names the keys (the topic, or a partition group's ``<topic>/<group>``); `partitions`
+    are those the log covers (a group's; all without)."""
     finish_log(log, documents, verifier, reader)
     attach_log(log, documents)
-    load_packed_checkpoints(store, topic, documents)
+    load_packed_checkpoints(store, scope, documents)
     if not (documents.revisions or log.accounting):
         return KafkaView({})
     return read_partitions(kafka, documents.revisions, read_timeout_s, log.accounting, partitions)
