@@ -28,9 +28,9 @@ from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import steps
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
-from tasks.message import Classified, SourceMessage, classify
+from tasks.message import Classified, classify
 from tasks.pack import PackBuilder
-from tasks.planner import Cursor, PlanOptions, RunPlan, cap_ranges, merge_ranges, plan_run
+from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
     document_bytes,
@@ -38,7 +38,7 @@ from tasks.revision import (
     quarantine_doc,
 )
 from tasks.run_artifacts import explain_run, track_progress
-from tasks.run_log import log_plan, run_entries, run_entry_fits
+from tasks.run_log import log_plan, run_entries
 from tasks.run_report import held_open_by_station
 from tasks.run_summary import RunSummary
 from tasks.window import WindowKey, WindowSpec
@@ -114,13 +114,11 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     held = steps.load_held(settings, cursor)
     ranges, summary.backlog = bounded_read(settings, cursor, held is not None)
     messages = steps.read_offset_ranges(settings, ranges)
-    now = datetime.now(UTC)
+    ends = {p: end for p, (_start, end) in ranges.items()}
     # Draining closes every open window: only once the read reached the end of the log.
-    closing_all = drain and summary.backlog == 0
-    plan, messages, left = plan_that_fits(
-        settings, cursor, held or [], messages, ranges, closing_all, now
-    )
-    summary.backlog += left
+    options = plan_options(settings, drain and summary.backlog == 0)
+    now = datetime.now(UTC)
+    plan = plan_run(cursor, [*(held or []), *messages], ends, options, now)
     held_ref = steps.write_held(settings, plan.held)
     plan = replace(plan, next_cursor=replace(plan.next_cursor, held=held_ref))
     summary.messages_read += len(messages)
@@ -233,45 +231,6 @@ def bounded_read(
         for p, (lo, hi) in capped.items()
     }
     return ranges, sum(ends[p] - ranges[p][1] for p in ends)
-
-
-def plan_that_fits(
-    settings: Settings,
-    cursor: Cursor,
-    held: Sequence[SourceMessage],
-    messages: Sequence[SourceMessage],
-    ranges: Mapping[int, tuple[int, int]],
-    drain: bool,
-    now: datetime,
-) -> tuple[RunPlan, Sequence[SourceMessage], int]:
-    """The run's plan, over a shorter read if the whole read's run entry would not fit one
-    log entry: (plan, the messages it covers, offsets left to the next runs).
-
-    The run entry lists every quarantined and unattributable offset. Any producer could
-    otherwise stop anchoring with 8,000-13,000 malformed messages in one run's read: the entry
-    would exceed 65,535 bytes and every re-run over the same offsets would fail again.
-    Halving the read until the entry fits keeps every run small enough and the cursor
-    moving (a shorter read is always a valid run: the rest is backlog). What no read can
-    shrink, windows held open by earlier runs, still fails at the log append.
-    """
-    read_end = {p: cursor.partition(p).read_end for p in ranges}
-    ends = {p: end for p, (_start, end) in ranges.items()}
-    cap, left = len(messages), 0
-    while True:
-        options = plan_options(settings, drain and left == 0)  # a shorter read never drains
-        plan = plan_run(cursor, [*held, *messages], ends, options, now)
-        if cap <= 1 or run_entry_fits(settings.topic, cursor, plan, now):
-            return plan, messages, left
-        cap //= 2
-        capped = cap_ranges(ranges, cap)
-        ends = {p: max(hi, min(read_end[p], ranges[p][1])) for p, (_lo, hi) in capped.items()}
-        messages = [m for m in messages if m.offset < ends[m.partition]]
-        left = sum(ranges[p][1] - ends[p] for p in ranges)
-        get_run_logger().warning(
-            f"the run entry of {len(messages) + left} message(s) would exceed a log entry "
-            f"(too many quarantined offsets or open windows): reading {len(messages)} now, "
-            f"{left} offset(s) left for the next runs"
-        )
 
 
 def plan_options(settings: Settings, drain: bool) -> PlanOptions:

@@ -31,7 +31,7 @@ from tasks.checkpoint import ranges_of
 from tasks.checkpoint_pack import CheckpointPackError, checkpoint_ref
 from tasks.message import classify
 from tasks.pack import PackError, payload_location
-from tasks.window import WindowKey, WindowSpec
+from tasks.window import DEFAULT_WINDOW_SECONDS, WindowKey, WindowSpec
 
 # ---------------------------------------------------------------------------------------
 # Evidence fetching
@@ -148,7 +148,9 @@ def read_partitions(
     sizes = {k.size_seconds for k in documents}
     if accounting is not None:
         starts = {}
-        sizes.update(accounting.index.window_sizes())
+        # A log that names no window at all still needs every message classified: one that
+        # names a window is then unaccounted, whatever the size, so any one size serves.
+        sizes.update(accounting.index.window_sizes() or sizes or [DEFAULT_WINDOW_SECONDS])
     specs = [WindowSpec(s) for s in sorted(sizes)]
     scans: list[PartitionScan] = []
     classified = []

@@ -2,10 +2,11 @@
 
 From the run's plan this builds the log entries (`tasks.tlog.entries`): one window entry
 per anchored revision, sorted by (window id, revision), then the run entry recording what
-the run consumed. They go into the write-ahead plan, with the log size they extend, so a
-resumed run appends exactly the same bytes. After the append, the run anchors the new head
-(`head_entry`) and, in the per_window layout, each receipt carries its window entry's
-inclusion proof (`log_proof`); in the pack layout nobody stores it, the tiles serve it.
+the run consumed (after its run_part entries when its lists outgrow one log entry). They
+go into the write-ahead plan, with the log size they extend, so a resumed run appends
+exactly the same bytes. After the append, the run anchors the new head (`head_entry`)
+and, in the per_window layout, each receipt carries its window entry's inclusion proof
+(`log_proof`); in the pack layout nobody stores it, the tiles serve it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from storage.ledger.base import AnchorEntry
 from tasks.canonical import canonical_digest
 from tasks.checkpoint_pack import SEPARATOR, locator
 from tasks.message import Classified
-from tasks.planner import Cursor, RunPlan
+from tasks.planner import Cursor
 from tasks.revision import PlannedRevision
-from tasks.tlog.entries import entry_bytes, entry_order, run_entry, window_entry
-from tasks.tlog.tiles import EntryTooLarge
+from tasks.tlog.entries import entry_bytes, entry_order, run_entry, split_run_entry, window_entry
 from tasks.window import WindowKey
 
 _TS = "%Y-%m-%dT%H:%M:%SZ"
@@ -100,7 +100,7 @@ def run_entries(
         for key, items in held_open.items()
         if items
     }
-    entries.append(
+    entries += split_run_entry(
         run_entry(
             topic=topic,
             run=run,
@@ -112,36 +112,11 @@ def run_entries(
             anchored_at=at,
             layout=layout,
         )
-    )
+    )  # its lists in run_part entries before it when they outgrow one log entry
     ordered = entry_order(entries)
     for e in ordered:
         entry_bytes(e)  # EntryTooLarge now, before the plan is stored
     return ordered
-
-
-def run_entry_fits(topic: str, cursor: Cursor, plan: RunPlan, now: datetime) -> bool:
-    """Whether the run entry of `plan` (its quarantined, unattributable and held-open lists;
-    late windows' rejects are not known yet) fits one log entry (`MAX_ENTRY_SIZE`).
-
-    A producer can put thousands of malformed messages into one run's read: each one's
-    offset is listed in the run entry, and an entry over 65,535 bytes would fail the run
-    (`EntryTooLarge`) and every re-run over the same offsets. The anchor run checks this
-    before any write and reads less instead (`flows.anchor_windows.plan_that_fits`).
-    """
-    try:
-        run_entries(
-            topic=topic,
-            revisions=[],
-            cursor=cursor,
-            next_cursor=plan.next_cursor,
-            quarantined=[c for w in plan.closing for c in w.items if c.rejected],
-            unattributable=plan.unattributable,
-            held_open=plan.held_open,
-            now=now,
-        )
-    except EntryTooLarge:
-        return False
-    return True
 
 
 def pack_spans(revisions: Sequence[PlannedRevision]) -> list[tuple[int, int]]:

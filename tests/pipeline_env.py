@@ -106,6 +106,15 @@ class PipelineEnv:
     def store(self) -> ObjectStore:
         return open_store(self.settings())
 
+    def log_entries(self, scope: str | None = None) -> list[dict[str, Any]]:
+        """Every entry of the anchor log of `scope` (default: the topic's), as signed."""
+        from storage.tlog import LogReader
+
+        reader = LogReader(self.store(), scope or self.topic)
+        head = reader.checkpoint()
+        assert head is not None, f"no log at {scope or self.topic}"
+        return list(reader.entries(0, head.size))
+
     def produce(self, messages: Iterable[tuple[bytes | None, bytes, int]]) -> int:
         with KafkaLog(self.kafka_bootstrap, self.topic) as log:
             log.ensure_topic(3)

@@ -294,6 +294,43 @@ def _append_forged_run(
     store.put(layout.receipt_key(topic, TARGET_KEY, 0), json.dumps(rc).encode())
 
 
+def test_a_signed_log_that_names_no_window_still_accounts_for_every_message(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, prefect_harness: None
+) -> None:
+    """The operator logs runs that read real records but list no window, anchored or held:
+    the log names no window size to classify messages under. Before, the audit classified
+    nothing, counted every offset as "without message" (info) and passed. Now every message
+    is classified, and each record fails as unaccounted."""
+    from tasks.run_log import head_entry
+    from tasks.tlog.entries import run_entry
+
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, "per_window")
+    env.produce_observations(audit_observations()[:24])
+    with KafkaLog(env.kafka_bootstrap, env.topic) as kafka:
+        high = {p: kafka.watermarks(p)[1] for p in kafka.partitions()}
+    store, topic = env.store(), env.topic
+    with env.active() as settings:
+        signer, origin = load_signer(settings), log_origin(settings)
+    forged = run_entry(
+        topic=topic,
+        run=1,
+        read={p: (0, h) for p, h in high.items() if h},
+        quarantined={},
+        unattributable={},
+        held_open={},
+        cursor_digest="00" * 32,
+        anchored_at="2026-01-01T00:00:01Z",
+    )
+    new = LogWriter(store, topic, signer, origin).append(0, [entry_bytes(forged)])
+    with LocalLedger(ledger_path(env)) as ledger:
+        ledger.anchor(head_entry(topic, new.new.size, new.new.root.hex(), 0))
+
+    report = log_audit(env)
+    coverage = report["log"]["coverage"]["partitions"]
+    unaccounted = [f for c in coverage for f in c["findings"] if f["code"] == "offset_unaccounted"]
+    assert report["verdict"] == "fail" and len(unaccounted) == 24
+
+
 def test_rewrite_reanchored_after_delete_records_fails_not_not_checkable(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any, prefect_harness: None
 ) -> None:

@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from storage import layout
 from storage.lease import read_lease
-from storage.tlog import LogReader, checkpoint_key
+from storage.tlog import checkpoint_key
 from tasks.groups import (
     GroupConfigError,
     LogScope,
@@ -144,13 +144,6 @@ def run_cli(env: PipelineEnv, extra: dict[str, str], *args: str, pause: Path | N
     )
 
 
-def log_entries(env: PipelineEnv, scope: str) -> list[dict[str, Any]]:
-    reader = LogReader(env.store(), scope)
-    head = reader.checkpoint()
-    assert head is not None, f"no log at {scope}"
-    return list(reader.entries(0, head.size))
-
-
 def partitions_in(entries: list[dict[str, Any]]) -> set[int]:
     out: set[int] = set()
     for e in entries:
@@ -192,7 +185,7 @@ def test_two_groups_anchor_at_the_same_time(env: PipelineEnv, tmp_path: Path) ->
     assert store.head(checkpoint_key(env.topic)) is None  # no topic-wide log
     for g, station, parts in ((A, station_a, {0, 1}), (B, station_b, {2, 3})):
         scope = LogScope(env.topic, g).name
-        entries = log_entries(env, scope)
+        entries = env.log_entries(scope)
         windows = [e for e in entries if e["type"] == "window"]
         assert windows and all(e["window_id"].startswith(f"{station}_") for e in windows)
         assert partitions_in(entries) <= parts
@@ -213,7 +206,7 @@ def test_anchor_without_group_runs_every_group(env: PipelineEnv) -> None:
     assert set(summaries) == {A, B}
     for g in (A, B):
         assert summaries[g]["new_anchors"] > 0
-        assert log_entries(env, LogScope(env.topic, g).name)
+        assert env.log_entries(LogScope(env.topic, g).name)
 
 
 @HARNESS
@@ -437,7 +430,7 @@ def test_backfill_of_a_grouped_topic_anchors_each_group_in_its_log(
     assert env.store().head(checkpoint_key(env.topic)) is None  # no topic-wide log
     for name, parts in ((A, GROUPS[0]), (B, GROUPS[1])):
         if summary["groups"][name]["new_anchors"]:
-            assert partitions_in(log_entries(env, f"{env.topic}/{name}")) <= set(parts)
+            assert partitions_in(env.log_entries(f"{env.topic}/{name}")) <= set(parts)
         assert read_lease(env.store(), f"{env.topic}/{name}") is None  # released
     # the groups drain on threads at once, each run a subflow of the backfill in the UI
     runs = group_runs(env.topic)
@@ -544,7 +537,7 @@ def test_a_window_split_across_two_groups_is_anchored_by_both(
     assert sorted(w["group"] for w in report["windows"] if w["window_id"] == wid) == [A, B]
     halves = {}
     for g, parts in ((A, {0, 1}), (B, {2, 3})):
-        entries = [e for e in log_entries(env, f"{env.topic}/{g}") if e.get("window_id") == wid]
+        entries = [e for e in env.log_entries(f"{env.topic}/{g}") if e.get("window_id") == wid]
         assert len(entries) == 1, (g, wid)
         assert {int(p) for p in entries[0]["ranges"]} <= parts
         halves[g] = entries[0]

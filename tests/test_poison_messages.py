@@ -14,6 +14,7 @@ OverflowError) or anchor a forged record, and this test fail.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -141,23 +142,33 @@ def test_poison_messages_are_quarantined_and_never_wedge_the_pipeline(
     assert report["verdict"] == "pass"
 
 
-def test_a_flood_of_junk_is_anchored_in_shorter_runs_not_wedged(env: PipelineEnv) -> None:
-    """14,000 messages that name no window, in one run's read: their offsets alone would make
-    the run entry exceed a log entry's 65,535 bytes (`EntryTooLarge` on every re-run, any
-    producer could stop anchoring). The run reads less until its entry fits, the next runs
-    take the rest, every offset is accounted for, and the audit passes."""
-    junk = 14_000  # ~6 bytes an offset: ~84 KB of offsets
+def test_a_flood_of_junk_is_logged_in_run_parts_and_never_wedges(env: PipelineEnv) -> None:
+    """Every quarantined and unattributable offset is listed in its run's log entries, and a
+    log entry holds at most 65,535 bytes (~11,000 offsets). Once, 13,000 messages that name
+    no window, or 14,000 junk messages sent into one open window over two runs (quarantined
+    all at once when it closes), made the run entry too large: `EntryTooLarge` on that run
+    and every re-run, so any producer could stop anchoring. Now both runs log their lists
+    in run_part entries, every offset is accounted for, and the audit passes."""
+    unattributable, into_window = 13_000, 7_000  # ~74 KB of offsets each
     good = [o for o in demo_observations(days=2) if o.station_id == "00433"]
+    t = int(good[12].observed_at.timestamp() * 1000)  # the open day of 00433
+    window_junk = [("bad_json", b"00433", b"{broken", t)] * into_window
     with env.active():
-        env.produce_observations(good[:24])
-        _produce_raw(env, [("bad_json", None, b"{broken", -5)] * junk)
-        env.produce_observations(good[24:])
-        runs = []
-        while not runs or runs[-1]["backlog"]:
-            runs.append(anchor_windows(drain=True))
-            assert len(runs) <= 6, runs[-1]
-        assert len(runs) >= 2  # the first run could not take all of them
-        assert sum(r["unattributable"] for r in runs) == junk
-        assert sum(r["new_anchors"] for r in runs) == 2
+        env.produce_observations(good[:12])
+        _produce_raw(env, [*window_junk, *[("bad_json", None, b"{broken", -5)] * unattributable])
+        first = anchor_windows()
+        _produce_raw(env, window_junk)
+        second = anchor_windows()
+        third = anchor_windows(drain=True)
+        entries = env.log_entries()
         report = audit(all_windows=True)
+    assert [r["backlog"] for r in (first, second, third)] == [0, 0, 0]  # one read each
+    assert first["unattributable"] == unattributable and first["new_anchors"] == 0
+    assert second["new_anchors"] == 0 and second["held_open"]
+    assert third["new_anchors"] == 1
+    assert third["stations"]["00433"]["quarantined"] == 2 * into_window
+    runs = {e["run"]: e for e in entries if e["type"] == "run"}
+    parts = Counter(e["run"] for e in entries if e["type"] == "run_part")
+    assert parts[1] >= 2 and parts[3] >= 2 and 2 not in parts  # run 2 holds 14,012 in ranges
+    assert runs[1]["parts"] == parts[1] and runs[3]["parts"] == parts[3]
     assert report["verdict"] == "pass", report["findings"]

@@ -1,10 +1,12 @@
 """(h) coverage: every Kafka offset the log says was consumed is accounted for exactly once.
 
 This is what ties the anchor log to Kafka, beyond CT and Sigsum. From the log alone
-(`index_log`):
+(`index_log`, which joins each run entry with the run_part entries before it):
 
 * per partition the runs' read ranges ``[start, end)`` must tile the topic from the first
   anchored offset to the last, with no gap and no overlap (`check_tiling`);
+* a run entry's ``parts`` are exactly the run_part entries right before it, numbered from 0,
+  of its run (`run_parts_problem`): a lost, extra or moved part fails the run;
 * each (window, revision) has exactly one window entry, revision r supersedes r-1 by the
   digest logged for r-1, and every window range lies inside what the runs read
   (`check_entries`).
@@ -28,6 +30,7 @@ from typing import Any
 
 from tasks.audit.core import FAIL, INFO, NOT_CHECKABLE, PASS, Finding, worst
 from tasks.message import Classified
+from tasks.tlog.entries import merge_run_parts, run_parts_problem
 
 Range = tuple[int, int]
 
@@ -51,6 +54,7 @@ class LogIndex:
     unattributable: dict[int, Counter[int]]
     quarantined: dict[int, Counter[int]]
     held_open: dict[str, dict[int, list[Range]]]  # by the last run entry
+    part_problems: list[tuple[int, str]] = field(default_factory=list)  # (log index, why)
 
     def run_after(self, index: int) -> tuple[int, dict[str, Any]] | None:
         """The run entry that closes the run of the entry at `index` (its position, entry)."""
@@ -74,8 +78,18 @@ class LogIndex:
         }
 
     def window_sizes(self) -> list[int]:
-        sizes = {int(w.rsplit("_", 1)[-1].removesuffix("s")) for w in self.revisions}
-        return sorted(sizes)
+        """The window sizes the log names, in its window entries and in the windows the last
+        run holds open: every message is classified under each. A log whose windows are
+        all still open names sizes only there, and without them no message would be
+        accounted for at all. Ids that are not ``..._<seconds>s`` name no size (no message
+        classifies into them; their entries fail elsewhere)."""
+        sizes: set[int] = set()
+        for w in (*self.revisions, *self.held_open):
+            size = w.rsplit("_", 1)[-1]
+            digits = size.removesuffix("s")
+            if size.endswith("s") and digits.isascii() and digits.isdigit() and len(digits) < 12:
+                sizes.add(int(digits))
+        return sorted(s for s in sizes if s > 0)
 
 
 def index_log(entries: Sequence[dict[str, Any]]) -> LogIndex:
@@ -86,10 +100,23 @@ def index_log(entries: Sequence[dict[str, Any]]) -> LogIndex:
     read: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     unattributable: dict[int, Counter[int]] = defaultdict(Counter)
     quarantined: dict[int, Counter[int]] = defaultdict(Counter)
+    parts: list[dict[str, Any]] = []  # run_part entries since the last window or run entry
+    problems: list[tuple[int, str]] = []
     for i, e in enumerate(entries):
+        if e["type"] == "run_part":
+            parts.append(e)
+            continue
         if e["type"] == "window":
+            if parts:
+                problems.append((i, "a window entry follows run parts: they end at a run entry"))
+                parts = []
             revisions[e["window_id"]][e["revision"]].append((i, e))
             continue
+        problem = run_parts_problem(e, parts)
+        if problem:
+            problems.append((i, problem))
+        e = merge_run_parts(e, parts)
+        parts = []
         runs.append((i, e))
         for p, (s, end) in e["read"].items():
             read[int(p)].append((int(s), int(end), e["run"]))
@@ -97,6 +124,8 @@ def index_log(entries: Sequence[dict[str, Any]]) -> LogIndex:
             unattributable[int(p)].update(offsets)
         for p, offsets in e["quarantined"].items():
             quarantined[int(p)].update(offsets)
+    if parts:
+        problems.append((len(entries), "the log ends with run parts and no run entry"))
     held = {w: _ranges(r) for w, r in runs[-1][1]["held_open"].items()} if runs else {}
     return LogIndex(
         {w: dict(r) for w, r in revisions.items()},
@@ -105,6 +134,7 @@ def index_log(entries: Sequence[dict[str, Any]]) -> LogIndex:
         dict(unattributable),
         dict(quarantined),
         held,
+        problems,
     )
 
 
@@ -152,6 +182,10 @@ def check_entries(index: LogIndex) -> tuple[dict[str, list[Finding]], list[Findi
         Finding(FAIL, "duplicate_run_entry", f"run {r} has {n} run entries")
         for r, n in sorted(runs_seen.items())
         if n > 1
+    ]
+    run_findings += [
+        Finding(FAIL, "run_parts_mismatch", f"log entry {i}: {why}")
+        for i, why in index.part_problems
     ]
     for wid, revs in sorted(index.revisions.items()):
         for rev, items in sorted(revs.items()):
