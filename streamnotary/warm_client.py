@@ -140,7 +140,10 @@ def run_warm(argv: list[str], home: Path | None = None, *, stamp: str | None = N
             sock.sendall(data[sent:])
             answers = sock.makefile("rb")
             first = _answer(answers)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:  # say why: nothing ran there, it runs here
+            print(
+                f"streamnotary: warm runner gave no answer ({exc}); running here", file=sys.stderr
+            )
             return None
         if first is None or "pid" not in first:
             if first and "refused" in first:
