@@ -252,6 +252,8 @@ def main() -> None:
                     f"{row['messages']:,} messages, {row['windows']:,} windows",
                     file=sys.stderr,
                 )
+                # every figure of the repeat, now: a run stopped before the table keeps them
+                print(f"repeat figures: {json.dumps(row, default=str)}", file=sys.stderr)
         finally:
             if args.warm:
                 from streamnotary.warm import stop_runner
