@@ -148,9 +148,9 @@ def read_partitions(
     sizes = {k.size_seconds for k in documents}
     if accounting is not None:
         starts = {}
-        # A log that names no window at all still needs every message classified: one that
-        # names a window is then unaccounted, whatever the size, so any one size serves.
-        sizes.update(accounting.index.window_sizes() or sizes or [DEFAULT_WINDOW_SECONDS])
+        sizes.update(accounting.index.window_sizes())
+        if not sizes:  # a log that names no window still needs every message classified:
+            sizes.add(DEFAULT_WINDOW_SECONDS)  # one naming a window is unaccounted at any size
     specs = [WindowSpec(s) for s in sorted(sizes)]
     scans: list[PartitionScan] = []
     classified = []

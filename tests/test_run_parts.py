@@ -32,7 +32,7 @@ from tasks.tlog.entries import (
     split_run_entry,
     window_entry,
 )
-from tasks.tlog.tiles import MAX_ENTRY_SIZE
+from tasks.tlog.tiles import MAX_ENTRY_SIZE, EntryTooLarge
 from tasks.window import WindowSpec
 
 TOPIC = "dwd.observations"
@@ -78,7 +78,7 @@ def test_a_run_entry_that_fits_is_not_split() -> None:
 
 def test_two_thousand_open_windows_split_into_parts_that_each_fit() -> None:
     entry = _run(held_open=_held(2_000))
-    with pytest.raises(Exception, match="exceeds"):
+    with pytest.raises(EntryTooLarge, match="exceeds"):
         entry_bytes(entry)  # what the 10M backfill met at ~1,000 stations
     *parts, head = split_run_entry(entry)
     assert len(parts) >= 2 and head["parts"] == len(parts)
