@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.runtime import task_run
 
 from storage.kafka import KafkaLog, shared_producers
-from storage.objectstore import ObjectNotFound, open_store
+from storage.objectstore import open_store
 from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
 from streamnotary.masking import mask_text
@@ -84,24 +87,85 @@ def ingested_sources(settings: Settings) -> frozenset[str]:
     return frozenset(stem for stem in stems if "/" not in stem and "." not in stem)
 
 
+@dataclass(frozen=True)
+class Source:
+    """A source to produce: as given (`name`), as a local file (`path`), and its SHA-256."""
+
+    name: str
+    path: Path
+    sha256: str
+
+
+# Sources are produced in batches, one `produce-sources` task run per batch: a task run
+# costs Prefect ~20 ms (its states and events), which a backfill of thousands of small
+# archives paid per file on top of ~20 ms of real work. A batch ends at BATCH_SOURCES
+# sources or BATCH_BYTES of source files, so a task run stays a unit an operator can
+# follow and retry, and a batch of downloads stays bounded on disk.
+BATCH_SOURCES = 64
+BATCH_BYTES = 64 << 20
+MANIFEST_WRITERS = 4
+
+
 @task(name="check-ingested", **IO_RETRIES)
-def already_ingested(settings: Settings, sha256: str) -> dict[str, Any] | None:
-    try:
-        return parse_document(open_store(settings).get(manifest_key(settings.topic, sha256)))
-    except ObjectNotFound:
-        return None
+def already_ingested(settings: Settings, shas: list[str]) -> dict[str, dict[str, Any]]:
+    """The ingest manifests of `shas` (each listed as ingested), read in parallel."""
+    store = open_store(settings)
+    with ThreadPoolExecutor(MANIFEST_WRITERS) as pool:
+        docs = pool.map(lambda sha: store.get(manifest_key(settings.topic, sha)), shas)
+        return {sha: parse_document(doc) for sha, doc in zip(shas, docs, strict=True)}
 
 
-@task(name="produce-observations", **IO_RETRIES)
-def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[str, Any]:
-    """Read the file and produce every observation; returns counts for the manifest."""
+@task(name="produce-sources", **IO_RETRIES)
+def produce_sources(
+    settings: Settings, sources: list[Source], lenient: bool
+) -> list[dict[str, Any]]:
+    """Produce every observation of each source, then write its manifest; one manifest
+    per source, each written only once all of that source's messages are acknowledged
+    (the manifest is what makes a re-run skip the source).
+
+    A manifest's PUT overlaps the next source's produce. A retry skips the sources whose
+    manifests the failed attempt wrote; a source it had produced only in part is produced
+    again, and the copies collapse in the windows' deduplication.
+    """
+    store = open_store(settings)
+    retrying = (task_run.run_count or 1) > 1
+    results: list[dict[str, Any]] = []
+    with (
+        KafkaLog.from_settings(settings) as log,
+        ThreadPoolExecutor(MANIFEST_WRITERS) as writers,
+    ):
+        log.ensure_topic(settings.partitions)
+        written: list[Future[Any]] = []
+        for source in sources:
+            key = manifest_key(settings.topic, source.sha256)
+            if retrying and store.head(key) is not None:
+                done = parse_document(store.get(key))
+                results.append({"records": done["records"], "skipped": False})
+                continue
+            manifest = produce_source(settings, log, source, lenient)
+            written.append(
+                writers.submit(store.put_once, key, document_bytes(manifest), "application/json")
+            )
+            results.append({"records": manifest["records"], "skipped": False})
+        for future in written:
+            future.result()
+    return results
+
+
+def produce_source(
+    settings: Settings, log: KafkaLog, source: Source, lenient: bool
+) -> dict[str, Any]:
+    """Read the file, produce every observation and return its `streamnotary.ingest/1`
+    manifest."""
     rejected: list[dict[str, Any]] = []
 
     def quarantine(error: DwdFormatError) -> None:
         rejected.append(error.to_json())
 
     observations = list(
-        read_observations(path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits)
+        read_observations(
+            source.path, lenient=lenient, quarantine=quarantine, limits=settings.dwd_limits
+        )
     )
     total = len(observations)
     messages = (
@@ -113,16 +177,19 @@ def produce_observations(settings: Settings, path: Path, lenient: bool) -> dict[
     def progress(increment: int) -> None:
         nonlocal done
         done += increment
-        report_progress(f"produce:{path.name}", done, total)
+        report_progress(f"produce:{source.path.name}", done, total)
 
-    with KafkaLog.from_settings(settings) as log:
-        log.ensure_topic(settings.partitions)
-        produced = log.produce(messages, on_progress=progress)
+    produced = log.produce(messages, on_progress=progress)
     return {
+        "schema": INGEST_SCHEMA,
+        "source": mask_text(source.name),  # a signed URL's query is a credential
+        "file": source.path.name,
+        "sha256": source.sha256,
+        "topic": settings.topic,
         "records": produced,
         "stations": sorted({o.station_id for o in observations}),
-        "first_observed_at": min((o.observed_at for o in observations), default=None),
-        "last_observed_at": max((o.observed_at for o in observations), default=None),
+        "first_observed_at": _iso(min((o.observed_at for o in observations), default=None)),
+        "last_observed_at": _iso(max((o.observed_at for o in observations), default=None)),
         "rejected_lines": rejected,
     }
 
@@ -150,32 +217,50 @@ def ingest_dwd(
         tempfile.TemporaryDirectory(prefix="streamnotary-ingest-") as workdir,
     ):
         ingested = ingested_sources(settings)
-        for source in sources:
-            path = source_path(source, workdir, FetchLimits.from_settings(settings))
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            done = already_ingested(settings, sha) if sha in ingested else None
-            if done is not None:
-                print(f"{mask_text(source)}: already ingested ({done['records']} records), skipped")
-                results[source] = {"records": 0, "skipped": True, "sha256": sha}
-                continue
-            counts = produce_observations(settings, path, lenient)
-            manifest = {
-                "schema": INGEST_SCHEMA,
-                "source": mask_text(source),  # a signed URL's query is a credential
-                "file": path.name,
-                "sha256": sha,
-                "topic": settings.topic,
-                "records": counts["records"],
-                "stations": counts["stations"],
-                "first_observed_at": _iso(counts["first_observed_at"]),
-                "last_observed_at": _iso(counts["last_observed_at"]),
-                "rejected_lines": counts["rejected_lines"],
-            }
-            write_manifest(settings, sha, manifest)
-            shown = mask_text(source)
-            print(f"{shown}: produced {counts['records']} observations to {settings.topic}")
-            results[source] = {"records": counts["records"], "skipped": False, "sha256": sha}
+        produced: set[str] = set()  # this run's: a file given twice is produced once
+        for batch in batches(sources, workdir, FetchLimits.from_settings(settings)):
+            done = [s for s in batch if s.sha256 in ingested]
+            todo: list[Source] = []
+            for source in batch:
+                if source.sha256 not in ingested and source.sha256 not in produced:
+                    todo.append(source)
+                    produced.add(source.sha256)
+            manifests = already_ingested(settings, [s.sha256 for s in done]) if done else {}
+            counts = produce_sources(settings, todo, lenient) if todo else []
+            made = {id(s): c for s, c in zip(todo, counts, strict=True)}
+            for source in batch:
+                if source.path.parent == Path(workdir):  # a download is kept only this long
+                    source.path.unlink(missing_ok=True)
+                shown, sha = mask_text(source.name), source.sha256
+                if id(source) in made:
+                    records = made[id(source)]["records"]
+                    print(f"{shown}: produced {records} observations to {settings.topic}")
+                    results[source.name] = {"records": records, "skipped": False, "sha256": sha}
+                    continue
+                if sha in manifests:
+                    records = manifests[sha]["records"]
+                    print(f"{shown}: already ingested ({records} records), skipped")
+                else:
+                    print(f"{shown}: the same file as an earlier source of this run, skipped")
+                results[source.name] = {"records": 0, "skipped": True, "sha256": sha}
     return results
+
+
+def batches(sources: Sequence[str], workdir: str, limits: FetchLimits) -> Iterator[list[Source]]:
+    """The sources, as local files with their SHA-256, in batches (BATCH_SOURCES,
+    BATCH_BYTES); a URL is downloaded when its batch is being filled."""
+    batch: list[Source] = []
+    size = 0
+    for name in sources:
+        path = source_path(name, workdir, limits)
+        data = path.read_bytes()
+        batch.append(Source(name, path, hashlib.sha256(data).hexdigest()))
+        size += len(data)
+        if len(batch) >= BATCH_SOURCES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _iso(t: Any) -> str | None:

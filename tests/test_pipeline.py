@@ -15,6 +15,7 @@ from prefect import tags
 from flows.anchor_windows import anchor_windows
 from flows.ingest_dwd import ingest_dwd
 from storage import layout
+from storage.kafka import KafkaLog
 from storage.ledger.local import LocalLedger
 from storage.objectstore import read_payload
 from storage.tlog import LogReader
@@ -55,10 +56,8 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         with tags(tag := f"ingest-{uuid.uuid4().hex}"):
             first_ingest = ingest_dwd(sources=sources)
         assert [r["records"] for r in first_ingest.values()] == [13_200, 13_200]
-        assert (
-            task_run_names(tag, 5)
-            == ["list-ingested"] + ["produce-observations"] * 2 + ["write-ingest-manifest"] * 2
-        )
+        # one listing, then both files in one batch: one task run, not two per file
+        assert task_run_names(tag, 2) == ["list-ingested", "produce-sources"]
         summary = anchor_windows(drain=True)
         assert summary["new_anchors"] == 2 * 550  # 13,200 hours = 550 whole UTC days per station
         assert summary["stations"]["00433"]["records"] == 13_200
@@ -71,8 +70,9 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         with tags(tag := f"reingest-{uuid.uuid4().hex}"):
             again_ingest = ingest_dwd(sources=sources)
         assert all(r["skipped"] for r in again_ingest.values())
-        # local files are no task runs of their own, and one listing finds what was ingested
-        assert task_run_names(tag, 3) == ["check-ingested"] * 2 + ["list-ingested"]
+        # local files are no task runs of their own, one listing finds what was ingested and
+        # one task run reads the batch's manifests
+        assert task_run_names(tag, 2) == ["check-ingested", "list-ingested"]
         again = anchor_windows(drain=True)
         assert again["new_anchors"] == 0
 
@@ -247,6 +247,26 @@ def test_changing_window_size_on_an_anchored_topic_is_refused(env: PipelineEnv) 
         anchor_windows(drain=True)
         with pytest.raises(CursorError, match="would re-window anchored data"):
             anchor_windows(window_seconds=3600)
+
+
+def test_a_file_given_twice_in_one_ingest_is_produced_once(
+    env: PipelineEnv, tmp_path: Path
+) -> None:
+    product = next(p for p in demo_files() if "00427" in p.name)
+    first, copy = tmp_path / "first" / product.name, tmp_path / "copy" / product.name
+    for path in (first, copy):
+        path.parent.mkdir()
+        path.write_bytes(product.read_bytes())
+    with env.active() as settings:
+        results = ingest_dwd(sources=[str(first), str(copy)])
+        assert results[str(first)] == {
+            "records": 13_200,
+            "skipped": False,
+            "sha256": sha256_hex(product.read_bytes()),
+        }
+        assert results[str(copy)]["skipped"] is True
+        with KafkaLog.from_settings(settings) as log:
+            assert sum(log.watermarks(p)[1] for p in log.partitions()) == 13_200
 
 
 def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import threading
 import uuid
@@ -21,11 +22,16 @@ from typing import Any
 import pytest
 from prefect import flow, tags
 
-from flows.ingest_dwd import fetch_source, produce_observations
+from flows.ingest_dwd import INGEST_SCHEMA, Source, fetch_source, manifest_key, produce_sources
 from storage.kafka import KafkaLog
 from storage.ledger.base import LedgerUnavailable
 from storage.ledger.evm import EvmLedger
-from storage.objectstore import ObjectStoreError, ObjectStoreUnavailable, S3ObjectStore
+from storage.objectstore import (
+    ObjectStoreError,
+    ObjectStoreUnavailable,
+    S3ObjectStore,
+    open_store,
+)
 from storage.sources import (
     FetchLimits,
     SourceError,
@@ -36,7 +42,9 @@ from storage.sources import (
 from streamnotary.config import Settings
 from streamnotary.services import free_port, start_kafka_server, stop_process
 from tasks import retries, steps
+from tasks.canonical import parse_document
 from tasks.planner import Cursor
+from tasks.revision import document_bytes
 from tests.dwd_data import product_file
 from tests.outage import Forwarder, restore_when_retrying, task_runs
 
@@ -57,7 +65,7 @@ def test_operations_guide_states_the_retry_table_of_the_code() -> None:
         30,
     ]
     assert "retries=3, retry_delay_seconds=[2, 10, 30]" in text
-    for step in (steps.load_cursor, steps.anchor_head, fetch_source, produce_observations):
+    for step in (steps.load_cursor, steps.anchor_head, fetch_source, produce_sources):
         t = getattr(step, "task", step)  # steps.unwalked wraps the Task
         assert (t.retries, t.retry_delay_seconds) == (3, [2, 10, 30]), t.name
         assert t.retry_condition_fn is retries.retry_condition
@@ -275,24 +283,38 @@ def test_ledger_node_outage_is_retried_until_the_node_is_back(
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_kafka_outage_is_retried_until_the_broker_is_back(tmp_path: Path) -> None:
+def test_kafka_outage_is_retried_and_the_retry_skips_sources_already_produced(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     brokers: list[Any] = []
     settings = Settings(
-        home=str(tmp_path), kafka_bootstrap=f"127.0.0.1:{port}", topic="t.outage", partitions=1
+        home=str(tmp_path),
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        topic="t.outage",
+        partitions=1,
+        store_uri=(tmp_path / "objects").as_uri(),
     )
 
     def start_broker() -> None:
         brokers.append(start_kafka_server(tmp_path / "kafka", tmp_path / "kafka.log", port=port))
 
-    path = product_file("00433")
+    # the failed attempt had produced 00427 and written its manifest: the retry skips it
+    sources = [
+        Source(str(p), p, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in (product_file("00427"), product_file("00433"))
+    ]
+    manifest = {"schema": INGEST_SCHEMA, "sha256": sources[0].sha256, "records": 13_200}
+    store = open_store(settings)
+    store.put_once(manifest_key(settings.topic, sources[0].sha256), document_bytes(manifest))
     try:
-        tag, counts = _with_watcher(
-            start_broker, lambda: produce_observations(settings, path, False)
-        )
+        tag, counts = _with_watcher(start_broker, lambda: produce_sources(settings, sources, False))
         with KafkaLog(settings.kafka_bootstrap, settings.topic) as log:
-            assert log.watermarks(0)[1] == counts["records"] == 13_200
+            assert log.watermarks(0)[1] == 13_200  # 00433's observations, once
+        assert [c["records"] for c in counts] == [13_200, 13_200]
+        written = parse_document(store.get(manifest_key(settings.topic, sources[1].sha256)))
+        assert written["records"] == 13_200 and written["stations"] == ["00433"]
     finally:
         for b in brokers:
             stop_process(b.process)
-    assert _attempts(tag) == [("produce-observations", 2, "Completed")]
+    assert _attempts(tag) == [("produce-sources", 2, "Completed")]
