@@ -2,8 +2,8 @@
 
 It takes the caller's terminal (fds 0-2 passed over the socket), working directory,
 environment and arguments, makes Prefect read that environment again, tells the caller its
-PID, and runs ``streamnotary.cli.main(argv)``. A caller that dies (SIGKILL cannot be
-passed on) takes the command with it.
+PID, waits for the caller's ``go`` and runs ``streamnotary.cli.main(argv)``. A caller that
+dies (SIGKILL cannot be passed on) takes the command with it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import socket
 import sys
 import threading
 from typing import Any
+
+from streamnotary.warm_client import GO
 
 
 def send(conn: socket.socket, doc: dict[str, Any]) -> None:
@@ -32,6 +34,8 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
         print(f"warm runner: cannot take over the command: {exc}", file=sys.stderr)
         return 1
     send(conn, {"pid": os.getpid()})
+    if not caller_says_go(conn):
+        return 0  # the caller gave up waiting and runs the command itself: nothing ran here
     finished = threading.Event()
     threading.Thread(
         target=_die_with_the_caller, args=(conn, finished), name="warm-caller", daemon=True
@@ -55,6 +59,25 @@ def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> i
         return 1
     finally:
         finished.set()
+
+
+def caller_says_go(conn: socket.socket) -> bool:
+    """Wait for the caller's `go`, sent once it has our PID; False if it hung up instead.
+
+    The caller stops waiting for our PID after `START_TIMEOUT_S` and then runs the command
+    itself. Without this answer, a PID sent just as the caller gave up would have the
+    command run twice, here and there. The caller sends `go` only while it still waits,
+    and never runs the command itself once `go` is sent, so exactly one of the two runs it.
+    Waits as long as the caller does: a caller that sent `go` is then waiting for our exit.
+    """
+    try:
+        conn.settimeout(None)
+        received = b""
+        while len(received) < len(GO) and (chunk := conn.recv(len(GO) - len(received))):
+            received += chunk
+    except OSError:
+        return False
+    return received == GO
 
 
 def _die_with_the_caller(conn: socket.socket, finished: threading.Event) -> None:

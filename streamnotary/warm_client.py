@@ -18,8 +18,11 @@ always run here.
 Protocol (``<home>/run/warm.sock``, AF_UNIX, mode 0600, peer uid checked by the runner):
 the client sends a 4-byte big-endian length and a JSON request ``{"v": 1, "argv", "cwd",
 "env", "stamp"}`` with its fds 0, 1, 2 attached (SCM_RIGHTS); it reads newline-delimited
-JSON answers: ``{"refused": reason}``, or ``{"pid": n}`` from the forked child and, when
-the command ends, ``{"exit": code}``.
+JSON answers: ``{"refused": reason}``, or ``{"pid": n}`` from the forked child, to which the
+client answers ``go`` (the child runs the command only then) and, when the command ends,
+``{"exit": code}``. The client gives up waiting for the PID after `START_TIMEOUT_S` and
+runs the command itself; since it never sends ``go`` after that, a child that answered
+late runs nothing: a command runs exactly once, here or there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-PROTOCOL = 1
+PROTOCOL = 2
+GO = b"go\n"  # the answer to the child's PID: the command runs there, not here
 # Commands that manage the services themselves never go through the warm runner.
 LOCAL_COMMANDS = frozenset({"up", "down", "status"})
 # The packages whose code a warm runner holds in memory; any change to them makes it stale.
@@ -150,6 +154,11 @@ def run_warm(argv: list[str], home: Path | None = None, *, stamp: str | None = N
                 print(
                     f"streamnotary: warm runner: {first['refused']}; running here", file=sys.stderr
                 )
+            return None
+        try:  # from here on the command runs there and never here (warm_child.caller_says_go)
+            sock.sendall(GO)
+        except OSError as exc:  # not sent: the child never runs it
+            print(f"streamnotary: warm runner went away ({exc}); running here", file=sys.stderr)
             return None
         sock.settimeout(None)
         try:

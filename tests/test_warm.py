@@ -16,13 +16,14 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streamnotary.warm import log_path, runner_pid, start_runner, stop_runner
-from streamnotary.warm_client import code_stamp, run_warm, socket_path
+from streamnotary.warm_client import PROTOCOL, code_stamp, request_bytes, run_warm, socket_path
 from tests.pipeline_env import wait_for
 
 
@@ -169,13 +170,31 @@ def test_a_runner_with_other_code_refuses_stops_and_the_command_runs_here(
         stop_runner(home)
 
 
+def test_a_child_whose_caller_gave_up_waiting_runs_nothing(warm_home: Path, tmp_path: Path) -> None:
+    """The caller stops waiting for the child's PID after START_TIMEOUT_S and runs the
+    command itself; a PID that arrives as it gives up must not start a second run there."""
+    out = tmp_path / "out.txt"
+    request = request_bytes(["generate", "--help"], code_stamp())
+    with open(out, "w") as terminal, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(socket_path(warm_home)))
+        sent = socket.send_fds(s, [request], [0, terminal.fileno(), terminal.fileno()])
+        s.sendall(request[sent:])
+        answer = json.loads(s.makefile("rb").readline())
+        time.sleep(1.5)  # the caller has given up: it never answers `go`
+    pid = int(answer["pid"])
+    assert gone(pid)
+    assert out.read_text() == ""  # `generate --help` printed nothing: it never ran
+    assert cli(warm_home, "generate", "--help").returncode == 0  # and the runner serves on
+
+
 @pytest.mark.parametrize(
     "request_doc",
     [
-        {"v": 1, "argv": 7, "cwd": "/", "env": {}, "stamp": ""},
-        {"v": 1, "argv": ["status"], "cwd": "/", "env": {"A": 1}, "stamp": ""},
-        {"v": 1, "argv": ["status"], "cwd": None, "env": {}, "stamp": ""},
-        {"v": 2},
+        {"v": PROTOCOL, "argv": 7, "cwd": "/", "env": {}, "stamp": ""},
+        {"v": PROTOCOL, "argv": ["status"], "cwd": "/", "env": {"A": 1}, "stamp": ""},
+        {"v": PROTOCOL, "argv": ["status"], "cwd": None, "env": {}, "stamp": ""},
+        {"v": PROTOCOL + 1},
         [],
     ],
 )
