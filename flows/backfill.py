@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -59,7 +60,13 @@ from flows.backfill_sources import (
     settle_deferred,
     topic_rows,
 )
-from flows.ingest_dwd import INGEST_SCHEMA, ingested_sources, source_path, write_manifest
+from flows.ingest_dwd import (
+    INGEST_SCHEMA,
+    MANIFEST_WRITERS,
+    ingested_sources,
+    manifest_key,
+    source_path,
+)
 from storage import lease
 from storage.backfill_spill import Message, Spill
 from storage.checkpoint_store import logged_entries
@@ -130,7 +137,14 @@ class Progress:
 
 
 def produce_source(
-    settings: Settings, spill: Spill, source: int, sha: str, name: str, progress: Progress
+    settings: Settings,
+    store: ObjectStore,
+    log: KafkaLog,
+    spill: Spill,
+    source: int,
+    sha: str,
+    name: str,
+    progress: Progress,
 ) -> int:
     """Produce the source's kept records exactly once across kills (module docstring, 2).
 
@@ -138,53 +152,50 @@ def produce_source(
     the start marker is read in pages and matched per key (`ResumeMatcher`), so neither
     side is held in memory whole.
     """
-    store = open_store(settings)
     marker_key = start_marker_key(settings.topic, sha)
     total = spill.kept_summary(source)[0]
-    with KafkaLog.from_settings(settings) as log:
-        log.ensure_topic(settings.partitions)
-        try:
-            marker = parse_document(store.get(marker_key))
-        except ObjectNotFound:
-            marker = None
-        if marker is None:
-            starts = {str(p): log.watermarks(p)[1] for p in log.partitions()}
-            doc = {
-                "schema": INGEST_START_SCHEMA,
-                "topic": settings.topic,
-                "sha256": sha,
-                "file": name,
-                "high_watermarks": starts,
-            }
-            store.put_once(marker_key, document_bytes(doc), "application/json")
-            todo: Iterable[Message] = spill.produce(source)
-            done = 0
-        else:
-            since = {int(p): int(s) for p, s in marker["high_watermarks"].items()}
-            matcher = ResumeMatcher({k: spill.produce(source, k) for k in spill.kept_keys(source)})
-            pages = log.read_chunks(
-                {p: (s, log.watermarks(p)[1]) for p, s in since.items()},
-                chunk=settings.read_page_messages,
-                timeout_s=settings.read_timeout_seconds,
-            )
-            for page in pages:
-                matcher.feed(page)
-            todo = matcher.remainder(spill.produce(source))
-            done = matcher.delivered
-        progress.records.done += done
-        half = done + max(1, (total - done) // 2)
-        passed = False
+    try:
+        marker = parse_document(store.get(marker_key))
+    except ObjectNotFound:
+        marker = None
+    if marker is None:
+        starts = {str(p): log.watermarks(p)[1] for p in log.partitions()}
+        doc = {
+            "schema": INGEST_START_SCHEMA,
+            "topic": settings.topic,
+            "sha256": sha,
+            "file": name,
+            "high_watermarks": starts,
+        }
+        store.put_once(marker_key, document_bytes(doc), "application/json")
+        todo: Iterable[Message] = spill.produce(source)
+        done = 0
+    else:
+        since = {int(p): int(s) for p, s in marker["high_watermarks"].items()}
+        matcher = ResumeMatcher({k: spill.produce(source, k) for k in spill.kept_keys(source)})
+        pages = log.read_chunks(
+            {p: (s, log.watermarks(p)[1]) for p, s in since.items()},
+            chunk=settings.read_page_messages,
+            timeout_s=settings.read_timeout_seconds,
+        )
+        for page in pages:
+            matcher.feed(page)
+        todo = matcher.remainder(spill.produce(source))
+        done = matcher.delivered
+    progress.records.done += done
+    half = done + max(1, (total - done) // 2)
+    passed = False
 
-        def on_progress(n: int) -> None:
-            nonlocal done, passed
-            done += n
-            progress.records.done += n
-            progress.update()
-            if done >= half and not passed:
-                passed = True
-                kill_point("mid_ingest")
+    def on_progress(n: int) -> None:
+        nonlocal done, passed
+        done += n
+        progress.records.done += n
+        progress.update()
+        if done >= half and not passed:
+            passed = True
+            kill_point("mid_ingest")
 
-        log.produce(todo, on_progress=on_progress)
+    log.produce(todo, on_progress=on_progress)
     return total
 
 
@@ -311,12 +322,24 @@ def ingest_phase(
     progress.records.total = sum(spill.kept_summary(i)[0] for i, *_ in todo)
     progress.windows.total = tally.counts[NEW]
     progress.update(force=True)
-    with shared_producers():  # one producer for every source, not a new one per source
+    # one producer and one topic check for every source; a source's manifest is written
+    # beside the next source's produce (its absence after a kill only costs a re-check)
+    with (
+        shared_producers(),
+        KafkaLog.from_settings(settings) as log,
+        ThreadPoolExecutor(MANIFEST_WRITERS) as writers,
+    ):
+        log.ensure_topic(settings.partitions)
+        written: list[Future[Any]] = []
         for i, source, name, sha, rejected in todo:
             lease.require(settings.topic)
-            produced = produce_source(settings, spill, i, sha, name, progress)
-            write_manifest(settings, sha, manifest(settings, source, name, sha, spill, i, rejected))
+            produced = produce_source(settings, store, log, spill, i, sha, name, progress)
+            doc = manifest(settings, source, name, sha, spill, i, rejected)
+            key, data = manifest_key(settings.topic, sha), document_bytes(doc)
+            written.append(writers.submit(store.put_once, key, data, "application/json"))
             results[source] = {"records": produced, "skipped": False, "sha256": sha}
+        for future in written:
+            future.result()
     progress.update(force=True)
     return results, tally, ranged
 

@@ -194,13 +194,6 @@ def produce_source(
     }
 
 
-@task(name="write-ingest-manifest", **IO_RETRIES)
-def write_manifest(settings: Settings, sha256: str, manifest: dict[str, Any]) -> None:
-    open_store(settings).put_once(
-        manifest_key(settings.topic, sha256), document_bytes(manifest), "application/json"
-    )
-
-
 @flow(name="ingest-dwd", log_prints=True)
 def ingest_dwd(
     sources: Sequence[str], topic: str | None = None, lenient: bool = False
