@@ -15,7 +15,9 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
   repeats with spread, the anchor run's per-stage times (`streamnotary.stage_timings/1`)
   and its peak RSS (the anchor process alone, measured behind a launcher: `streamnotary.peak_rss`);
 * in the same run, the ceilings these are measured against: broker read rate (all
-  messages of the topic through `KafkaLog.read_chunks`), S3 PUT rate (small write-once
+  messages of the topic through `KafkaLog.read_chunks`), the rate of one anchor run's
+  bounded reads (one range per partition, each read alone: on the test broker each costs
+  the rest of its partition), S3 PUT rate (small write-once
   objects, the pipeline's 8 threads) and the core rate with decoding (classify + one
   `build_window` and Parquet payload per window, in process);
 * with `--warm`, every command is handed to the home's warm runner (as after `streamnotary
@@ -116,6 +118,24 @@ def broker_ceiling(topic: str) -> float:
         )
         count = sum(len(page) for page in pages)
         return count / (time.perf_counter() - started)
+
+
+def page_read_rate(topic: str) -> float:
+    """Messages/s of the first anchor run's reads alone: on each partition, one range of
+    `max_messages_per_run / partitions` offsets from offset 0, read on its own as an
+    anchor run reads it (`read_range`). Beside the broker ceiling it shows what a bounded
+    read costs on this broker: the test broker answers a fetch with the rest of the
+    partition, whatever the range, where a Kafka broker bounds each fetch."""
+    settings = load_settings(topic=topic)
+    with KafkaLog.from_settings(settings) as log:
+        parts = log.partitions()
+        size = max(1, settings.max_messages_per_run // len(parts))
+        ranges = {p: (0, min(size, log.watermarks(p)[1])) for p in parts}
+    count, started = 0, time.perf_counter()
+    for p, (lo, hi) in ranges.items():
+        with KafkaLog.from_settings(settings) as log:  # a fresh reader, as a new run has
+            count += len(log.read_range(p, lo, hi, timeout_s=600))
+    return count / (time.perf_counter() - started)
 
 
 def put_ceiling(topic: str, n: int = 400) -> float:
@@ -242,6 +262,7 @@ def main() -> None:
                     "ingest_rss": ingest_rss,
                     "timings": summary["timings"],
                     "broker": broker_ceiling(topic),
+                    "page": page_read_rate(topic),
                     "puts": put_ceiling(topic),
                     "core": core_ceiling(topic),
                 }
@@ -327,6 +348,7 @@ def report(
     for k in ("unattributed_s", "wall_s"):
         print(f"| {k} | {med([r['timings'][k] for r in rows])} |")
     print(f"| ceiling: broker read messages/s | {med([r['broker'] for r in rows])} |")
+    print(f"| broker: one run's bounded reads, messages/s | {med([r['page'] for r in rows])} |")
     print(f"| ceiling: S3 PUT/s (8 threads) | {med([r['puts'] for r in rows])} |")
     print(f"| ceiling: core with decoding rec/s | {med([r['core'][0] for r in rows])} |")
     print(f"| ceiling: core with decoding windows/s | {med([r['core'][1] for r in rows])} |")

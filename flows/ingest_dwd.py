@@ -142,7 +142,7 @@ def produce_sources(
                 done = parse_document(store.get(key))
                 results.append({"records": done["records"], "skipped": False})
                 continue
-            manifest = produce_source(settings, log, source, lenient)
+            manifest = produce_file(settings, log, source, lenient)
             written.append(
                 writers.submit(store.put_once, key, document_bytes(manifest), "application/json")
             )
@@ -152,7 +152,7 @@ def produce_sources(
     return results
 
 
-def produce_source(
+def produce_file(
     settings: Settings, log: KafkaLog, source: Source, lenient: bool
 ) -> dict[str, Any]:
     """Read the file, produce every observation and return its `streamnotary.ingest/1`
