@@ -269,13 +269,23 @@ def revise_late_windows(
         return [], []
     latest = steps.load_latest_revisions(settings, list(late))
     spec = WindowSpec(settings.window_seconds)
+    ranges = {
+        key: merge_ranges(ranges_of(latest[key]) if key in latest else {}, items)
+        for key, items in late.items()
+    }
+    # every late window's messages in one pass (read once, classified once)
+    members: dict[WindowKey, list[Classified]] = {key: [] for key in late}
+    for message in steps.read_window_ranges(settings, ranges):
+        c = classify(message, spec)
+        if c.window in members:
+            span = ranges[c.window].get(c.message.partition)
+            if span is not None and span[0] <= c.message.offset < span[1]:
+                members[c.window].append(c)
     jobs: list[WindowJob] = []
     rejected: list[Classified] = []
-    for key, items in late.items():
+    for key in late:
         previous = latest.get(key)
-        ranges = merge_ranges(ranges_of(previous) if previous else {}, items)
-        messages = steps.read_offset_ranges(settings, ranges)
-        mine = [c for c in (classify(m, spec) for m in messages) if c.window == key]
+        mine = members[key]
         rejected += [c for c in mine if c.rejected]
         jobs.append(
             WindowJob(

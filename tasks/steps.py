@@ -40,7 +40,14 @@ from tasks.canonical import canonical_digest, parse_document, sha256_hex
 from tasks.groups import GroupConfigError
 from tasks.held import HeldStateError, decode_held, encode_held
 from tasks.message import SourceMessage
-from tasks.planner import Cursor, CursorConflict, CursorError, HeldRef, check_successor
+from tasks.planner import (
+    Cursor,
+    CursorConflict,
+    CursorError,
+    HeldRef,
+    check_successor,
+    union_ranges,
+)
 from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
 from tasks.stage_timing import LEDGER, LOG, OBJECTS, READ, timed
@@ -209,6 +216,40 @@ def read_offset_ranges(
             for lo in range(start, end, page):
                 hi = min(end, lo + page)
                 out += log.read_range(p, lo, hi, timeout_s=settings.read_timeout_seconds)
+    return out
+
+
+@unwalked
+@task(name="read-window-ranges", **IO_RETRIES)
+@timed(READ)
+def read_window_ranges(
+    settings: Settings, windows: Mapping[WindowKey, Mapping[int, tuple[int, int]]]
+) -> list[SourceMessage]:
+    """The messages that can belong to `windows`: those inside a window's offset range of
+    their partition whose Kafka key is that window's station, in (partition, offset) order.
+
+    One pass over the union of the ranges (`union_ranges`), in pages as
+    `read_offset_ranges` reads, instead of one read per window. The key test is exact: a
+    message is attributed to a window of station S only if its key is S (`classify`: a
+    valid record's key must be its station id, a malformed one is attributed by its key).
+    """
+    stations: dict[int, set[bytes]] = {}
+    for key, ranges in windows.items():
+        for p in ranges:
+            stations.setdefault(p, set()).add(key.station_id.encode("ascii"))
+    inside = {
+        key: {p: r for p, r in ranges.items() if r[1] > r[0]} for key, ranges in windows.items()
+    }
+    out: list[SourceMessage] = []
+    page = max(1, settings.read_page_messages)
+    with KafkaLog.from_settings(settings) as log:
+        for p, spans in union_ranges(inside.values()).items():
+            mine = stations[p]
+            for lo, hi in spans:
+                for chunk in log.read_chunks(
+                    {p: (lo, hi)}, chunk=page, timeout_s=settings.read_timeout_seconds
+                ):
+                    out += [m for m in chunk if m.key in mine]
     return out
 
 
