@@ -21,7 +21,7 @@ from prefect import flow, task
 from prefect.runtime import task_run
 
 from storage.kafka import KafkaLog, shared_producers
-from storage.objectstore import open_store
+from storage.objectstore import ObjectNotFound, ObjectStore, open_store
 from storage.sources import FetchLimits, fetch_url
 from streamnotary.config import Settings, load_settings
 from streamnotary.masking import mask_text
@@ -106,8 +106,22 @@ BATCH_BYTES = 64 << 20
 MANIFEST_WRITERS = 4
 
 
+def read_manifest(store: ObjectStore, key: str) -> Any:
+    try:
+        return parse_document(store.get(key))
+    except ObjectNotFound:
+        return None
+
+
+def manifest_records(manifest: Any) -> int | None:
+    """The manifest's record count; None when it has none (a bucket writer may put anything
+    under `ingest/`: it is shown as unknown, never a traceback)."""
+    records = manifest.get("records") if isinstance(manifest, dict) else None
+    return records if type(records) is int and records >= 0 else None
+
+
 @task(name="check-ingested", **IO_RETRIES)
-def already_ingested(settings: Settings, shas: list[str]) -> dict[str, dict[str, Any]]:
+def already_ingested(settings: Settings, shas: list[str]) -> dict[str, Any]:
     """The ingest manifests of `shas` (each listed as ingested), read in parallel."""
     store = open_store(settings)
     with ThreadPoolExecutor(MANIFEST_WRITERS) as pool:
@@ -138,9 +152,8 @@ def produce_sources(
         written: list[Future[Any]] = []
         for source in sources:
             key = manifest_key(settings.topic, source.sha256)
-            if retrying and store.head(key) is not None:
-                done = parse_document(store.get(key))
-                results.append({"records": done["records"], "skipped": False})
+            if retrying and (done := read_manifest(store, key)) is not None:
+                results.append({"records": manifest_records(done) or 0, "skipped": False})
                 continue
             manifest = produce_file(settings, log, source, lenient)
             written.append(
@@ -231,8 +244,9 @@ def ingest_dwd(
                     results[source.name] = {"records": records, "skipped": False, "sha256": sha}
                     continue
                 if sha in manifests:
-                    records = manifests[sha]["records"]
-                    print(f"{shown}: already ingested ({records} records), skipped")
+                    records = manifest_records(manifests[sha])
+                    told = "an unknown number of" if records is None else records
+                    print(f"{shown}: already ingested ({told} records), skipped")
                 else:
                     print(f"{shown}: the same file as an earlier source of this run, skipped")
                 results[source.name] = {"records": 0, "skipped": True, "sha256": sha}

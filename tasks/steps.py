@@ -225,8 +225,10 @@ def read_offset_ranges(
 def read_window_ranges(
     settings: Settings, windows: Mapping[WindowKey, Mapping[int, tuple[int, int]]]
 ) -> list[SourceMessage]:
-    """The messages that can belong to `windows`: those inside a window's offset range of
-    their partition whose Kafka key is that window's station, in (partition, offset) order.
+    """The messages that can belong to `windows`: those in the union of the windows'
+    offset ranges whose Kafka key is the station of one of the windows with a range in
+    that partition, in (partition, offset) order (the caller keeps each message only for
+    its own window, inside that window's ranges).
 
     One pass over the union of the ranges (`union_ranges`), in pages as
     `read_offset_ranges` reads, instead of one read per window. The key test is exact: a
@@ -237,13 +239,10 @@ def read_window_ranges(
     for key, ranges in windows.items():
         for p in ranges:
             stations.setdefault(p, set()).add(key.station_id.encode("ascii"))
-    inside = {
-        key: {p: r for p, r in ranges.items() if r[1] > r[0]} for key, ranges in windows.items()
-    }
     out: list[SourceMessage] = []
     page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:
-        for p, spans in union_ranges(inside.values()).items():
+        for p, spans in union_ranges(windows.values()).items():
             mine = stations[p]
             for lo, hi in spans:
                 for chunk in log.read_chunks(

@@ -267,6 +267,12 @@ def test_a_file_given_twice_in_one_ingest_is_produced_once(
         assert results[str(copy)]["skipped"] is True
         with KafkaLog.from_settings(settings) as log:
             assert sum(log.watermarks(p)[1] for p in log.partitions()) == 13_200
+        # a manifest planted by a bucket writer, not even an object: the file counts as
+        # ingested (as any manifest makes it), and the run says so instead of a traceback
+        other = next(p for p in demo_files() if "00433" in p.name)
+        planted = f"ingest/{settings.topic}/{sha256_hex(other.read_bytes())}.json"
+        env.store().put_once(planted, b"[]", "application/json")
+        assert ingest_dwd(sources=[str(other)])[str(other)]["skipped"] is True
 
 
 def test_ingest_from_a_dwd_zip_url_and_lenient_quarantine(
