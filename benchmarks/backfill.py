@@ -67,6 +67,7 @@ from streamnotary.demo import set_profile  # noqa: E402
 from streamnotary.peak_rss import measured, peak_rss  # noqa: E402
 from streamnotary.prefect_server import start_server, stop_server  # noqa: E402
 from streamnotary.services import start_services, stop_services  # noqa: E402
+from tasks.planner import cap_ranges  # noqa: E402
 from tasks.synth import HOURLY, TEN_MINUTES, SynthOptions  # noqa: E402
 from tasks.window import WindowSpec  # noqa: E402
 
@@ -121,16 +122,18 @@ def broker_ceiling(topic: str) -> float:
 
 
 def page_read_rate(topic: str) -> float:
-    """Messages/s of the first anchor run's reads alone: on each partition, one range of
-    `max_messages_per_run / partitions` offsets from offset 0, read on its own as an
+    """Messages/s of the first anchor run's reads alone: the ranges the run's cap grants
+    from offset 0 (`cap_ranges`, as `bounded_read` calls it), each read on its own as an
     anchor run reads it (`read_range`). Beside the broker ceiling it shows what a bounded
     read costs on this broker: the test broker answers a fetch with the rest of the
     partition, whatever the range, where a Kafka broker bounds each fetch."""
     settings = load_settings(topic=topic)
     with KafkaLog.from_settings(settings) as log:
-        parts = log.partitions()
-        size = max(1, settings.max_messages_per_run // len(parts))
-        ranges = {p: (0, min(size, log.watermarks(p)[1])) for p in parts}
+        whole = {p: (0, log.watermarks(p)[1]) for p in log.partitions()}
+    granted = cap_ranges(
+        whole, settings.max_messages_per_run, min_share=settings.read_page_messages, turn=0
+    )
+    ranges = {p: r for p, r in granted.items() if r[1] > r[0]}
     count, started = 0, time.perf_counter()
     for p, (lo, hi) in ranges.items():
         with KafkaLog.from_settings(settings) as log:  # a fresh reader, as a new run has

@@ -216,14 +216,19 @@ def bounded_read(
     The end of each range is the high watermark at run start; the start is the cursor's
     ``read_end`` when the held-open messages are available, else its ``resume``. At most
     `max_messages_per_run` offsets are read; the rest (the backlog) is left for the next
-    runs, so a run's work stays bounded however far behind the pipeline is.
+    runs, so a run's work stays bounded however far behind the pipeline is. With more
+    partitions than the cap has pages for, each run reads whole pages of some of them, in
+    turn (`cap_ranges`).
     """
     ends = steps.read_end_offsets(settings)
     start = {
         p: cursor.partition(p).read_end if have_held else cursor.partition(p).resume for p in ends
     }
     capped = cap_ranges(
-        {p: (min(start[p], end), end) for p, end in ends.items()}, settings.max_messages_per_run
+        {p: (min(start[p], end), end) for p, end in ends.items()},
+        settings.max_messages_per_run,
+        min_share=settings.read_page_messages,
+        turn=cursor.runs,
     )
     # A re-read (no held copy) always reaches the previous read_end: the cursor never goes back.
     ranges = {

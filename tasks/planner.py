@@ -371,28 +371,49 @@ def union_ranges(
     return out
 
 
-def cap_ranges(ranges: Mapping[int, tuple[int, int]], cap: int) -> dict[int, tuple[int, int]]:
+def cap_ranges(
+    ranges: Mapping[int, tuple[int, int]], cap: int, *, min_share: int = 1, turn: int = 0
+) -> dict[int, tuple[int, int]]:
     """Shorten per-partition ranges ``[start, end)`` to at most `cap` offsets in total.
 
     Bounded work per run: a backlog longer than one run can read is consumed run by run.
     The cap is shared evenly by the partitions that have a backlog, and what a short
-    partition does not need goes to the others, so no partition starves. `cap <= 0`
-    means no cap.
+    partition does not need goes to the others. `cap <= 0` means no cap.
+
+    Whole shares: where an even split would give each partition fewer than `min_share`
+    offsets, only ``cap // min_share`` partitions are read this run, each a share of at
+    least `min_share`, taken in turn: run `turn` starts ``turn * k`` places further in the
+    sorted list of partitions with a backlog (`turn` = the cursor's run number, so the
+    choice is a function of the cursor and a re-run makes the same one). Every partition
+    with a backlog is read at least once every ``ceil(n / k)`` runs while that list stays
+    the same. Why: each partition a run reads costs a fetch restart (assign, a fetch round
+    trip, a prefetch the run throws away past its range), so many thin slices of many
+    partitions cost more than a few thick ones; windows close by each station's own
+    watermark (`plan_run`), so partitions need not advance together.
     """
     out = {p: (s, e) for p, (s, e) in ranges.items()}
-    if cap <= 0:
-        return out
     want = {p: e - s for p, (s, e) in ranges.items() if e > s}
+    if cap <= 0 or sum(want.values()) <= cap:
+        return out
+    order = sorted(want)
+    first_batch = max(1, min(len(order), cap // max(1, min_share)))
+    first = (turn * first_batch) % len(order)
+    queue = order[first:] + order[:first]
     grant = dict.fromkeys(want, 0)
     left = cap
-    while left > 0 and want:
-        share = max(1, left // len(want))
-        for p in sorted(want):
-            take = min(share, want[p], left)
-            grant[p] += take
-            want[p] -= take
-            left -= take
-        want = {p: w for p, w in want.items() if w > 0}
+    while left > 0 and queue:
+        k = max(1, min(len(queue), left // max(1, min_share)))
+        batch, queue = queue[:k], queue[k:]
+        # fill the batch evenly; what a short partition leaves goes to the others
+        short = {p: want[p] for p in batch}
+        while left > 0 and short:
+            share = max(1, left // len(short))
+            for p in sorted(short):
+                take = min(share, short[p], left)
+                grant[p] += take
+                short[p] -= take
+                left -= take
+            short = {p: w for p, w in short.items() if w > 0}
     for p, g in grant.items():
         start = ranges[p][0]
         out[p] = (start, start + g)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from flows.anchor_windows import anchor_windows
 from storage import layout
 from tasks.planner import Cursor
+from tasks.record import Observation
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
@@ -86,6 +88,48 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     assert capped.roots() == reference.roots()
 
 
+def _stations(count: int, days: int) -> list[Observation]:
+    start = datetime(2019, 9, 7, tzinfo=UTC)
+    return [
+        Observation(f"{20_000 + s:05d}", start + timedelta(hours=h), 100 + s, 800, 3)
+        for h in range(24 * days)
+        for s in range(count)
+    ]
+
+
+@HARNESS
+def test_a_backlog_thinner_than_a_page_per_partition_is_read_a_partition_at_a_time(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cap 300, page 200, 3 partitions: an even split (100 each) would be thinner than a
+    page, so each run reads 300 offsets of one partition, the partitions in turn, and the
+    roots are those of one unbounded run."""
+    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
+    capped = make_env(tmp_path / "capped", kafka_bootstrap, s3_server)
+    observations = _stations(30, 3)
+    for e in (reference, capped):
+        e.produce_observations(observations)
+    with reference.active():
+        anchor_windows()
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "300")
+    monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "200")
+    advanced: list[set[int]] = []
+    backlog, reads = 1, 0
+    with capped.active():
+        while backlog:
+            before = {p: c.read_end for p, c in cursor_of(capped).partitions.items()}
+            summary = anchor_windows()
+            after = {p: c.read_end for p, c in cursor_of(capped).partitions.items()}
+            advanced.append({p for p in after if after[p] > before.get(p, 0)})
+            backlog, reads = summary["backlog"], reads + summary["messages_read"]
+            assert summary["messages_read"] <= 300 and len(advanced) < 20
+    assert reads == len(observations)
+    # one partition per run while every partition has a backlog, and each in its turn
+    assert all(len(a) == 1 for a in advanced[:3]), advanced
+    assert set().union(*advanced[:3]) == {0, 1, 2}, advanced
+    assert capped.roots() == reference.roots()
+
+
 @HARNESS
 def test_an_altered_held_copy_is_ignored_and_kafka_re_read(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any
@@ -120,3 +164,10 @@ def test_the_cap_is_shared_by_partitions_with_a_backlog() -> None:
     assert sum(e - s for s, e in capped.values()) == 300
     assert cap_ranges(ranges, 0) == ranges  # 0: no cap
     assert cap_ranges(ranges, 10_000) == ranges
+    # whole shares: 300 / 3 backlogs < 200, so one partition per run, in turn; what a
+    # short one leaves goes to the next
+    whole = {t: cap_ranges(ranges, 300, min_share=200, turn=t) for t in range(4)}
+    assert whole[0] == {0: (100, 100), 1: (0, 10), 2: (50, 340), 3: (7, 7)}
+    assert whole[1] == {0: (100, 100), 1: (0, 0), 2: (50, 350), 3: (7, 7)}
+    assert whole[2] == {0: (100, 100), 1: (0, 0), 2: (50, 50), 3: (7, 307)}
+    assert whole[3] == whole[0]

@@ -16,6 +16,7 @@ from tasks.planner import (
     Cursor,
     CursorError,
     PlanOptions,
+    cap_ranges,
     merge_ranges,
     plan_run,
     union_ranges,
@@ -235,3 +236,65 @@ def test_the_union_of_window_ranges_covers_each_offset_once(windows: list) -> No
 def test_overlapping_and_touching_window_ranges_are_read_as_one_span() -> None:
     windows = [{0: (10, 20), 1: (5, 6)}, {0: (15, 30)}, {0: (30, 31)}, {0: (40, 41), 2: (7, 7)}]
     assert union_ranges(windows) == {0: [(10, 31), (40, 41)], 1: [(5, 6)]}
+
+
+backlogs = st.dictionaries(
+    st.integers(0, 23),
+    st.tuples(st.integers(0, 1_000), st.integers(0, 3_000)).map(lambda r: (r[0], r[0] + r[1])),
+    max_size=24,
+)
+
+
+def _granted(ranges: dict, capped: dict) -> dict[int, int]:
+    return {p: capped[p][1] - capped[p][0] for p in ranges}
+
+
+@given(backlogs, st.integers(-5, 20_000), st.integers(1, 5_000), st.integers(0, 100))
+def test_a_capped_read_takes_at_most_the_cap_from_the_start_of_each_range(
+    ranges: dict, cap: int, min_share: int, turn: int
+) -> None:
+    capped = cap_ranges(ranges, cap, min_share=min_share, turn=turn)
+    assert capped.keys() == ranges.keys()
+    want = {p: e - s for p, (s, e) in ranges.items()}
+    grant = _granted(ranges, capped)
+    # every range keeps its start and only shrinks; nothing is read twice or skipped
+    assert all(capped[p][0] == ranges[p][0] and 0 <= grant[p] <= want[p] for p in ranges)
+    total = sum(want.values())
+    assert sum(grant.values()) == (total if cap <= 0 else min(cap, total))
+    if cap <= 0 or total <= cap:
+        assert capped == ranges
+    # whole shares: a range cut below min_share is at most the one where the cap ran out
+    thin = [p for p in ranges if 0 < grant[p] < min(min_share, want[p])]
+    assert len(thin) <= 1, (thin, grant)
+
+
+@given(backlogs, st.integers(1, 20_000), st.integers(0, 100))
+def test_with_min_share_one_the_cap_is_an_even_split(ranges: dict, cap: int, turn: int) -> None:
+    """`min_share=1` is the even split of every backlog (the policy before whole shares):
+    a range cut short got at most one offset less than the largest grant."""
+    capped = cap_ranges(ranges, cap, min_share=1, turn=turn)
+    want = {p: e - s for p, (s, e) in ranges.items()}
+    grant = _granted(ranges, capped)
+    cut = [p for p in ranges if grant[p] < want[p]]
+    assert all(grant[p] >= max(grant.values()) - 1 for p in cut), grant
+    if cap >= sum(1 for w in want.values() if w):  # room for every backlog: no turns
+        assert capped == cap_ranges(ranges, cap, min_share=1, turn=0)
+
+
+@given(st.integers(1, 24), st.integers(1, 10), st.integers(0, 50))
+def test_every_partition_with_a_backlog_is_read_in_its_turn(
+    partitions: int, pages: int, turn: int
+) -> None:
+    """With long backlogs and room for `pages` whole pages per run, each run reads
+    min(pages, partitions) partitions, and ceil(partitions / pages) runs read them all."""
+    page = 100
+    ranges = {p: (0, 1_000_000) for p in range(partitions)}
+    runs = -(-partitions // pages)
+    read: set[int] = set()
+    for t in range(turn, turn + runs):
+        grant = _granted(ranges, cap_ranges(ranges, pages * page, min_share=page, turn=t))
+        chosen = {p for p, g in grant.items() if g}
+        assert len(chosen) == min(pages, partitions)
+        assert all(grant[p] >= page for p in chosen)
+        read |= chosen
+    assert read == set(ranges)
