@@ -97,6 +97,10 @@ def _stations(count: int, days: int) -> list[Observation]:
     ]
 
 
+def read_ends(env: PipelineEnv) -> dict[int, int]:
+    return {p: c.read_end for p, c in cursor_of(env).partitions.items()}
+
+
 @HARNESS
 def test_a_backlog_thinner_than_a_page_per_partition_is_read_a_partition_at_a_time(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
@@ -117,9 +121,9 @@ def test_a_backlog_thinner_than_a_page_per_partition_is_read_a_partition_at_a_ti
     backlog, reads = 1, 0
     with capped.active():
         while backlog:
-            before = {p: c.read_end for p, c in cursor_of(capped).partitions.items()}
+            before = read_ends(capped) if reads else {}
             summary = anchor_windows()
-            after = {p: c.read_end for p, c in cursor_of(capped).partitions.items()}
+            after = read_ends(capped)
             advanced.append({p for p in after if after[p] > before.get(p, 0)})
             backlog, reads = summary["backlog"], reads + summary["messages_read"]
             assert summary["messages_read"] <= 300 and len(advanced) < 20
