@@ -395,14 +395,15 @@ def cap_ranges(
     want = {p: e - s for p, (s, e) in ranges.items() if e > s}
     if cap <= 0 or sum(want.values()) <= cap:
         return out
+    page = max(1, min_share)
     order = sorted(want)
-    first_batch = max(1, min(len(order), cap // max(1, min_share)))
+    first_batch = max(1, min(len(order), cap // page))
     first = (turn * first_batch) % len(order)
     queue = order[first:] + order[:first]
     grant = dict.fromkeys(want, 0)
     left = cap
     while left > 0 and queue:
-        k = max(1, min(len(queue), left // max(1, min_share)))
+        k = max(1, min(len(queue), left // page))
         batch, queue = queue[:k], queue[k:]
         # fill the batch evenly; what a short partition leaves goes to the others
         short = {p: want[p] for p in batch}

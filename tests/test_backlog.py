@@ -40,6 +40,20 @@ def cursor_of(env: PipelineEnv) -> Cursor:
     return Cursor.from_json(json.loads(env.store().get(layout.cursor_key(env.topic))))
 
 
+def anchored_reference_and_unread_copy(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, observations: list[Observation]
+) -> tuple[PipelineEnv, PipelineEnv]:
+    """Two topics with the same observations: the first anchored in one unbounded run, the
+    second not yet read (for the capped runs under test)."""
+    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
+    capped = make_env(tmp_path / "capped", kafka_bootstrap, s3_server)
+    for e in (reference, capped):
+        e.produce_observations(observations)
+    with reference.active():
+        anchor_windows()
+    return reference, capped
+
+
 @HARNESS
 def test_reads_per_run_stay_flat_while_a_silent_station_s_window_is_open(
     env: PipelineEnv,
@@ -67,13 +81,10 @@ def test_reads_per_run_stay_flat_while_a_silent_station_s_window_is_open(
 def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
-    capped = make_env(tmp_path / "capped", kafka_bootstrap, s3_server)
     observations = demo_observations(days=5)
-    for e in (reference, capped):
-        e.produce_observations(observations)
-    with reference.active():
-        anchor_windows()
+    reference, capped = anchored_reference_and_unread_copy(
+        tmp_path, kafka_bootstrap, s3_server, observations
+    )
     monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "100")
     monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "40")
     backlogs, reads = [], []
@@ -108,20 +119,17 @@ def test_a_backlog_thinner_than_a_page_per_partition_is_read_a_partition_at_a_ti
     """Cap 300, page 200, 3 partitions: an even split (100 each) would be thinner than a
     page, so each run reads 300 offsets of one partition, the partitions in turn, and the
     roots are those of one unbounded run."""
-    reference = make_env(tmp_path / "ref", kafka_bootstrap, s3_server)
-    capped = make_env(tmp_path / "capped", kafka_bootstrap, s3_server)
     observations = _stations(30, 3)
-    for e in (reference, capped):
-        e.produce_observations(observations)
-    with reference.active():
-        anchor_windows()
+    reference, capped = anchored_reference_and_unread_copy(
+        tmp_path, kafka_bootstrap, s3_server, observations
+    )
     monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "300")
     monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "200")
     advanced: list[set[int]] = []
     backlog, reads = 1, 0
     with capped.active():
         while backlog:
-            before = read_ends(capped) if reads else {}
+            before = read_ends(capped) if advanced else {}  # no cursor before the first run
             summary = anchor_windows()
             after = read_ends(capped)
             advanced.append({p for p in after if after[p] > before.get(p, 0)})
