@@ -389,7 +389,9 @@ def cap_ranges(
     the same. Why: each partition a run reads costs a fetch restart (assign, a fetch round
     trip, a prefetch the run throws away past its range), so many thin slices of many
     partitions cost more than a few thick ones; windows close by each station's own
-    watermark (`plan_run`), so partitions need not advance together.
+    watermark (`plan_run`) and a station's messages share one partition (its key), so
+    partitions need not advance together. A producer that spreads one station over several
+    partitions can see more of its rows arrive late: they become revisions, never losses.
     """
     out = {p: (s, e) for p, (s, e) in ranges.items()}
     want = {p: e - s for p, (s, e) in ranges.items() if e > s}
