@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from storage.store_base import ObjectStore
 from tasks.checkpoint_pack import CheckpointRef, checkpoint_ref, decode, extract
+from tasks.tlog.entries import may_name, parse_entry
 from tasks.tlog.tiles import TILE_WIDTH
 
 if TYPE_CHECKING:
     from storage.tlog import LogReader
     from streamnotary.config import Settings
     from tasks.tlog.checkpoint import LogCheckpoint
+
+
+PREFETCH_BUNDLES = 8  # entry bundles (256 entries each) a newest-first read fetches at once
 
 
 class PackReader:
@@ -126,14 +130,23 @@ def newest_entries(
     nearly always for a window anchored a few runs before, so a run with late windows reads
     the log's tail instead of the whole log, whose size grows with the history (a 10M-row
     backfill spent ~60 % of its later runs re-reading it). A wanted window that was never
-    anchored still costs a read back to the first entry.
+    anchored still costs a read back to the first entry. Only the entries that may name a
+    wanted window are parsed (`may_name`); every entry passed is still hash-checked. The
+    bundles are fetched `PREFETCH_BUNDLES` at a time, concurrently: at most that many
+    minus one are fetched and not needed.
     """
     found: dict[str, Mapping[str, Any]] = {}
     left = set(wanted)
+    names = frozenset(w.encode() for w in left)
+    prefetched = size  # entries from here on are fetched, PREFETCH_BUNDLES bundles at a time
     end = size
     while end > 0 and left:
         start = (end - 1) // TILE_WIDTH * TILE_WIDTH  # the bundle holding entry end - 1
-        for wid, e in latest_entries(reader.entries(start, end), left).items():
+        if start < prefetched:
+            prefetched = max(0, start - (PREFETCH_BUNDLES - 1) * TILE_WIDTH)
+            reader.prefetch_entries(prefetched, end)
+        named = (parse_entry(d) for d in reader.leaf_bytes(start, end) if may_name(d, names))
+        for wid, e in latest_entries(named, left).items():
             if wid not in found or e["revision"] > found[wid]["revision"]:
                 found[wid] = e
         left -= found.keys()

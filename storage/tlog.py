@@ -15,6 +15,7 @@ Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from tasks.tlog.tiles import (
 )
 
 CONSISTENCY_SCHEMA = "streamnotary.log_consistency/v1"
+PREFETCH_CONCURRENCY = 8  # parallel GETs of a prefetch (the S3 client's pool allows more)
 DEFAULT_ORIGIN = "streamnotary/{topic}"
 
 
@@ -87,29 +89,55 @@ class StoreTiles:
     def __init__(self, store: ObjectStore, topic: str) -> None:
         self.store = store
         self.prefix = log_prefix(topic)
+        self._fetched: dict[str, bytes] = {}
+
+    def _get(self, path: str) -> bytes:
+        data = self._fetched.pop(path, None)
+        return self.store.get(f"{self.prefix}/{path}") if data is None else data
+
+    def prefetch(self, paths: Sequence[str]) -> None:
+        """Fetch these objects concurrently, each kept for its next read (then dropped).
+
+        A log is read object by object, one round trip each; a reader that knows which
+        tiles it will need next (newest bundles first, `LogReader.prefetch_entries`) pays
+        one round trip for a batch. Bytes are only cached, never trusted: every read still
+        decodes and authenticates them as before. Missing objects are left to that read.
+        """
+
+        def fetch(path: str) -> tuple[str, bytes | None]:
+            try:
+                return path, self.store.get(f"{self.prefix}/{path}")
+            except ObjectNotFound:
+                return path, None
+
+        wanted = [p for p in paths if p not in self._fetched]
+        with ThreadPoolExecutor(max_workers=PREFETCH_CONCURRENCY) as pool:
+            for path, data in pool.map(fetch, wanted):
+                if data is not None:
+                    self._fetched[path] = data
 
     def tile(self, level: int, index: int, width: int) -> list[bytes]:
         try:
-            data = self.store.get(f"{self.prefix}/{tile_path(level, index, width)}")
+            data = self._get(tile_path(level, index, width))
             return decode_tile(data, width)
         except ObjectNotFound:
             if width == TILE_WIDTH:
                 raise MissingTile(f"no tile {tile_path(level, index)} in the log") from None
         try:
-            full = self.store.get(f"{self.prefix}/{tile_path(level, index)}")
+            full = self._get(tile_path(level, index))
         except ObjectNotFound:
             raise MissingTile(f"no tile {tile_path(level, index, width)} in the log") from None
         return decode_tile(full, TILE_WIDTH)[:width]
 
     def bundle(self, index: int, width: int) -> list[bytes]:
         try:
-            data = self.store.get(f"{self.prefix}/{entries_path(index, width)}")
+            data = self._get(entries_path(index, width))
             return decode_bundle(data, width)
         except ObjectNotFound:
             if width == TILE_WIDTH:
                 raise MissingTile(f"no entry bundle {entries_path(index)}") from None
         try:
-            full = self.store.get(f"{self.prefix}/{entries_path(index)}")
+            full = self._get(entries_path(index))
         except ObjectNotFound:
             raise MissingTile(f"no entry bundle {entries_path(index, width)}") from None
         return decode_bundle(full, TILE_WIDTH)[:width]
@@ -229,6 +257,19 @@ class LogReader:
                     raise LogCorrupted(f"entry {i} does not match its leaf hash")
                 yield entry
             index = stop
+
+    def prefetch_entries(self, start: int, end: int) -> None:
+        """Fetch, concurrently, the entry bundles and level-0 hash tiles that a read of
+        entries [start, end) will need (`StoreTiles.prefetch`); nothing is trusted yet."""
+        head = self._latest()
+        start, end = max(0, start), min(end, head.size)
+        paths = []
+        for index in range(start // TILE_WIDTH, -(-end // TILE_WIDTH)):
+            width = tile_width(head.size, 0, index)
+            paths.append(entries_path(index, width))
+            if width == TILE_WIDTH:  # a partial tile is read with the tree's edge
+                paths.append(tile_path(0, index))
+        self.tiles.prefetch(paths)
 
     def entries(self, start: int, end: int) -> Iterator[dict[str, Any]]:
         """Parsed `streamnotary.log_entry/v1` documents [start, end), authenticated."""
