@@ -175,8 +175,8 @@ def core_ceiling(topic: str, sample: int = 200_000) -> tuple[float, float]:
 
 def drop_topic(topic: str) -> None:
     """Delete a finished repeat's topic. The test broker keeps every message in memory
-    (~0.6 GB per million 200-byte messages, measured): three 10.8M-row topics pushed this
-    24 GiB machine into swap, and the third repeat's ingest crawled (session 11)."""
+    (6.9 GB for one 10.8M-row topic, measured): three would need ~21 GB of this 24 GiB
+    machine, which has no swap, and session 11's third repeat's ingest crawled."""
     from confluent_kafka.admin import AdminClient
 
     settings = load_settings(topic=topic)
