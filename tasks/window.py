@@ -16,6 +16,7 @@ from functools import lru_cache
 DEFAULT_WINDOW_SECONDS = 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WINDOW_ID_RE = re.compile(r"[0-9]{5}_[0-9]{8}T[0-9]{6}Z_[1-9][0-9]{0,11}s", re.ASCII)
+_START_FIELDS = ((0, 4), (4, 6), (6, 8), (9, 11), (11, 13), (13, 15))  # YYYYmmddTHHMMSSZ
 
 
 class WindowSpecError(ValueError):
@@ -86,7 +87,9 @@ class WindowKey:
             raise WindowSpecError(f"not a window id: {window_id!r:.80}")
         station, start, size = window_id.split("_")
         try:
-            t = datetime.strptime(start, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            # the pattern fixed each field's digits; strptime cost ~1 % of a 10M run
+            year, month, day, hour, minute, second = (int(start[a:b]) for a, b in _START_FIELDS)
+            t = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
             key = WindowSpec(int(size.removesuffix("s"))).key_of(station, t)
             key.end  # noqa: B018 -- raises OverflowError past year 9999
         except (ValueError, OverflowError) as exc:

@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.message import SourceMessage, classify, envelope_window
 from tasks.record import (
@@ -127,3 +129,32 @@ def test_envelope_attribution_still_works_in_range() -> None:
     c = classify(_msg(b"{", ts=TS), SPEC)
     assert c.window == SPEC.key_of("00433", OBS.observed_at)
     assert classify(_msg(b"{", key=b"00433\n", ts=TS), SPEC).window is None
+
+
+def parse_with_strptime(window_id: str) -> WindowKey | None:
+    """`WindowKey.parse` as it was before session 12 (strptime); None where it raised."""
+    station, start, size = window_id.split("_")
+    try:
+        t = datetime.strptime(start, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        key = WindowSpec(int(size.removesuffix("s"))).key_of(station, t)
+        key.end  # noqa: B018 -- raises OverflowError past year 9999
+    except (ValueError, OverflowError):
+        return None
+    return key if key.start == t and key.window_id == window_id else None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    start=st.from_regex(r"\A[0-9]{8}T[0-9]{6}Z\Z")
+    | st.datetimes().map(lambda t: t.strftime("%Y%m%dT%H%M%SZ")).filter(lambda t: len(t) == 16),
+    size=st.sampled_from([1, 60, 3600, 86_400, 7 * 86_400]),
+)
+def test_window_id_parse_reads_the_start_as_strptime_does(start: str, size: int) -> None:
+    """`WindowKey.parse` reads the start's digits by position: strptime's verdict."""
+    window_id = f"00433_{start}_{size}s"
+    expected = parse_with_strptime(window_id)
+    if expected is None:
+        with pytest.raises(WindowSpecError):
+            WindowKey.parse(window_id)
+    else:
+        assert WindowKey.parse(window_id) == expected
