@@ -271,6 +271,7 @@ def main() -> None:
                     "ingest_s": ingest_s,
                     "anchor_s": anchor_s,
                     "messages": summary["messages_read"],
+                    "reread": summary["offsets_reread"],
                     "runs": len(runs),
                     "partitions": partitions,
                     "windows": summary["new_anchors"],
@@ -326,6 +327,7 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
     names = parts[0]["timings"]["stages"]
     return {
         "messages_read": sum(p["messages_read"] for p in parts),
+        "offsets_reread": sum(p.get("offsets_reread", 0) for p in parts),
         "new_anchors": sum(p["new_anchors"] for p in parts),
         "backlog": sum(p["backlog"] for p in parts) if wall is max else parts[-1]["backlog"],
         "timings": {
@@ -360,6 +362,7 @@ def report(
     if not args.warm:
         print(f"| anchor peak RSS MiB | {med([r['rss'] / 2**20 for r in rows])} |")
         print(f"| ingest peak RSS MiB | {med([r['ingest_rss'] / 2**20 for r in rows])} |")
+    print(f"| late windows: offsets read again | {med([r['reread'] for r in rows])} |")
     for stage in rows[0]["timings"]["stages"]:
         print(f"| stage {stage} s | {med([r['timings']['stages'][stage] for r in rows])} |")
     for k in ("unattributed_s", "wall_s"):

@@ -28,7 +28,14 @@ from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import steps
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
-from tasks.message import Classified, classify
+from tasks.message import Classified, SourceMessage, classify
+from tasks.offset_ranges import (
+    messages_in,
+    span_length,
+    split_by_read,
+    station_keys,
+    union_ranges,
+)
 from tasks.pack import PackBuilder
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
@@ -134,7 +141,9 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     jobs = [WindowJob(w.key, w.items, w.close_reason) for w in plan.closing]
     revisions = plan_revisions(settings, jobs, open_store(settings).uri, pack)
     rejected = [c for w in plan.closing for c in w.items if c.rejected]
-    late_revisions, late_rejected = revise_late_windows(settings, plan.late, pack)
+    late_revisions, late_rejected = revise_late_windows(
+        settings, plan.late, pack, summary, read=ranges, read_messages=messages
+    )
     revisions += late_revisions
     quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
 
@@ -264,11 +273,17 @@ def revise_late_windows(
     settings: Settings,
     late: Mapping[WindowKey, Sequence[Classified]],
     pack: PackBuilder | None = None,
+    summary: RunSummary | None = None,
+    *,
+    read: Mapping[int, tuple[int, int]] | None = None,
+    read_messages: Sequence[SourceMessage] = (),
 ) -> tuple[list[PlannedRevision], list[Classified]]:
     """A new revision for each closed window that received messages after it was anchored.
 
     The new revision's ranges cover the previous revision's ranges and the late messages,
-    and its content is rebuilt from exactly those ranges, as an auditor would.
+    and its content is rebuilt from exactly those ranges, as an auditor would: the union
+    of the ranges in one pass, the offsets inside this run's own closed `read` taken from
+    its `read_messages` (every message of `read`), only the rest read from Kafka again.
     """
     if not late:
         return [], []
@@ -278,9 +293,15 @@ def revise_late_windows(
         key: merge_ranges(ranges_of(latest[key]) if key in latest else {}, items)
         for key, items in late.items()
     }
-    # every late window's messages in one pass (read once, classified once)
+    keys = station_keys(ranges)
+    again, have = split_by_read(union_ranges(ranges.values()), read or {})
+    if summary is not None:
+        summary.offsets_reread += span_length(again)
+    rebuilt = [*steps.read_spans(settings, again, keys), *messages_in(read_messages, have, keys)]
+    rebuilt.sort(key=lambda m: (m.partition, m.offset))
+    # every late window's messages in one pass (classified once)
     members: dict[WindowKey, list[Classified]] = {key: [] for key in late}
-    for message in steps.read_window_ranges(settings, ranges):
+    for message in rebuilt:
         c = classify(message, spec)
         if c.window in members:
             span = ranges[c.window].get(c.message.partition)

@@ -344,33 +344,6 @@ def merge_ranges(
     return dict(sorted(merged.items()))
 
 
-def union_ranges(
-    windows: Iterable[Mapping[int, tuple[int, int]]],
-) -> dict[int, list[tuple[int, int]]]:
-    """Per partition, the disjoint, sorted offset ranges covering every given window's
-    range of that partition (overlapping or touching ranges joined).
-
-    The late windows of one run have ranges that overlap heavily (each reaches from the
-    window's first message to its late one); one pass over their union reads every offset
-    once, where a read per window reads the shared offsets again for each.
-    """
-    by_partition: dict[int, list[tuple[int, int]]] = {}
-    for ranges in windows:
-        for p, (lo, hi) in ranges.items():
-            if hi > lo:
-                by_partition.setdefault(p, []).append((lo, hi))
-    out: dict[int, list[tuple[int, int]]] = {}
-    for p in sorted(by_partition):
-        joined: list[tuple[int, int]] = []
-        for lo, hi in sorted(by_partition[p]):
-            if joined and lo <= joined[-1][1]:
-                joined[-1] = (joined[-1][0], max(joined[-1][1], hi))
-            else:
-                joined.append((lo, hi))
-        out[p] = joined
-    return out
-
-
 def cap_ranges(
     ranges: Mapping[int, tuple[int, int]], cap: int, *, min_share: int = 1, turn: int = 0
 ) -> dict[int, tuple[int, int]]:

@@ -322,7 +322,8 @@ def render_markdown(
         out.append("No window closed in this run.")
     out += [
         "",
-        f"Messages read: {summary['messages_read']}; unattributable (no station or time): "
+        f"Messages read: {summary['messages_read']} (and {summary.get('offsets_reread', 0)} "
+        "offsets read again to rebuild late windows); unattributable (no station or time): "
         f"{summary.get('unattributable', 0)}; ledger entries written: "
         f"{summary['ledger_entries']}.",
         "",

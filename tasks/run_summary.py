@@ -23,6 +23,8 @@ class RunSummary:
     resumed_plan: bool = False
     messages_read: int = 0  # from Kafka in this run
     messages_held: int = 0  # of still-open windows, stored for the next run
+    # offsets read again from Kafka to rebuild late windows from their whole ranges
+    offsets_reread: int = 0
     backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
     unattributable: int = 0
     ledger_entries: int = 0
@@ -70,6 +72,7 @@ class RunSummary:
             "resumed_plan": self.resumed_plan,
             "messages_read": self.messages_read,
             "messages_held": self.messages_held,
+            "offsets_reread": self.offsets_reread,
             "backlog": self.backlog,
             "unattributable": self.unattributable,
             "ledger_entries": self.ledger_entries,

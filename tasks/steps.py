@@ -46,7 +46,6 @@ from tasks.planner import (
     CursorError,
     HeldRef,
     check_successor,
-    union_ranges,
 )
 from tasks.retries import IO_RETRY_COUNT, IO_RETRY_DELAYS, retry_condition
 from tasks.revision import document_bytes
@@ -220,31 +219,23 @@ def read_offset_ranges(
 
 
 @unwalked
-@task(name="read-window-ranges", **IO_RETRIES)
+@task(name="read-window-spans", **IO_RETRIES)
 @timed(READ)
-def read_window_ranges(
-    settings: Settings, windows: Mapping[WindowKey, Mapping[int, tuple[int, int]]]
+def read_spans(
+    settings: Settings,
+    spans: Mapping[int, Sequence[tuple[int, int]]],
+    keys: Mapping[int, set[bytes]],
 ) -> list[SourceMessage]:
-    """The messages that can belong to `windows`: those in the union of the windows'
-    offset ranges whose Kafka key is the station of one of the windows with a range in
-    that partition, in (partition, offset) order (the caller keeps each message only for
-    its own window, inside that window's ranges).
-
-    One pass over the union of the ranges (`union_ranges`), in pages as
-    `read_offset_ranges` reads, instead of one read per window. The key test is exact: a
-    message is attributed to a window of station S only if its key is S (`classify`: a
-    valid record's key must be its station id, a malformed one is attributed by its key).
+    """The messages of `spans` whose Kafka key is one of their partition's `keys`, in
+    (partition, offset) order: the late windows' offsets this run has not read itself
+    (`tasks.offset_ranges`), in pages as `read_offset_ranges` reads, one pass for all.
     """
-    stations: dict[int, set[bytes]] = {}
-    for key, ranges in windows.items():
-        for p in ranges:
-            stations.setdefault(p, set()).add(key.station_id.encode("ascii"))
     out: list[SourceMessage] = []
     page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:
-        for p, spans in union_ranges(windows.values()).items():
-            mine = stations[p]
-            for lo, hi in spans:
+        for p, parts in sorted(spans.items()):
+            mine = keys.get(p, set())
+            for lo, hi in parts:
                 for chunk in log.read_chunks(
                     {p: (lo, hi)}, chunk=page, timeout_s=settings.read_timeout_seconds
                 ):

@@ -20,7 +20,7 @@ from storage.ledger.local import LocalLedger
 from storage.objectstore import read_payload
 from storage.tlog import LogReader
 from tasks.canonical import sha256_hex
-from tasks.checkpoint import checkpoint_digest, schema_validator, validate_checkpoint
+from tasks.checkpoint import checkpoint_digest, ranges_of, schema_validator, validate_checkpoint
 from tasks.dwd import DwdFormatError, demo_files
 from tasks.merkle import inclusion_proof, merkle_root, verify_inclusion
 from tasks.pack import payload_location
@@ -205,6 +205,12 @@ def test_late_record_makes_a_new_revision_that_supersedes_the_old(env: PipelineE
         assert revised["counts"]["records"] == 24
         assert revised["window"]["close_reason"] == "late_data"
         assert revised["merkle"]["root"] != anchored[day1]["merkle"]["root"]
+        # the rebuild read the revised window's range again, once, except the late
+        # message itself: this run's own read holds it
+        assert first["offsets_reread"] == 0
+        assert second["messages_read"] == 1
+        assert second["offsets_reread"] == sum(e - s for s, e in ranges_of(revised).values()) - 1
+        assert second["offsets_reread"] > revised["counts"]["records"]
 
 
 def test_random_cut_points_give_the_same_roots_as_one_undisturbed_run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,6 @@ from tasks.planner import (
     cap_ranges,
     merge_ranges,
     plan_run,
-    union_ranges,
 )
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
@@ -208,34 +206,6 @@ def test_merge_ranges_extends_to_cover_late_offsets() -> None:
     ]
     assert merge_ranges({0: (5, 9)}, items) == {0: (5, 9), 1: (0, 3)}
     assert merge_ranges({1: (2, 4)}, items) == {1: (0, 4)}
-
-
-window_ranges = st.lists(
-    st.dictionaries(
-        st.integers(0, 3),
-        st.tuples(st.integers(0, 60), st.integers(0, 60)).map(lambda r: (min(r), max(r))),
-        max_size=4,
-    ),
-    max_size=8,
-)
-
-
-@given(window_ranges)
-def test_the_union_of_window_ranges_covers_each_offset_once(windows: list) -> None:
-    union = union_ranges(windows)
-    for p, spans in union.items():
-        # disjoint, sorted, no empty or touching spans: every offset is read once
-        assert all(lo < hi for lo, hi in spans)
-        assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
-        covered = {o for lo, hi in spans for o in range(lo, hi)}
-        wanted = {o for w in windows if p in w for o in range(*w[p])}
-        assert covered == wanted
-    assert set(union) == {p for w in windows for p, (lo, hi) in w.items() if hi > lo}
-
-
-def test_overlapping_and_touching_window_ranges_are_read_as_one_span() -> None:
-    windows = [{0: (10, 20), 1: (5, 6)}, {0: (15, 30)}, {0: (30, 31)}, {0: (40, 41), 2: (7, 7)}]
-    assert union_ranges(windows) == {0: [(10, 31), (40, 41)], 1: [(5, 6)]}
 
 
 backlogs = st.dictionaries(
