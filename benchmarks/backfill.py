@@ -272,6 +272,7 @@ def main() -> None:
                     "anchor_s": anchor_s,
                     "messages": summary["messages_read"],
                     "reread": summary["offsets_reread"],
+                    "reused": summary["offsets_reused"],
                     "runs": len(runs),
                     "partitions": partitions,
                     "windows": summary["new_anchors"],
@@ -328,6 +329,7 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
     return {
         "messages_read": sum(p["messages_read"] for p in parts),
         "offsets_reread": sum(p.get("offsets_reread", 0) for p in parts),
+        "offsets_reused": sum(p.get("offsets_reused", 0) for p in parts),
         "new_anchors": sum(p["new_anchors"] for p in parts),
         "backlog": sum(p["backlog"] for p in parts) if wall is max else parts[-1]["backlog"],
         "timings": {
@@ -363,6 +365,8 @@ def report(
         print(f"| anchor peak RSS MiB | {med([r['rss'] / 2**20 for r in rows])} |")
         print(f"| ingest peak RSS MiB | {med([r['ingest_rss'] / 2**20 for r in rows])} |")
     print(f"| late windows: offsets read again | {med([r['reread'] for r in rows])} |")
+    reused = med([r["reused"] for r in rows])
+    print(f"| late windows: offsets taken from the run's read | {reused} |")
     for stage in rows[0]["timings"]["stages"]:
         print(f"| stage {stage} s | {med([r['timings']['stages'][stage] for r in rows])} |")
     for k in ("unattributed_s", "wall_s"):

@@ -297,6 +297,7 @@ def revise_late_windows(
     again, have = split_by_read(union_ranges(ranges.values()), read or {})
     if summary is not None:
         summary.offsets_reread += span_length(again)
+        summary.offsets_reused += span_length(have)
     rebuilt = [*steps.read_spans(settings, again, keys), *messages_in(read_messages, have, keys)]
     rebuilt.sort(key=lambda m: (m.partition, m.offset))
     # every late window's messages in one pass (classified once)

@@ -25,6 +25,7 @@ class RunSummary:
     messages_held: int = 0  # of still-open windows, stored for the next run
     # offsets read again from Kafka to rebuild late windows from their whole ranges
     offsets_reread: int = 0
+    offsets_reused: int = 0  # ... and taken from this run's own read instead
     backlog: int = 0  # offsets beyond this run's capped read, left for the next runs
     unattributable: int = 0
     ledger_entries: int = 0
@@ -73,6 +74,7 @@ class RunSummary:
             "messages_read": self.messages_read,
             "messages_held": self.messages_held,
             "offsets_reread": self.offsets_reread,
+            "offsets_reused": self.offsets_reused,
             "backlog": self.backlog,
             "unattributable": self.unattributable,
             "ledger_entries": self.ledger_entries,

@@ -211,6 +211,7 @@ def test_late_record_makes_a_new_revision_that_supersedes_the_old(env: PipelineE
         assert second["messages_read"] == 1
         assert second["offsets_reread"] == sum(e - s for s, e in ranges_of(revised).values()) - 1
         assert second["offsets_reread"] > revised["counts"]["records"]
+        assert second["offsets_reused"] == 1
 
 
 def test_random_cut_points_give_the_same_roots_as_one_undisturbed_run(
