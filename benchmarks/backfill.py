@@ -2,7 +2,7 @@
 
     python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
                                   [--days 365] [--repeat 3] [--workers 1,2]
-                                  [--groups 1,2] [--warm]
+                                  [--groups 1,2] [--warm] [--dask-cluster]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -26,9 +26,12 @@ processes reporting to a local Prefect server (as after `streamnotary up`). Prin
   measured (the work runs in the runner's forked children, not in the timed process);
 * the issue 10 targets and whether each is met;
 * one table per worker count (`--workers 1,2`: the setting `workers`, a local Dask cluster
-  when > 1) and per partition-group count (`--groups 1,2`: the setting `partition_groups`,
-  the partitions dealt round-robin; `streamnotary anchor` then runs one process per group,
-  each with its own cursor and log). The topic has the same partitions in every
+  when > 1, started by each anchor process; with `--dask-cluster`, one long-running local
+  cluster per worker count, started once for the benchmark and named by the setting
+  `dask_scheduler_address`, as docs/operations.md advises for scheduled runs) and per
+  partition-group count (`--groups 1,2`: the setting `partition_groups`, the partitions
+  dealt round-robin; `streamnotary anchor` then runs one process per group, each with its
+  own cursor and log). The topic has the same partitions in every
   configuration of a run, so the one-writer configuration is the baseline of the others.
   It has at least 3 partitions, 2 per group, and one per `MAX_PARTITION_MESSAGES` rows:
   the test broker answers a fetch with everything from the fetch offset to the end of the
@@ -209,6 +212,12 @@ def main() -> None:
         default="1",
         help="comma-separated partition-group counts (setting `partition_groups`)",
     )
+    parser.add_argument(
+        "--dask-cluster",
+        action="store_true",
+        help="worker counts > 1: one long-running local Dask cluster each, started once "
+        "(setting `dask_scheduler_address`) instead of one per anchor process",
+    )
     args = parser.parse_args()
     configs = [(int(w), int(g)) for w in args.workers.split(",") for g in args.groups.split(",")]
     stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
@@ -237,11 +246,16 @@ def main() -> None:
 
             os.environ["PREFECT_API_URL"] = api  # the runner's own settings, as after `up`
             start_runner(home)
+        clusters = shared_clusters(configs, api) if args.dask_cluster else {}
         try:
             # repeats alternate between configurations, so a change of load hits them alike
             for i, (workers, groups) in [(i, c) for i in range(args.repeat) for c in configs]:
                 topic = f"bench.backfill.{os.getpid()}.{workers}.{groups}.{i}"
                 os.environ["STREAMNOTARY_WORKERS"] = str(workers)
+                if workers in clusters:
+                    os.environ["STREAMNOTARY_DASK_SCHEDULER_ADDRESS"] = clusters[workers]
+                else:
+                    os.environ.pop("STREAMNOTARY_DASK_SCHEDULER_ADDRESS", None)
                 set_profile(
                     home,
                     topic=topic,
@@ -295,6 +309,10 @@ def main() -> None:
                 # every figure of the repeat, now: a run stopped before the table keeps them
                 print(f"repeat figures: {json.dumps(row, default=str)}", file=sys.stderr)
         finally:
+            if clusters:
+                from flows.window_build import close_local_clusters
+
+                close_local_clusters()
             if args.warm:
                 from streamnotary.warm import stop_runner
 
@@ -340,6 +358,15 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
     }
 
 
+def shared_clusters(configs: list[tuple[int, int]], api: str) -> dict[int, str]:
+    """Worker count -> scheduler address of a local Dask cluster started now, for every
+    worker count above 1 (`flows.window_build.local_cluster`, stopped at the end)."""
+    from flows.window_build import local_cluster
+
+    os.environ["PREFECT_API_URL"] = api  # the workers report their task runs here
+    return {w: local_cluster(w).scheduler_address for w in sorted({w for w, _ in configs if w > 1})}
+
+
 def report(
     args: argparse.Namespace, stations: int, generated: int, rows: list[dict[str, Any]]
 ) -> None:
@@ -347,7 +374,9 @@ def report(
     win = [r["windows"] / r["anchor_s"] for r in rows]
     print(
         f"# backfill benchmark: {generated:,} generated rows ({args.product}, {stations} "
-        f"stations x {args.days} days), workers {rows[0]['workers']}, partition groups "
+        f"stations x {args.days} days), workers {rows[0]['workers']}"
+        f"{' (one long-running cluster)' if args.dask_cluster and rows[0]['workers'] > 1 else ''}"
+        f", partition groups "
         f"{rows[0]['groups']}{', warm runner' if args.warm else ''}, topic of "
         f"{rows[0]['partitions']} partitions, {len(rows)} repeats of "
         f"{med([r['runs'] for r in rows])} anchor run(s), load average "
