@@ -8,7 +8,10 @@ Produces `--messages` canonical-record-sized messages into a fresh topic of the 
 * baseline: one `read_range` per partition (what a run reads when its range fits a page);
 * paged: `read_range` page by page, as `read_offset_ranges` and `read_chunks` read with
   `read_page_messages` (10,000 and 50,000), each page on the same `KafkaLog`, so
-  consecutive pages keep their partition assigned.
+  consecutive pages keep their partition assigned;
+* short spans: 20 separate spans of 2,000 offsets per partition, each a `read_range` of
+  its own (a late-window rebuild reads such spans, `tasks.steps.read_spans`): what a read
+  restart costs, whatever the span's length.
 
 Prints the median of `--repeat` runs with the spread, in messages/s, for each. A paged read
 near the baseline means the pages cost nothing extra; before session 7 every page
@@ -46,6 +49,21 @@ def read_all(bootstrap: str, topic: str, page: int | None) -> int:
             step = page or max(1, end)
             for lo in range(0, end, step):
                 count += len(log.read_range(p, lo, min(end, lo + step), timeout_s=120))
+    return count
+
+
+SPANS, SPAN = 20, 2_000
+
+
+def read_short_spans(bootstrap: str, topic: str, page: int | None) -> int:
+    """Messages read in `SPANS` separate spans of `SPAN` offsets, spread over each partition."""
+    count = 0
+    with KafkaLog(bootstrap, topic) as log:
+        for p in log.partitions():
+            end = log.watermarks(p)[1]
+            step = max(SPAN, (end - SPAN) // SPANS)
+            for lo in range(0, max(0, end - SPAN), step)[:SPANS]:
+                count += len(log.read_range(p, lo, lo + SPAN, timeout_s=120))
     return count
 
 
@@ -92,6 +110,8 @@ def main() -> None:
                 ("pages of 50,000", 50_000),
             ):
                 print(f"{label}: {rate(read_all, server.bootstrap, topic, page, args.repeat)}")
+            spans = rate(read_short_spans, server.bootstrap, topic, None, args.repeat)
+            print(f"{SPANS} spans of {SPAN:,} per partition, each read alone: {spans}")
         finally:
             stop_process(server.process)
 
