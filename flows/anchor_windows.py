@@ -272,11 +272,11 @@ def r_key(settings: Settings, r: PlannedRevision) -> str:
 def revise_late_windows(
     settings: Settings,
     late: Mapping[WindowKey, Sequence[Classified]],
-    pack: PackBuilder | None = None,
-    summary: RunSummary | None = None,
+    pack: PackBuilder | None,
+    summary: RunSummary,
     *,
-    read: Mapping[int, tuple[int, int]] | None = None,
-    read_messages: Sequence[SourceMessage] = (),
+    read: Mapping[int, tuple[int, int]],
+    read_messages: Sequence[SourceMessage],
 ) -> tuple[list[PlannedRevision], list[Classified]]:
     """A new revision for each closed window that received messages after it was anchored.
 
@@ -294,10 +294,9 @@ def revise_late_windows(
         for key, items in late.items()
     }
     keys = station_keys(ranges)
-    again, have = split_by_read(union_ranges(ranges.values()), read or {})
-    if summary is not None:
-        summary.offsets_reread += span_length(again)
-        summary.offsets_reused += span_length(have)
+    again, have = split_by_read(union_ranges(ranges.values()), read)
+    summary.offsets_reread += span_length(again)
+    summary.offsets_reused += span_length(have)
     rebuilt = [*steps.read_spans(settings, again, keys), *messages_in(read_messages, have, keys)]
     rebuilt.sort(key=lambda m: (m.partition, m.offset))
     # every late window's messages in one pass (classified once)
