@@ -11,7 +11,10 @@ Produces `--messages` canonical-record-sized messages into a fresh topic of the 
   consecutive pages keep their partition assigned;
 * short spans: 20 separate spans of 2,000 offsets per partition, each a `read_range` of
   its own (a late-window rebuild reads such spans, `tasks.steps.read_spans`): what a read
-  restart costs, whatever the span's length.
+  restart costs, whatever the span's length;
+* both again with librdkafka's default `fetch.queue.backoff.ms` (1,000 ms) as the
+  baseline of the reader's setting (20 ms, `storage.kafka`): a short read after a large
+  one used to wait out that postponement.
 
 Prints the median of `--repeat` runs with the spread, in messages/s, for each. A paged read
 near the baseline means the pages cost nothing extra; before session 7 every page
@@ -21,6 +24,7 @@ re-assigned its partition and pages of 10,000 ran 6x slower (docs/benchmarks.md)
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -40,10 +44,10 @@ VALUE = (
 )
 
 
-def read_all(bootstrap: str, topic: str, page: int | None) -> int:
+def read_all(bootstrap: str, topic: str, page: int | None, client: dict[str, str]) -> int:
     """Messages read from every partition, whole (page None) or page by page."""
     count = 0
-    with KafkaLog(bootstrap, topic) as log:
+    with KafkaLog(bootstrap, topic, client) as log:
         for p in log.partitions():
             end = log.watermarks(p)[1]
             step = page or max(1, end)
@@ -53,12 +57,13 @@ def read_all(bootstrap: str, topic: str, page: int | None) -> int:
 
 
 SPANS, SPAN = 20, 2_000
+DEFAULT_BACKOFF = {"fetch.queue.backoff.ms": "1000"}  # librdkafka's own default
 
 
-def read_short_spans(bootstrap: str, topic: str, page: int | None) -> int:
+def read_short_spans(bootstrap: str, topic: str, client: dict[str, str]) -> int:
     """Messages read in `SPANS` separate spans of `SPAN` offsets, spread over each partition."""
     count = 0
-    with KafkaLog(bootstrap, topic) as log:
+    with KafkaLog(bootstrap, topic, client) as log:
         for p in log.partitions():
             end = log.watermarks(p)[1]
             step = max(SPAN, (end - SPAN) // SPANS)
@@ -67,18 +72,12 @@ def read_short_spans(bootstrap: str, topic: str, page: int | None) -> int:
     return count
 
 
-def rate(
-    fn: Callable[[str, str, int | None], int],
-    bootstrap: str,
-    topic: str,
-    page: int | None,
-    repeat: int,
-) -> str:
+def rate(fn: Callable[[], int], repeat: int) -> str:
     """Median messages/s of `repeat` calls of `fn`, with the spread."""
     rates = []
     for _ in range(repeat):
         started = time.perf_counter()
-        n = fn(bootstrap, topic, page)
+        n = fn()
         rates.append(n / (time.perf_counter() - started))
     rates.sort()
     return f"{statistics.median(rates):,.0f} msg/s ({rates[0]:,.0f}..{rates[-1]:,.0f})"
@@ -104,14 +103,19 @@ def main() -> None:
                 f"# {args.messages:,} messages, {args.partitions} partitions, "
                 f"median of {args.repeat} (min..max)"
             )
-            for label, page in (
-                ("baseline, one read per partition", None),
-                ("pages of 10,000", 10_000),
-                ("pages of 50,000", 50_000),
+            boot = server.bootstrap
+            read_all(boot, topic, None, {})  # warm-up, unmeasured: the first read ran slower
+            for label, page, client in (
+                ("baseline, one read per partition", None, {}),
+                ("pages of 10,000", 10_000, {}),
+                ("pages of 50,000", 50_000, {}),
+                ("one read per partition, librdkafka's default backoff", None, DEFAULT_BACKOFF),
             ):
-                print(f"{label}: {rate(read_all, server.bootstrap, topic, page, args.repeat)}")
-            spans = rate(read_short_spans, server.bootstrap, topic, None, args.repeat)
-            print(f"{SPANS} spans of {SPAN:,} per partition, each read alone: {spans}")
+                figure = rate(functools.partial(read_all, boot, topic, page, client), args.repeat)
+                print(f"{label}: {figure}")
+            for label, client in (("", {}), (", librdkafka's default backoff", DEFAULT_BACKOFF)):
+                figure = rate(functools.partial(read_short_spans, boot, topic, client), args.repeat)
+                print(f"{SPANS} spans of {SPAN:,} per partition, each read alone{label}: {figure}")
         finally:
             stop_process(server.process)
 

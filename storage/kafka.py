@@ -172,6 +172,12 @@ class KafkaLog:
     def _consumer_client(self) -> Consumer:
         if self._consumer is None:
             config: dict[str, Any] = {
+                # librdkafka postpones a partition's next fetch by this much (default
+                # 1,000 ms) once its fetch queue is over threshold, and the postponement
+                # outlives an unassign: every short read after a large one waited for it
+                # (~0.25 s a restart on the test broker, ~0.08 s at 20 ms; whole-partition
+                # reads unchanged, docs/benchmarks.md). A user's kafka_client may override.
+                "fetch.queue.backoff.ms": 20,
                 **self._base_config(),
                 "group.id": READER_GROUP_ID,
                 "enable.auto.commit": False,

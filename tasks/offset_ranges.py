@@ -5,17 +5,27 @@ A run rebuilds its late windows from their whole offset ranges, as an auditor wo
 overlap heavily, and each reaches from the window's first message, read by an earlier
 run, to its late one, read by this run: `union_ranges` joins them so that every offset is
 read once, and `split_by_read` separates what this run already holds in memory (its own
-closed read ranges) from what must be read from Kafka again. Pure: no I/O, no Prefect.
+closed read ranges) from what must be read from Kafka again. What is read again is read
+in `bridge`d spans: a read restart costs about as much as reading thousands of offsets,
+so spans a short gap apart are read as one and the gap's messages dropped (`covers`).
+Pure: no I/O, no Prefect.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 
 from tasks.message import SourceMessage
 from tasks.window import WindowKey
 
 Spans = dict[int, list[tuple[int, int]]]  # per partition: disjoint, sorted [start, end)
+
+# Offsets a read may pass over to save a restart. A restart (assign, seek, first fetch)
+# measured ~80 ms on the test broker, about 14,000 offsets at its bounded-read rate
+# (benchmarks/kafka_read.py, docs/benchmarks.md); on a real cluster a restart is one fetch
+# round trip, and 10,000 offsets of DWD records are about 1.5 MB: one or two fetches.
+BRIDGE_GAP = 10_000
 
 
 def union_ranges(windows: Iterable[Mapping[int, tuple[int, int]]]) -> Spans:
@@ -65,6 +75,27 @@ def split_by_read(
     return outside, inside
 
 
+def bridge(parts: Sequence[tuple[int, int]], max_gap: int = BRIDGE_GAP) -> list[tuple[int, int]]:
+    """Disjoint sorted spans of one partition joined across gaps of at most `max_gap`
+    offsets: fewer, longer reads that still cover every offset of `parts`. A reader keeps
+    only what `covers` the original parts.
+    """
+    joined: list[tuple[int, int]] = []
+    for lo, hi in parts:
+        if joined and lo - joined[-1][1] <= max_gap:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], hi))
+        else:
+            joined.append((lo, hi))
+    return joined
+
+
+def covers(parts: Sequence[tuple[int, int]], starts: Sequence[int], offset: int) -> bool:
+    """Whether `offset` lies in one of the disjoint sorted `parts` (whose starts are
+    `starts`, given once by the caller): a binary search, for reads of many spans."""
+    i = bisect_right(starts, offset) - 1
+    return i >= 0 and offset < parts[i][1]
+
+
 def station_keys(
     windows: Mapping[WindowKey, Mapping[int, tuple[int, int]]],
 ) -> dict[int, set[bytes]]:
@@ -94,10 +125,11 @@ def messages_in(
     """The `messages` inside `spans` whose Kafka key is one of their partition's `keys`,
     in the order given: what a read of `spans` keeping those keys returns, where
     `messages` hold every offset of the spans."""
+    starts = {p: [lo for lo, _ in parts] for p, parts in spans.items()}
     return [
         m
         for m in messages
         if m.partition in spans
         and m.key in keys.get(m.partition, ())
-        and any(lo <= m.offset < hi for lo, hi in spans[m.partition])
+        and covers(spans[m.partition], starts[m.partition], m.offset)
     ]

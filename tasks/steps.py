@@ -40,6 +40,7 @@ from tasks.canonical import canonical_digest, parse_document, sha256_hex
 from tasks.groups import GroupConfigError
 from tasks.held import HeldStateError, decode_held, encode_held
 from tasks.message import SourceMessage
+from tasks.offset_ranges import bridge, covers
 from tasks.planner import (
     Cursor,
     CursorConflict,
@@ -229,17 +230,19 @@ def read_spans(
     """The messages of `spans` whose Kafka key is one of their partition's `keys`, in
     (partition, offset) order: the late windows' offsets this run has not read itself
     (`tasks.offset_ranges`), in pages as `read_offset_ranges` reads, one pass for all.
+    Spans a short gap apart are read as one (`bridge`); the gaps' messages are dropped.
     """
     out: list[SourceMessage] = []
     page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:
         for p, parts in sorted(spans.items()):
             mine = keys.get(p, set())
-            for lo, hi in parts:
+            starts = [lo for lo, _ in parts]
+            for lo, hi in bridge(parts):
                 for chunk in log.read_chunks(
                     {p: (lo, hi)}, chunk=page, timeout_s=settings.read_timeout_seconds
                 ):
-                    out += [m for m in chunk if m.key in mine]
+                    out += [m for m in chunk if m.key in mine and covers(parts, starts, m.offset)]
     return out
 
 

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from tasks.message import SourceMessage
 from tasks.offset_ranges import (
+    bridge,
+    covers,
     messages_in,
     span_length,
     split_by_read,
@@ -78,6 +80,35 @@ def test_a_late_window_range_is_read_again_only_before_this_run_read() -> None:
     outside, inside = split_by_read({0: [(100, 531)], 1: [(7, 9)]}, {0: (500, 600)})
     assert outside == {0: [(100, 500)], 1: [(7, 9)]}
     assert inside == {0: [(500, 531)]}
+
+
+@given(window_ranges, st.integers(0, 20))
+def test_bridged_spans_cover_every_offset_and_pass_over_short_gaps_only(
+    windows: list, max_gap: int
+) -> None:
+    for parts in union_ranges(windows).values():
+        joined = bridge(parts, max_gap)
+        wanted = {o for lo, hi in parts for o in range(lo, hi)}
+        read = {o for lo, hi in joined for o in range(lo, hi)}
+        assert wanted <= read
+        # the extra offsets are exactly the gaps that were short enough to bridge
+        gaps = {
+            o
+            for a, b in itertools.pairwise(parts)
+            if b[0] - a[1] <= max_gap
+            for o in range(a[1], b[0])
+        }
+        assert read - wanted == gaps
+        assert all(b[0] - a[1] > max_gap for a, b in itertools.pairwise(joined))
+        # and `covers` tells the wanted offsets from the bridged ones
+        starts = [lo for lo, _ in parts]
+        assert {o for o in read if covers(parts, starts, o)} == wanted
+
+
+def test_spans_a_short_gap_apart_are_read_as_one() -> None:
+    assert bridge([(0, 10), (15, 20), (40, 50)], max_gap=5) == [(0, 20), (40, 50)]
+    assert bridge([(0, 10), (15, 20), (40, 50)], max_gap=4) == [(0, 10), (15, 20), (40, 50)]
+    assert bridge([], max_gap=5) == []
 
 
 def message(partition: int, offset: int, key: bytes) -> SourceMessage:
