@@ -36,8 +36,14 @@ class WindowSpec:
             )
 
     def index_of(self, t: datetime) -> int:
-        """Window index of event time `t` (aware datetime)."""
-        return int((t - _EPOCH) // timedelta(seconds=self.size_seconds))
+        """Window index of event time `t` (aware datetime): floor((t - epoch) / size).
+
+        Whole seconds suffice: the size is a whole number of seconds, so a sub-second
+        part never moves the floor. Integer arithmetic, because every message is asked
+        (a timedelta division cost ~3 % of an anchor run).
+        """
+        d = t - _EPOCH
+        return (d.days * 86_400 + d.seconds) // self.size_seconds
 
     def key_of(self, station_id: str, t: datetime) -> WindowKey:
         return WindowKey(station_id, self.index_of(t), self.size_seconds)

@@ -154,3 +154,21 @@ def test_real_files_daily_windows_match_independent_recomputation(station: str) 
         assert agg["records"] == len(members) == 24
         _check_summary(agg["temperature_c"], ref["TT"], 24)
         _check_summary(agg["relative_humidity_pct"], ref["RF"], 24)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1800, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.just(UTC),
+    ),
+    st.sampled_from([1, 60, 600, 3_600, 86_400, 7 * 86_400]) | st.integers(1, 10**7),
+)
+def test_window_index_is_the_floor_of_the_time_since_the_epoch(t: datetime, size: int) -> None:
+    """`index_of`'s integer arithmetic against the timedelta floor division it replaced,
+    before 1970 (DWD records reach back to 1893) and with sub-second parts."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    index = WindowSpec(size).index_of(t)
+    assert index == (t - epoch) // timedelta(seconds=size)
+    start = epoch + timedelta(seconds=index * size)
+    assert start <= t < start + timedelta(seconds=size)
