@@ -137,7 +137,9 @@ class MiningControl:
 
     def mine(self, blocks: int = 1, timeout_s: float = 60.0) -> int:
         """`blocks` more blocks, the first of which confirms today's mempool; returns the
-        height. Transactions waiting at the call thus gain exactly `blocks` confirmations."""
+        height. Transactions waiting at the call gain at least `blocks` confirmations: each
+        block is mined by resuming and pausing the node's miner, and on a loaded machine
+        it may mine one more block before the pause takes (read `height()` after)."""
         pending = set(self.rpc("getrawmempool"))
         height = self.height()
         for counted in range(blocks):
