@@ -4,16 +4,20 @@ steps in tasks. Includes the anchor-log side (`LogAudit`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections import deque
+from collections.abc import Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from flows.audit_evidence import (
+    READ_CONCURRENCY,
     Documents,
     LedgerReader,
-    fetch_evidence,
+    fetch_payload,
     load_documents,
     load_packed_checkpoints,
+    observe_entries,
     read_partitions,
 )
 from flows.audit_log import (
@@ -53,6 +57,10 @@ from tasks.audit.log import RememberedHead, check_log
 from tasks.groups import LogScope
 from tasks.tlog.checkpoint import LogCheckpoint
 from tasks.tlog.note import Verifier
+from tasks.window import WindowKey
+
+# Windows whose payloads are fetched ahead of the one being checked.
+PAYLOAD_LOOKAHEAD = 32
 
 # ---------------------------------------------------------------------------------------
 # One audit run without Prefect (the flow below wraps the same steps in tasks)
@@ -170,9 +178,9 @@ def audit_windows(
     scope = topic if group is None else LogScope(topic, group).name
     out = []
     times = log.run_times() if log else {}
-    for key, revisions in documents.revisions.items():
+    for key, revisions in prefetched_payloads(store, scope, documents):
         for inp in revisions:
-            fetch_evidence(store, reader, scope, key, inp)
+            observe_entries(reader, scope, key, inp)
         findings = list(documents.window_findings.get(key, []))
         if log is not None:
             findings += log.window_findings.get(key.window_id, [])
@@ -185,6 +193,36 @@ def audit_windows(
         for inp in revisions:
             inp.payload = None  # keep memory bounded by one window
     return out
+
+
+def prefetched_payloads(
+    store: ObjectStore, scope: str, documents: Documents
+) -> Iterator[tuple[WindowKey, list[RevisionInputs]]]:
+    """The windows of `documents` in order, each with its revisions' payloads fetched.
+
+    Payloads are fetched on `READ_CONCURRENCY` threads, at most `PAYLOAD_LOOKAHEAD`
+    windows ahead of the one being checked: one ranged GET at a time left the audit
+    waiting on the store, and the lookahead keeps memory bounded by a few windows.
+    """
+
+    def fetch(key: WindowKey, revisions: list[RevisionInputs]) -> None:
+        for inp in revisions:
+            fetch_payload(store, scope, key, inp)
+
+    ahead: deque[tuple[WindowKey, list[RevisionInputs], Future[None]]] = deque()
+    windows = iter(documents.revisions.items())
+    with ThreadPoolExecutor(max_workers=READ_CONCURRENCY) as pool:
+        while True:
+            while len(ahead) < PAYLOAD_LOOKAHEAD:
+                nxt = next(windows, None)
+                if nxt is None:
+                    break
+                ahead.append((nxt[0], nxt[1], pool.submit(fetch, *nxt)))
+            if not ahead:
+                return
+            key, revisions, done = ahead.popleft()
+            done.result()
+            yield key, revisions
 
 
 def _timeline(revisions: list[RevisionInputs], times: dict[int, str]) -> dict[str, Any] | None:
