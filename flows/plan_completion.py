@@ -24,7 +24,7 @@ from tasks.checkpoint_pack import packed_windows, plan_checkpoint_packs
 from tasks.message import classify
 from tasks.pack import payload_location, plan_pack
 from tasks.payload import encode_payload
-from tasks.revision import receipt, window_entry
+from tasks.revision import quarantine_documents, receipt, window_entry
 from tasks.run_log import (
     head_anchor_document,
     head_entry,
@@ -119,9 +119,7 @@ def complete_plan(
     checkpoint_packs = plan_checkpoint_packs(topic, windows, log)
     packed = packed_windows(topic, log)
     steps.write_payloads(settings, {**payloads, **checkpoint_packs})
-    docs = {
-        layout.quarantine_key(topic, q["partition"], q["offset"]): q for q in pending["quarantine"]
-    }
+    docs = quarantine_documents(scope, pending)
     keys = {w["window_id"]: WindowKey.parse(w["window_id"]) for w in windows}
     for w in windows:
         if (w["window_id"], w["revision"]) not in packed:

@@ -35,7 +35,7 @@ from tasks.canonical import sha256_hex
 from tasks.checkpoint_pack import checkpoint_ref, plan_checkpoint_packs
 from tasks.pack import payload_location, plan_pack
 from tasks.planner import Cursor
-from tasks.revision import document_bytes
+from tasks.revision import document_bytes, quarantine_documents
 from tasks.window import WindowKey
 
 
@@ -237,9 +237,8 @@ def discard(settings: Settings) -> list[str]:
         k = layout.batch_key(topic, root)
         if _delete_if_same(store, k, sha256_hex(document_bytes(plan["batch"]))):
             deleted.append(k)
-    for q in plan["quarantine"]:
-        k = layout.quarantine_key(topic, q["partition"], q["offset"])
-        if _delete_if_same(store, k, sha256_hex(document_bytes(q))):
+    for k, doc in quarantine_documents(scope, plan).items():
+        if _delete_if_same(store, k, sha256_hex(document_bytes(doc))):
             deleted.append(k)
     for k in (layout.pending_note_key(scope), layout.pending_key(scope)):
         if store.head(k) is not None:

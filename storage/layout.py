@@ -9,7 +9,7 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     packs/<topic>/run-<run, 10 digits>.checkpoints  (layout pack: the run's checkpoints)
     checkpoints/<topic>/<station>/<window start>_<size>s/r<rev>.json
     receipts/<topic>/<station>/<window start>_<size>s/r<rev>.json
-    quarantine/<topic>/p<partition>/<offset, 20 digits>.json
+    quarantine/<topic>/run-<run, 10 digits>.json  (the run's rejected messages, one document)
     batches/<topic>/<batch root hex>.json
     state/<topic>/cursor.json        (the only object that is overwritten)
     state/<topic>/pending.json       (write-ahead plan of an unfinished run)
@@ -18,15 +18,15 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     state/<topic>/lease.json         (the one-writer lease, while a run holds it)
     state/<topic>/held/<sha256>.json (messages of still-open windows, named by the cursor)
 
-The state, log, pack, head and window keys take a *scope name* where they say `topic`:
+The state, log, pack, quarantine, head and window keys take a *scope name* where they say `topic`:
 the topic itself, or ``<topic>/<group>`` for a partition group (`tasks.groups.LogScope`),
 which gives ``state/<topic>/<group>/cursor.json``, ``packs/<topic>/<group>/run-….pack``,
-``head/<topic>/<group>/<size>``, ``checkpoints/<topic>/<group>/<station>/…`` and the
+``head/<topic>/<group>/<size>``, ``quarantine/<topic>/<group>/run-….json``,
+``checkpoints/<topic>/<group>/<station>/…`` and the
 ledger key ``window/<topic>/<group>/<window id>/r<rev>``. A window is per group: a
 producer that does not key by station puts one station's hour in two groups' partitions,
 and each group anchors its own part of that window, under its own keys, in its own log
-(a group owns partitions, never windows). Quarantine stays per topic: an offset is in
-one partition, hence one group. (Group names start with ``p``, station ids are digits, so
+(a group owns partitions, never windows). (Group names start with ``p``, station ids are digits, so
 ``<topic>/<group>/<station>`` and ``<topic>/<station>`` never read as each other.)
 """
 
@@ -127,8 +127,15 @@ def revision_of(object_key: str) -> int:
     return int(name[1:5])
 
 
-def quarantine_key(topic: str, partition: int, offset: int) -> str:
-    return f"quarantine/{topic}/p{partition}/{offset:020d}.json"
+def quarantine_key(scope: str, run: int) -> str:
+    """The rejected messages of the scope's run number `run`, in one document.
+
+    One object per run, not per message: a producer that floods the topic with junk would
+    otherwise cost one PUT per junk message (34,000 junk messages took ~70 s of PUTs).
+    Named by the run like the packs, so a resumed run writes the same bytes to the same key.
+    (Earlier versions wrote ``quarantine/<topic>/p<partition>/<offset>.json``.)
+    """
+    return f"quarantine/{scope}/run-{run:010d}.json"
 
 
 def batch_key(topic: str, batch_root_hex: str) -> str:

@@ -30,6 +30,7 @@ from tasks.window_content import WindowContent
 PENDING_SCHEMA = "streamnotary.pending/1"
 RECEIPT_SCHEMA_V2 = "streamnotary.receipt/2"
 QUARANTINE_SCHEMA = "streamnotary.quarantine/1"
+QUARANTINE_RUN_SCHEMA = "streamnotary.quarantine_run/1"
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,26 @@ def quarantine_doc(c: Classified) -> dict[str, Any]:
         "detail": c.detail or "",
         "window_id": None if c.window is None else c.window.window_id,
     }
+
+
+def quarantine_run_doc(
+    scope: str, run: int, quarantine: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The stored form of a run's rejected messages (`quarantine_doc` each), by position."""
+    return {
+        "schema": QUARANTINE_RUN_SCHEMA,
+        "scope": scope,
+        "run": run,
+        "messages": sorted(quarantine, key=lambda q: (q["topic"], q["partition"], q["offset"])),
+    }
+
+
+def quarantine_documents(scope: str, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{object key: document} of a write-ahead plan's rejected messages (none: empty)."""
+    if not plan["quarantine"]:
+        return {}
+    run = int(plan["next_cursor"]["runs"])
+    return {layout.quarantine_key(scope, run): quarantine_run_doc(scope, run, plan["quarantine"])}
 
 
 def pending_document(

@@ -167,7 +167,11 @@ def test_malformed_messages_are_quarantined_and_counts_add_up(env: PipelineEnv) 
         assert summary["stations"]["00433"]["quarantined"] == 4
         assert summary["unattributable"] == 1
         store = env.store()
-        docs = [json.loads(store.get(k)) for k in store.list(f"quarantine/{settings.topic}/")]
+        docs = [
+            m
+            for k in store.list(f"quarantine/{settings.topic}/")
+            for m in json.loads(store.get(k))["messages"]
+        ]
         attributed = sorted(
             d["reason"] for d in docs if d["window_id"] == "00433_20180924T000000Z_86400s"
         )

@@ -111,7 +111,11 @@ def test_poison_messages_are_quarantined_and_never_wedge_the_pipeline(
         first = anchor_windows(drain=True)
 
         store = env.store()
-        docs = [json.loads(store.get(k)) for k in store.list(f"quarantine/{settings.topic}/")]
+        docs = [
+            m
+            for k in store.list(f"quarantine/{settings.topic}/")
+            for m in json.loads(store.get(k))["messages"]
+        ]
         assert sorted(d["reason"] for d in docs) == sorted(r for r, *_ in poison)
         envelope_window = "00433_20180924T000000Z_86400s"
         unattributable = [d for d in docs if d["window_id"] is None]
@@ -162,6 +166,11 @@ def test_a_flood_of_junk_is_logged_in_run_parts_and_never_wedges(env: PipelineEn
         third = anchor_windows(drain=True)
         entries = env.log_entries()
         report = audit(all_windows=True)
+        store = env.store()
+        stored = {k: json.loads(store.get(k)) for k in store.list(f"quarantine/{env.topic}/")}
+    # the flood costs one object per run that quarantined, never one per junk message
+    assert sorted(stored) == [layout.quarantine_key(env.topic, run) for run in (1, 3)]
+    assert [len(d["messages"]) for d in stored.values()] == [unattributable, 2 * into_window]
     assert [r["backlog"] for r in (first, second, third)] == [0, 0, 0]  # one read each
     assert first["unattributable"] == unattributable and first["new_anchors"] == 0
     assert second["new_anchors"] == 0 and second["held_open"]

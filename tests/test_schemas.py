@@ -106,7 +106,7 @@ PREFIX_SCHEMAS: list[tuple[str, str | None]] = [
     (r"checkpoints/.+/r[0-9]{4}\.json", "checkpoint.schema.json"),
     (r"receipts/.+/r[0-9]{4}\.json", "receipt.schema.json"),
     (r"batches/[^/]+/[0-9a-f]{64}\.json", "batch.schema.json"),
-    (r"quarantine/[^/]+/p[0-9]+/[0-9]{20}\.json", "quarantine.schema.json"),
+    (r"quarantine/.+/run-[0-9]{10}\.json", "quarantine_run.schema.json"),
     (r"state/[^/]+/cursor\.json", "cursor.schema.json"),
     (r"state/[^/]+/pending\.json", "pending.schema.json"),
     (r"state/[^/]+/pending\.sig", None),  # C2SP signed note over the plan's digest
@@ -192,7 +192,8 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "payloads": windows + 1,
         "checkpoint.schema.json": windows + 1,
         "receipt.schema.json": windows + 1,  # receipts v2; no batch manifest any more
-        "quarantine.schema.json": 1,
+        # the rejected message, by run 1, and again by run 2 in its window's revision
+        "quarantine_run.schema.json": 2,
         "cursor.schema.json": 1,
         "pending.schema.json": 1,
         "state": 1,  # pending.sig
@@ -221,6 +222,11 @@ def test_every_stored_document_and_ledger_body_matches_its_schema(
         "None",
     ]
     assert plan["next_cursor"]["runs"] == 3
+    # one quarantine document per run that rejected: the malformed 00433 message twice
+    quarantined = [docs[layout.quarantine_key(env.topic, run)] for run in (1, 2)]
+    (rejected,) = quarantined[0]["messages"]
+    assert rejected["window_id"] == "00433_20180924T000000Z_86400s"
+    assert quarantined[1]["messages"] == [rejected]
 
     # ledger bodies, read back through the ledger the receipts name
     ledger = LocalLedger(env.home / "ledger.sqlite3")
