@@ -14,6 +14,10 @@ per anchor run on this 2-core machine. Services are stopped at the end (by PID).
 `--modes cold,warm` (the default) measures, in the same run and alternating per repeat, a
 cold CLI process (``STREAMNOTARY_WARM=0``: it imports everything itself) and a command
 handed to the home's warm runner (`streamnotary.warm`, started as `streamnotary up` does).
+
+`--audit` also times `streamnotary audit --all --json` of each anchored topic (same mode),
+the auditor's check of those 1,100 windows: discovery, documents, one Kafka read, every
+window's payload and checks, the stored report.
 """
 
 from __future__ import annotations
@@ -87,10 +91,14 @@ def main() -> None:
         help="comma-separated: cold (a CLI process that imports everything) and/or warm "
         "(the command handed to the home's warm runner)",
     )
+    parser.add_argument(
+        "--audit", action="store_true", help="also time `audit --all` of each anchored topic"
+    )
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     sources = [str(p) for p in demo_files()]
     rows: dict[str, list[tuple[float, dict]]] = {mode: [] for mode in modes}
+    audits: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="sn-anchor-bench-") as tmp:
         home = Path(tmp)
         start_services(home)
@@ -118,6 +126,17 @@ def main() -> None:
                     assert summary["new_anchors"] == 1100, summary["new_anchors"]
                     rows[mode].append((wall, summary.get("timings") or {"stages": {}}))
                     print(f"run {i + 1} {mode}: {wall:.1f} s", file=sys.stderr)
+                    if args.audit:
+                        started = time.perf_counter()
+                        out = cli(
+                            home, "audit", "--all", "--json", api=args.prefect_api,
+                            warm=mode == "warm",
+                        )  # fmt: skip
+                        audits[mode].append(time.perf_counter() - started)
+                        report_doc = json.loads(out.stdout)
+                        assert report_doc["verdict"] == "pass", report_doc["summary"]
+                        assert report_doc["summary"]["windows"] == 1100
+                        print(f"audit {i + 1} {mode}: {audits[mode][-1]:.1f} s", file=sys.stderr)
         finally:
             from streamnotary.warm import stop_runner
 
@@ -137,6 +156,13 @@ def main() -> None:
         print()
         print(f"## {mode}" + (" (handed to the warm runner)" if mode == "warm" else ""))
         report(rows[mode])
+        if audits[mode]:
+            walls = sorted(audits[mode])
+            print(
+                f"| audit --all: CLI process wall time | {statistics.median(walls):.1f} s | "
+                f"{walls[0]:.1f}..{walls[-1]:.1f} |"
+            )
+            print(f"| audit --all: windows/s | {1_100 / statistics.median(walls):,.0f} | |")
 
 
 def report(rows: list[tuple[float, dict]]) -> None:
