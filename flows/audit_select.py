@@ -106,8 +106,8 @@ class Discovery:
     windows: dict[WindowKey, list[int]] = field(default_factory=dict)
     window_findings: dict[WindowKey, list[Finding]] = field(default_factory=dict)
     run_findings: list[Finding] = field(default_factory=list)
-    # (kind, window, revision) of every selected revision's object the listing found;
-    # None: not listed, every document must be fetched to know (see `listed`)
+    # (kind, window, revision) of every selected revision's receipt and checkpoint the
+    # listing found; None: not listed, every document must be fetched to know (`listed`)
     objects: set[tuple[str, WindowKey, int]] | None = None
 
     def listed(self, kind: str, key: WindowKey, revision: int) -> bool:
@@ -158,7 +158,8 @@ def discover_windows(
                     out.window_findings.setdefault(name.window, []).append(name.finding())
                 else:
                     found[name.window].add(name.revision)
-                    out.objects.add((kind, name.window, name.revision))
+                    if kind != "payloads":  # a payload is located by its checkpoint
+                        out.objects.add((kind, name.window, name.revision))
     for window_id, revisions in (logged or {}).items():  # the log is the authority
         try:
             key = parse_window_id(window_id)
