@@ -18,16 +18,17 @@ writes to the same keys, finds its own earlier work, and overwrites nothing.
     state/<topic>/lease.json         (the one-writer lease, while a run holds it)
     state/<topic>/held/<sha256>.json (messages of still-open windows, named by the cursor)
 
-The state, log, pack, quarantine, head and window keys take a *scope name* where they say `topic`:
-the topic itself, or ``<topic>/<group>`` for a partition group (`tasks.groups.LogScope`),
-which gives ``state/<topic>/<group>/cursor.json``, ``packs/<topic>/<group>/run-….pack``,
-``head/<topic>/<group>/<size>``, ``quarantine/<topic>/<group>/run-….json``,
-``checkpoints/<topic>/<group>/<station>/…`` and the
-ledger key ``window/<topic>/<group>/<window id>/r<rev>``. A window is per group: a
+The state, log, pack, quarantine, head and window keys take a *scope name* where they say
+`topic`: the topic itself, or ``<topic>/<group>`` for a partition group
+(`tasks.groups.LogScope`), which gives ``state/<topic>/<group>/cursor.json``,
+``packs/<topic>/<group>/run-….pack``, ``head/<topic>/<group>/<size>``,
+``quarantine/<topic>/<group>/run-….json``, ``checkpoints/<topic>/<group>/<station>/…`` and
+the ledger key ``window/<topic>/<group>/<window id>/r<rev>``. A window is per group: a
 producer that does not key by station puts one station's hour in two groups' partitions,
 and each group anchors its own part of that window, under its own keys, in its own log
-(a group owns partitions, never windows). (Group names start with ``p``, station ids are digits, so
-``<topic>/<group>/<station>`` and ``<topic>/<station>`` never read as each other.)
+(a group owns partitions, never windows). (Group names start with ``p``, station ids are
+digits, so ``<topic>/<group>/<station>`` and ``<topic>/<station>`` never read as each
+other.)
 """
 
 from __future__ import annotations
