@@ -48,11 +48,11 @@ import rfc8785
 from tasks.dedup import deduplicate
 from tasks.merkle import merkle_root
 from tasks.message import SourceMessage, classify
-from tasks.payload import encode_payload
 from tasks.record import Observation, canonical_bytes, decode_record, to_json_value
 from tasks.record_fast import decode_canonical
 from tasks.window import WindowSpec
 from tasks.window_content import build_window
+from tasks.window_jobs import build_all
 
 T = TypeVar("T")
 STATIONS = 100
@@ -97,10 +97,11 @@ def pipeline_core(messages: list[SourceMessage], spec: WindowSpec, parquet: bool
     windows: dict = defaultdict(list)
     for c in (classify(m, spec) for m in messages):
         windows[c.window].append(c)
-    for key, items in windows.items():
-        content = build_window(key, items)
-        if parquet:
-            encode_payload(content.records)
+    if parquet:  # as the pipeline: contents, then the payloads encoded together
+        build_all(list(windows.items()))
+    else:
+        for key, items in windows.items():
+            build_window(key, items)
     return len(windows)
 
 

@@ -99,9 +99,9 @@ def parallel(settings: Settings) -> bool:
 def build_windows(
     settings: Settings, windows: Sequence[tuple[WindowKey, Sequence[Classified]]]
 ) -> list[Built]:
-    """`window_jobs.build_one` of every window, in order: in-process or on Dask."""
+    """`window_jobs.build_all` of the windows, in order: in-process or on Dask."""
     if not parallel(settings) or len(windows) < MIN_PARALLEL_WINDOWS:
-        return [window_jobs.build_one(key, items) for key, items in windows]
+        return window_jobs.build_all(windows)
     started = time.perf_counter()
     with dask_runner(settings) as runner:
         workers = len(runner.client.scheduler_info().get("workers", {})) or settings.workers

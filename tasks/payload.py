@@ -52,10 +52,14 @@ class PayloadError(ValueError):
     """A payload cannot be decoded into canonical records."""
 
 
-@timed(PARQUET)
-def encode_payload(records: Sequence[Observation]) -> bytes:
-    """Parquet bytes for records already in canonical order (see `tasks.dedup`)."""
-    table = pa.table(
+# Windows whose columns are built as one table in `encode_payloads`: bounds its memory
+# (a few MB of columns), while the per-table cost is shared by this many payloads.
+PAYLOAD_BATCH_WINDOWS = 2_000
+
+
+def _table(records: Sequence[Observation]) -> pa.Table:
+    """The records as one Arrow table of the payload schema, in the given order."""
+    return pa.table(
         {
             "station_id": pa.array([r.station_id for r in records], pa.string()),
             "observed_at": pa.array(
@@ -70,9 +74,39 @@ def encode_payload(records: Sequence[Observation]) -> bytes:
         },
         schema=SCHEMA,
     )
+
+
+def _write(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, **_WRITER_OPTIONS)
     return sink.getvalue()
+
+
+@timed(PARQUET)
+def encode_payload(records: Sequence[Observation]) -> bytes:
+    """Parquet bytes for records already in canonical order (see `tasks.dedup`)."""
+    return _write(_table(records))
+
+
+@timed(PARQUET)
+def encode_payloads(windows: Sequence[Sequence[Observation]]) -> list[bytes]:
+    """`encode_payload` of every window's records, in order: the same bytes, cheaper.
+
+    A run encodes thousands of ~24-record payloads; building five Arrow arrays per payload
+    cost a quarter of the Parquet stage. Here the columns of up to `PAYLOAD_BATCH_WINDOWS`
+    windows are built once and each payload is written from a zero-copy slice: Parquet
+    stores values, not the arrays' buffer offsets, so a slice writes the bytes a table of
+    the same rows writes (tests/test_payload.py proves it, empty windows included).
+    """
+    out: list[bytes] = []
+    for i in range(0, len(windows), PAYLOAD_BATCH_WINDOWS):
+        batch = windows[i : i + PAYLOAD_BATCH_WINDOWS]
+        table = _table([r for records in batch for r in records])
+        start = 0
+        for records in batch:
+            out.append(_write(table.slice(start, len(records))))
+            start += len(records)
+    return out
 
 
 def decode_payload(data: bytes) -> list[Observation]:

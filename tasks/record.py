@@ -135,6 +135,16 @@ def _prefix(ts: datetime) -> bytes:
     return b'{"observed_at":"%sZ","quality_level":' % ts.isoformat()[:19].encode("ascii")
 
 
+def _cached_prefix(ts: datetime) -> bytes:
+    """`_prefix(ts)` through the bounded process-wide cache."""
+    prefix = _TIMESTAMP_PREFIX.get(ts)
+    if prefix is None:
+        if len(_TIMESTAMP_PREFIX) >= _TIMESTAMP_CACHE_LIMIT:
+            _TIMESTAMP_PREFIX.clear()
+        prefix = _TIMESTAMP_PREFIX[ts] = _prefix(ts)
+    return prefix
+
+
 def _pieces(template: str, lo_hi: tuple[int, int], null: bool) -> dict[int | None, bytes]:
     """`template % value` as bytes for each valid integer (and `null` for None if allowed)."""
     table: dict[int | None, bytes] = {
@@ -164,11 +174,7 @@ def canonical_bytes(obs: Observation) -> bytes:
     tests/test_record.py proves the result byte-identical to `rfc8785.dumps`.
     """
     ts = obs.observed_at
-    prefix = _TIMESTAMP_PREFIX.get(ts)
-    if prefix is None:
-        if len(_TIMESTAMP_PREFIX) >= _TIMESTAMP_CACHE_LIMIT:
-            _TIMESTAMP_PREFIX.clear()
-        prefix = _TIMESTAMP_PREFIX[ts] = _prefix(ts)
+    prefix = _TIMESTAMP_PREFIX.get(ts) or _cached_prefix(ts)
     try:
         return _join(
             (
@@ -230,6 +236,7 @@ def canonical_leaves(records: list[Observation]) -> tuple[list[bytes], list[Hash
     humidity_piece = _HUMIDITY_PIECE
     temperature_piece = _TEMPERATURE_PIECE
     join = _join
+    cached_prefix = _cached_prefix
     stride = _STATION_STRIDE
     too_many_stations = False
     last_ts: datetime | None = None
@@ -239,8 +246,8 @@ def canonical_leaves(records: list[Observation]) -> tuple[list[bytes], list[Hash
         ts = obs.observed_at
         if ts != last_ts:
             known = prefixes.get(ts)
-            if known is None:
-                known = prefixes[ts] = (_prefix(ts), len(prefixes) * stride)
+            if known is None:  # every station's window of a day has the same hours
+                known = prefixes[ts] = (cached_prefix(ts), len(prefixes) * stride)
             prefix, base = known
             last_ts = ts
         station = obs.station_id

@@ -8,9 +8,9 @@ Prefect walks every task parameter and result (`visit_collection`, see
 `tasks.steps.unwalked`) and Dask would otherwise serialize thousands of small objects one
 by one. Bytes are a leaf to both.
 
-The worker calls exactly the functions the serial path calls (`build_window`,
-`encode_payload`), with the same inputs, so a chunk's results are the same objects and
-the same payload bytes as a serial run: same roots, same checkpoint digests, same log.
+The worker calls exactly the function the serial path calls (`build_all`), with the
+same inputs, so a chunk's results are the same objects and the same payload bytes as a
+serial run: same roots, same checkpoint digests, same log.
 Checkpoints are still built by the caller (they name object URIs and revisions, which
 only the run knows).
 
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tasks.message import Classified
-from tasks.payload import encode_payload
+from tasks.payload import encode_payloads
 from tasks.window import WindowKey
 from tasks.window_content import WindowContent, build_window
 
@@ -56,10 +56,15 @@ class ChunkResult:
     parquet_s: float
 
 
-def build_one(key: WindowKey, items: Sequence[Classified]) -> Built:
-    """The serial path and the workers both call this: content, then payload bytes."""
-    content = build_window(key, items)
-    return Built(content, encode_payload(content.records))
+def build_all(windows: Sequence[tuple[WindowKey, Sequence[Classified]]]) -> list[Built]:
+    """Every window's content, then all their payloads (`encode_payloads`: the bytes of
+    `encode_payload` per window), in order. The serial path and the workers call this."""
+    return _built([build_window(key, items) for key, items in windows])
+
+
+def _built(contents: list[WindowContent]) -> list[Built]:
+    payloads = encode_payloads([c.records for c in contents])
+    return [Built(c, p) for c, p in zip(contents, payloads, strict=True)]
 
 
 def split(
@@ -83,18 +88,12 @@ def pack_chunk(chunk: Sequence[tuple[WindowKey, Sequence[Classified]]]) -> bytes
 def build_chunk(blob: bytes) -> bytes:
     """Worker side: build every window of a packed chunk; the results packed again."""
     windows: list[tuple[WindowKey, list[Classified]]] = pickle.loads(blob)
-    built: list[Built] = []
-    window_s = parquet_s = 0.0
-    for key, items in windows:
-        t0 = time.perf_counter()
-        content = build_window(key, items)
-        t1 = time.perf_counter()
-        payload = encode_payload(content.records)
-        t2 = time.perf_counter()
-        built.append(Built(content, payload))
-        window_s += t1 - t0
-        parquet_s += t2 - t1
-    return pickle.dumps(ChunkResult(built, window_s, parquet_s), protocol=5)
+    t0 = time.perf_counter()
+    contents = [build_window(key, items) for key, items in windows]
+    t1 = time.perf_counter()
+    built = _built(contents)
+    t2 = time.perf_counter()
+    return pickle.dumps(ChunkResult(built, t1 - t0, t2 - t1), protocol=5)
 
 
 def unpack_result(blob: bytes) -> ChunkResult:

@@ -9,13 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tasks import payload
 from tasks.dedup import deduplicate
 from tasks.dwd import read_observations
 from tasks.merkle import merkle_root
-from tasks.payload import PayloadError, decode_payload, encode_payload, payload_leaves
+from tasks.payload import (
+    PayloadError,
+    decode_payload,
+    encode_payload,
+    encode_payloads,
+    payload_leaves,
+)
 from tasks.record import canonical_bytes
 from tests.dwd_data import product_file
+from tests.test_record import observations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,3 +85,28 @@ def test_garbage_and_tampered_payloads_are_rejected(records: list) -> None:
     except PayloadError:
         return
     assert merkle_root(tampered) != merkle_root(deduplicate(records).leaves)
+
+
+def test_payloads_of_many_windows_are_each_windows_own_payload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`encode_payloads` writes each window from a slice of one shared table: the bytes
+    must be those of `encode_payload` on the window alone (anchored digests depend on it),
+    across batch boundaries and for empty windows, on real DWD rows with their gaps."""
+    records = list(read_observations(product_file("00433")))  # 13,200 rows, 550 days
+    days: dict = {}
+    for r in records:
+        days.setdefault(r.observed_at.date(), []).append(r)
+    windows = [deduplicate(day).records for day in days.values()]
+    windows[3:3] = [[], []]
+    expected = [encode_payload(w) for w in windows]
+    assert encode_payloads(windows) == expected
+    monkeypatch.setattr(payload, "PAYLOAD_BATCH_WINDOWS", 97)  # windows span many batches
+    assert encode_payloads(windows) == expected
+    assert any(r.temperature_tenths is None for r in records)  # the gaps are in the data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(observations, max_size=30), max_size=12))
+def test_payloads_of_any_windows_match_one_by_one(windows: list) -> None:
+    assert encode_payloads(windows) == [encode_payload(w) for w in windows]
