@@ -47,7 +47,7 @@ from prefect.artifacts import (
 )
 
 from flows.anchor_groups import run_each
-from flows.anchor_windows import anchor_windows, topic_lease
+from flows.anchor_windows import topic_lease
 from flows.backfill_sources import (
     Tally,
     TopicRange,
@@ -60,6 +60,7 @@ from flows.backfill_sources import (
     settle_deferred,
     topic_rows,
 )
+from flows.catch_up import anchor_until_caught_up
 from flows.ingest_dwd import (
     INGEST_SCHEMA,
     MANIFEST_WRITERS,
@@ -385,14 +386,13 @@ def anchor_all(topic: str, progress: Progress, group: str | None = None) -> list
         if phase == "anchors":
             progress.count_anchored(group, base + done)
 
+    def counted(run: dict[str, Any]) -> None:
+        nonlocal base
+        base += run["new_anchors"]
+
     steps.add_progress_hook(hook, this_thread=True)
     try:
-        runs = [anchor_windows(topic=topic, drain=True, group=group)]
-        base += runs[-1]["new_anchors"]
-        # Stop when the backlog stops shrinking (producers outpace the cap): the schedule goes on.
-        while 0 < runs[-1]["backlog"] < (runs[-2]["backlog"] if len(runs) > 1 else float("inf")):
-            runs.append(anchor_windows(topic=topic, drain=True, group=group))
-            base += runs[-1]["new_anchors"]
+        runs = anchor_until_caught_up(topic=topic, drain=True, group=group, after_run=counted)
     finally:
         steps.remove_progress_hook(hook)
     progress.count_anchored(group, base)

@@ -46,6 +46,7 @@ PRELOAD = (
     "prefect",
     "flows.anchor_windows",
     "flows.anchor_groups",
+    "flows.catch_up",
     "flows.audit",
     "flows.audit_groups",
     "flows.prove",

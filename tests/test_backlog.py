@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from flows.anchor_windows import anchor_windows
+from flows.catch_up import anchor_until_caught_up
 from storage import layout
 from tasks.planner import Cursor
 from tasks.record import Observation
@@ -87,16 +88,34 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     )
     monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "100")
     monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "40")
-    backlogs, reads = [], []
-    with capped.active():
-        while not backlogs or backlogs[-1] > 0:
-            summary = anchor_windows()
-            backlogs.append(summary["backlog"])
-            reads.append(summary["messages_read"])
-            assert len(backlogs) < 20
+    # the operator's catch-up: one process, one flow run per capped run, until no backlog
+    done = capped.run_cli("anchor", "--until-caught-up", "--json")
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["runs"]
+    backlogs = [r["backlog"] for r in runs]
+    reads = [r["messages_read"] for r in runs]
     assert max(reads) <= 100 and sum(reads) == len(observations)
     assert backlogs == sorted(backlogs, reverse=True) and len(backlogs) >= len(observations) // 100
+    assert backlogs[-1] == 0 and len(set(backlogs)) == len(backlogs)
+    assert len({r["timings"]["call_s"] for r in runs}) == len(runs)  # each run timed alone
     assert capped.roots() == reference.roots()
+
+
+@HARNESS
+def test_catching_up_stops_when_producers_outpace_the_cap(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog that grows between runs (producers faster than the cap) ends the catch-up
+    after the first run that did not shrink it: it would never end; the schedule goes on."""
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "50")
+    monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "20")
+    more = iter([BUSY[120:240], BUSY[240:360], BUSY[360:480]])
+    env.produce_observations(BUSY[:120])
+    with env.active():
+        runs = anchor_until_caught_up(after_run=lambda _run: env.produce_observations(next(more)))
+    backlogs = [r["backlog"] for r in runs]
+    assert backlogs == [70, 140], backlogs  # 120 - 50; then 70 + 120 - 50 > 70: stop
+    assert [r["messages_read"] for r in runs] == [50, 50]
 
 
 def _stations(count: int, days: int) -> list[Observation]:

@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--drain", action="store_true", help="close every open window (end of a backfill)"
     )
     anchor.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="run again, in this process, until no backlog is left (each run reads at most "
+        "max_messages_per_run offsets and is its own flow run); --json then prints "
+        '{"runs": [one summary per run]}',
+    )
+    anchor.add_argument(
         "--deploy",
         action="store_true",
         help="evm: deploy a new contract even where the recorded one has no code "
@@ -167,7 +174,26 @@ def cmd_anchor(args: argparse.Namespace) -> int:
         if groups:
             return anchor_groups_in_processes(args, [g.name for g in groups])
     started = time.perf_counter()
+
+    def timed_run(run: dict[str, Any]) -> None:
+        """Each run's own call time: the next one starts right after this returns."""
+        nonlocal started
+        now = time.perf_counter()
+        add_call_time(run["timings"], now - started)
+        started = now
+
     try:
+        if args.until_caught_up:
+            from flows.catch_up import anchor_until_caught_up
+
+            runs = anchor_until_caught_up(
+                topic=args.topic,
+                ledger=args.ledger,
+                drain=args.drain,
+                group=args.group,
+                after_run=timed_run,
+            )
+            return _emit_runs(runs, as_json=args.json)
         summary = anchor_windows(
             topic=args.topic, ledger=args.ledger, drain=args.drain, group=args.group
         )
@@ -180,8 +206,31 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     except WriteOnceNotEnforced as exc:
         print(f"streamnotary anchor: {exc}", file=sys.stderr)
         return EXIT_STORE_UNSAFE
-    add_call_time(summary["timings"], time.perf_counter() - started)
+    timed_run(summary)
     return _emit(summary, as_json=args.json)
+
+
+def _emit_runs(runs: list[dict[str, Any]], *, as_json: bool) -> int:
+    """Print the runs of `anchor --until-caught-up`: JSON, or the last run's table after a
+    line per run."""
+    if as_json:
+        json.dump({"runs": runs}, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    from tasks.stage_timing import describe
+
+    for i, run in enumerate(runs, 1):
+        print(
+            f"run {i}: {run['messages_read']:,} message(s) read, "
+            f"{run['new_anchors']:,} revision(s) anchored, backlog {run['backlog']:,}; "
+            f"{describe(run['timings'])}"
+        )
+    _emit(runs[-1], as_json=False)
+    print(
+        f"{len(runs)} run(s): {sum(r['new_anchors'] for r in runs):,} revision(s) anchored, "
+        f"{runs[-1]['backlog']:,} offset(s) of backlog left"
+    )
+    return 0
 
 
 def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> int:
@@ -198,7 +247,15 @@ def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> i
     for flag, value in (("--topic", args.topic), ("--ledger", args.ledger)):
         if value:
             argv += [flag, value]
-    argv += [flag for flag, on in (("--drain", args.drain), ("--json", args.json)) if on]
+    argv += [
+        flag
+        for flag, on in (
+            ("--drain", args.drain),
+            ("--until-caught-up", args.until_caught_up),
+            ("--json", args.json),
+        )
+        if on
+    ]
     children = {
         g: subprocess.Popen(
             [*argv, "--group", g], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
