@@ -3,18 +3,23 @@
     python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
                                   [--days 365] [--repeat 3] [--workers 1,2]
                                   [--groups 1,2] [--warm] [--dask-cluster]
+                                  [--modes catch-up,runs]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
 noida-db broker with `streamnotary ingest` (deleted once its figures are taken: the broker
-holds every message in memory), then anchors everything with
-`streamnotary anchor --drain --json` into SeaweedFS and the local ledger, both as CLI
-processes reporting to a local Prefect server (as after `streamnotary up`). Printed:
+holds every message in memory), then anchors everything into SeaweedFS and the local
+ledger, both as CLI processes reporting to a local Prefect server (as after `streamnotary
+up`). One anchor run reads at most `max_messages_per_run` offsets; the backlog is anchored
+in one of two ways (`--modes`, each a table of its own, alternating in the same run):
+`catch-up` (default): one `streamnotary anchor --drain --until-caught-up --json` process
+whose runs follow one another; `runs`: one `streamnotary anchor --drain --json` process
+per run, as a schedule starts them, each paying the process start. Printed:
 
-* records/s and windows/s end to end (the anchor runs: `anchor --drain` until no backlog
-  is left, as many runs as `max_messages_per_run` needs; ingest separately), median of the
-  repeats with spread, the anchor run's per-stage times (`streamnotary.stage_timings/1`)
-  and its peak RSS (the anchor process alone, measured behind a launcher: `streamnotary.peak_rss`);
+* records/s and windows/s end to end (every anchor run until no backlog is left; ingest
+  separately), median of the repeats with spread, the runs' per-stage times
+  (`streamnotary.stage_timings/1`) and the anchor processes' peak RSS (each process alone,
+  measured behind a launcher: `streamnotary.peak_rss`);
 * in the same run, the ceilings these are measured against: broker read rate (all
   messages of the topic through `KafkaLog.read_chunks`), the rate of one anchor run's
   bounded reads (one range per partition, each read alone: on the test broker each costs
@@ -87,6 +92,10 @@ MAX_PARTITION_MESSAGES = 500_000
 # a 20-minute ingest. Checked right after the ingest now.
 LARGEST_READABLE_PARTITION = 700_000
 ROWS_PER_DAY = {HOURLY: 24, TEN_MINUTES: 144}
+MODE_TEXT = {
+    "catch-up": "one `anchor --until-caught-up` process",
+    "runs": "one `anchor` process per run",
+}
 
 
 def run_cli(home: Path, api: str, *args: str, warm: bool = False) -> tuple[float, int, str]:
@@ -240,8 +249,22 @@ def main() -> None:
         help="worker counts > 1: one long-running local Dask cluster each, started once "
         "(setting `dask_scheduler_address`) instead of one per anchor process",
     )
+    parser.add_argument(
+        "--modes",
+        default="catch-up",
+        help="comma-separated: catch-up (one `anchor --until-caught-up` process), runs "
+        "(one `anchor` process per run)",
+    )
     args = parser.parse_args()
-    configs = [(int(w), int(g)) for w in args.workers.split(",") for g in args.groups.split(",")]
+    modes = args.modes.split(",")
+    if not set(modes) <= {"catch-up", "runs"}:
+        parser.error(f"--modes: catch-up or runs, got {args.modes!r}")
+    configs = [
+        (int(w), int(g), m)
+        for w in args.workers.split(",")
+        for g in args.groups.split(",")
+        for m in modes
+    ]
     stations = max(1, round(args.observations / (ROWS_PER_DAY[args.product] * args.days)))
     options = SynthOptions(
         seed=10, stations=stations, start=date(2015, 1, 1), days=args.days, product=args.product
@@ -259,7 +282,7 @@ def main() -> None:
             file=sys.stderr,
         )
         partitions = max(
-            3, 2 * max(g for _, g in configs), math.ceil(generated / MAX_PARTITION_MESSAGES)
+            3, 2 * max(g for _, g, _ in configs), math.ceil(generated / MAX_PARTITION_MESSAGES)
         )
         start_services(home)
         api, _ = start_server(home)
@@ -271,8 +294,8 @@ def main() -> None:
         clusters = shared_clusters(configs, api) if args.dask_cluster else {}
         try:
             # repeats alternate between configurations, so a change of load hits them alike
-            for i, (workers, groups) in [(i, c) for i in range(args.repeat) for c in configs]:
-                topic = f"bench.backfill.{os.getpid()}.{workers}.{groups}.{i}"
+            for i, (workers, groups, mode) in [(i, c) for i in range(args.repeat) for c in configs]:
+                topic = f"bench.backfill.{os.getpid()}.{workers}.{groups}.{mode}.{i}"
                 os.environ["STREAMNOTARY_WORKERS"] = str(workers)
                 if workers in clusters:
                     os.environ["STREAMNOTARY_DASK_SCHEDULER_ADDRESS"] = clusters[workers]
@@ -296,15 +319,17 @@ def main() -> None:
                 # backlog is gone, as a backfill does, and count every run
                 anchor_s, anchor_rss, runs = 0.0, 0, []
                 while not runs or runs[-1]["backlog"]:
+                    more = ("--until-caught-up",) if mode == "catch-up" else ()
                     seconds, rss, out = run_cli(
-                        home, api, "anchor", "--drain", "--json", warm=args.warm
+                        home, api, "anchor", "--drain", *more, "--json", warm=args.warm
                     )
                     anchor_s, anchor_rss = anchor_s + seconds, max(anchor_rss, rss)
-                    runs.append(combined(json.loads(out)))
+                    runs += runs_of(json.loads(out))
                 summary = added(runs)
                 row = {
                     "workers": workers,
                     "groups": groups,
+                    "mode": mode,
                     "ingest_s": ingest_s,
                     "anchor_s": anchor_s,
                     "messages": summary["messages_read"],
@@ -324,7 +349,8 @@ def main() -> None:
                 drop_topic(topic)  # its figures are taken; free the broker's memory
                 rows.append(row)
                 print(
-                    f"workers {workers}, groups {groups}, run {i + 1}: ingest {ingest_s:.0f} s, "
+                    f"workers {workers}, groups {groups}, {mode}, repeat {i + 1}: "
+                    f"ingest {ingest_s:.0f} s, "
                     f"anchor {anchor_s:.0f} s in {len(runs)} run(s), "
                     f"{row['messages']:,} messages, {row['windows']:,} windows",
                     file=sys.stderr,
@@ -342,13 +368,27 @@ def main() -> None:
                 stop_runner(home)
             stop_server(home)
             stop_services(home)
-    for workers, groups in configs:
+    for workers, groups, mode in configs:
         report(
             args,
             stations,
             generated,
-            [r for r in rows if (r["workers"], r["groups"]) == (workers, groups)],
+            [r for r in rows if (r["workers"], r["groups"], r["mode"]) == (workers, groups, mode)],
         )
+
+
+def runs_of(output: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run summaries of one `anchor --json` process: one run, or `--until-caught-up`'s
+    ``{"runs": [...]}``; with groups, the groups' n-th runs combined (they ran together)."""
+    if "runs" in output:
+        return [combined(r) for r in output["runs"]]
+    if "groups" in output and "runs" in next(iter(output["groups"].values()), {}):
+        by_group = [g["runs"] for g in output["groups"].values()]
+        return [
+            added([runs[k] for runs in by_group if k < len(runs)], wall=max)
+            for k in range(max(map(len, by_group)))
+        ]
+    return [combined(output)]
 
 
 def combined(summary: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +440,8 @@ def report(
         f"stations x {args.days} days), workers {rows[0]['workers']}"
         f"{' (one long-running cluster)' if args.dask_cluster and rows[0]['workers'] > 1 else ''}"
         f", partition groups "
-        f"{rows[0]['groups']}{', warm runner' if args.warm else ''}, topic of "
+        f"{rows[0]['groups']}{', warm runner' if args.warm else ''}, "
+        f"{MODE_TEXT[rows[0]['mode']]}, topic of "
         f"{rows[0]['partitions']} partitions, {len(rows)} repeats of "
         f"{med([r['runs'] for r in rows])} anchor run(s), load average "
         f"{os.getloadavg()[0]:.1f}"
