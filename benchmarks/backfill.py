@@ -3,7 +3,7 @@
     python benchmarks/backfill.py [--observations 10000000] [--product hourly|10_minutes]
                                   [--days 365] [--repeat 3] [--workers 1,2]
                                   [--groups 1,2] [--warm] [--dask-cluster]
-                                  [--modes catch-up,runs]
+                                  [--modes catch-up,runs] [--baseline-tree DIR]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -14,7 +14,9 @@ up`). One anchor run reads at most `max_messages_per_run` offsets; the backlog i
 in one of two ways (`--modes`, each a table of its own, alternating in the same run):
 `catch-up` (default): one `streamnotary anchor --drain --until-caught-up --json` process
 whose runs follow one another; `runs`: one `streamnotary anchor --drain --json` process
-per run, as a schedule starts them, each paying the process start. Printed:
+per run, as a schedule starts them, each paying the process start; with `--baseline-tree
+DIR` (e.g. `git worktree add --detach DIR <commit>`) also `baseline`: the anchor processes
+run DIR's code, one per run, as the benchmark ran before `catch-up` existed. Printed:
 
 * records/s and windows/s end to end (every anchor run until no backlog is left; ingest
   separately), median of the repeats with spread, the runs' per-stage times
@@ -98,13 +100,16 @@ MODE_TEXT = {
 }
 
 
-def run_cli(home: Path, api: str, *args: str, warm: bool = False) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one `streamnotary` process."""
+def run_cli(
+    home: Path, api: str, *args: str, warm: bool = False, tree: Path = ROOT
+) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of one `streamnotary` process, running the
+    code of `tree` (a git worktree of another commit, for a baseline in the same run)."""
     env = {
         "STREAMNOTARY_WARM": "1" if warm else "0",
         **os.environ,
         "STREAMNOTARY_HOME": str(home),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(tree),
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -118,7 +123,8 @@ def run_cli(home: Path, api: str, *args: str, warm: bool = False) -> tuple[float
         report = Path(tmp) / "peak_rss"
         # behind a launcher: a child of this (large) process would report its size too
         command = measured([sys.executable, "-m", "streamnotary.cli", *args], report)
-        returncode = subprocess.run(command, env=env, stdout=out, stderr=err).returncode
+        # `python -m` looks in its working directory first: the tree's code, not this one
+        returncode = subprocess.run(command, env=env, stdout=out, stderr=err, cwd=tree).returncode
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -255,10 +261,20 @@ def main() -> None:
         help="comma-separated: catch-up (one `anchor --until-caught-up` process), runs "
         "(one `anchor` process per run)",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also anchor with this tree's code (one process per run): mode `baseline`",
+    )
     args = parser.parse_args()
     modes = args.modes.split(",")
     if not set(modes) <= {"catch-up", "runs"}:
         parser.error(f"--modes: catch-up or runs, got {args.modes!r}")
+    if args.baseline_tree:
+        if args.warm:  # the warm runner runs this tree's code
+            parser.error("--baseline-tree runs cold processes: drop --warm")
+        modes.append("baseline")
+        MODE_TEXT["baseline"] = f"baseline code of {args.baseline_tree}, " + MODE_TEXT["runs"]
     configs = [
         (int(w), int(g), m)
         for w in args.workers.split(",")
@@ -321,7 +337,14 @@ def main() -> None:
                 while not runs or runs[-1]["backlog"]:
                     more = ("--until-caught-up",) if mode == "catch-up" else ()
                     seconds, rss, out = run_cli(
-                        home, api, "anchor", "--drain", *more, "--json", warm=args.warm
+                        home,
+                        api,
+                        "anchor",
+                        "--drain",
+                        *more,
+                        "--json",
+                        warm=args.warm,
+                        tree=args.baseline_tree if mode == "baseline" else ROOT,
                     )
                     anchor_s, anchor_rss = anchor_s + seconds, max(anchor_rss, rss)
                     runs += runs_of(json.loads(out))
