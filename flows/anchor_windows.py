@@ -40,8 +40,8 @@ from tasks.pack import PackBuilder
 from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
-    document_bytes,
     pending_document,
+    plan_bytes,
     quarantine_doc,
 )
 from tasks.run_artifacts import explain_run, track_progress
@@ -179,9 +179,10 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         plan.next_cursor.to_json(),
         log=log_plan(log_origin(settings), log_size, entries),
     )
-    plan_bytes = document_bytes(pending)
-    steps.sign_plan(settings, plan_bytes)
-    steps.write_plan(settings, plan_bytes)
+    serialized = [r.checkpoint_bytes for r in revisions]
+    stored = plan_bytes(pending, serialized)
+    steps.sign_plan(settings, stored)
+    steps.write_plan(settings, stored)
     kill_point("after_plan")
     complete_plan(
         settings,
@@ -190,6 +191,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
         if pack is not None and len(pack)
         else {r_key(settings, r): r.payload for r in revisions},
         summary=summary,
+        checkpoint_bytes=serialized,
     )
     summary.unattributable += len(plan.unattributable)
     print(

@@ -93,6 +93,7 @@ def complete_plan(
     pending: Mapping[str, Any],
     payloads: Mapping[str, bytes] | None,
     summary: RunSummary,
+    checkpoint_bytes: Sequence[bytes] | None = None,
 ) -> None:
     """Carry out a stored plan. Every step is idempotent, so this also resumes a dead run.
 
@@ -100,6 +101,8 @@ def complete_plan(
     ledger anchors (log head, then window entries on ledgers with keys), receipts (layout
     per_window), and the cursor last. No batch root is anchored any more: a `batch` in a
     plan of an earlier version is ignored (its windows are in the plan's log entries).
+    `checkpoint_bytes`: the canonical bytes of the plan's checkpoints, in plan order, when
+    the caller made the plan (a resumed plan's are serialized again, from the stored plan).
     """
     topic = pending["topic"]
     # The keys' scope: the topic, or ``<topic>/<group>`` for a partition group (its own
@@ -116,7 +119,7 @@ def complete_plan(
         payloads = rebuild_payloads(settings, windows)
     # layout pack: the checkpoints go into one pack that the log entries locate; written
     # together with the payload pack (one round trip for both)
-    checkpoint_packs = plan_checkpoint_packs(topic, windows, log)
+    checkpoint_packs = plan_checkpoint_packs(topic, windows, log, checkpoint_bytes)
     packed = packed_windows(topic, log)
     steps.write_payloads(settings, {**payloads, **checkpoint_packs})
     docs = quarantine_documents(scope, pending)
@@ -147,6 +150,11 @@ def complete_plan(
 
     if windows:
         indexes = window_indexes(log)
+        digests = (
+            [None] * len(windows)
+            if checkpoint_bytes is None
+            else [sha256_hex(b) for b in checkpoint_bytes]
+        )
         entries = [
             window_entry(
                 topic,
@@ -156,8 +164,9 @@ def complete_plan(
                 indexes[(w["window_id"], w["revision"])],
                 log_size_after(log),
                 scope,
+                digest,
             )
-            for w in windows
+            for w, digest in zip(windows, digests, strict=True)
         ]
         window_refs = steps.anchor_window_entries(settings, entries)
         kill_point("after_anchor")

@@ -57,13 +57,22 @@ def locator(key: str, offset: int, length: int) -> dict[str, Any]:
     return {"key": key, "offset": offset, "length": length}
 
 
-def build_pack(checkpoints: Sequence[Mapping[str, Any]]) -> tuple[bytes, list[tuple[int, int]]]:
-    """The pack of `checkpoints` (in this order) and each one's (offset, length) in it."""
+def build_pack(
+    checkpoints: Sequence[Mapping[str, Any]], serialized: Sequence[bytes] | None = None
+) -> tuple[bytes, list[tuple[int, int]]]:
+    """The pack of `checkpoints` (in this order) and each one's (offset, length) in it.
+
+    `serialized`: their canonical bytes when the caller has them (a fresh run serialized
+    each checkpoint once, for its digest); serialized here otherwise.
+    """
+    if serialized is None:
+        serialized = [canonical_json(dict(cp)) for cp in checkpoints]
+    elif len(serialized) != len(checkpoints):
+        raise ValueError("one serialized form per checkpoint is needed")
     parts: list[bytes] = []
     spans: list[tuple[int, int]] = []
     offset = 0
-    for cp in checkpoints:
-        data = canonical_json(dict(cp))
+    for data in serialized:
         parts += [data, SEPARATOR]
         spans.append((offset, len(data)))
         offset += len(data) + len(SEPARATOR)
@@ -134,14 +143,18 @@ def decode(data: bytes, ref: CheckpointRef) -> dict[str, Any]:
 
 
 def plan_checkpoint_packs(
-    topic: str, windows: Sequence[Mapping[str, Any]], log: Mapping[str, Any] | None
+    topic: str,
+    windows: Sequence[Mapping[str, Any]],
+    log: Mapping[str, Any] | None,
+    serialized: Sequence[bytes] | None = None,
 ) -> dict[str, bytes]:
     """Pack key -> the bytes of each checkpoint pack a write-ahead plan calls for.
 
     The pack holds the plan's packed checkpoints in plan order; every locator in the
     plan's log entries must describe it exactly (`CheckpointPackError` otherwise), so a
     resumed run writes the very bytes the log entries address. Plans whose log entries
-    carry no locator (per_window, earlier versions) call for none.
+    carry no locator (per_window, earlier versions) call for none. `serialized`: the
+    canonical bytes of each window's checkpoint, in plan order, if the caller has them.
     """
     if not log:
         return {}
@@ -151,13 +164,18 @@ def plan_checkpoint_packs(
         if e["type"] == "window"
     }
     members: dict[str, list[Mapping[str, Any]]] = {}
-    for w in windows:
+    forms: dict[str, list[bytes]] = {}
+    for i, w in enumerate(windows):
         ref = refs.get((w["window_id"], w["revision"]))
         if ref is not None:
             members.setdefault(ref.key, []).append(w)
+            if serialized is not None:
+                forms.setdefault(ref.key, []).append(serialized[i])
     out: dict[str, bytes] = {}
     for key, ws in members.items():
-        data, spans = build_pack([w["checkpoint"] for w in ws])
+        data, spans = build_pack(
+            [w["checkpoint"] for w in ws], None if serialized is None else forms[key]
+        )
         for w, (offset, length) in zip(ws, spans, strict=True):
             ref = refs[(w["window_id"], w["revision"])]
             assert ref is not None

@@ -120,15 +120,17 @@ def window_entry(
     log_index: int,
     log_size: int,
     scope: str | None = None,
+    digest: str | None = None,
 ) -> AnchorEntry:
     """The keyed ledger entry of a window revision (ledgers with keys): it commits to the
     checkpoint and to where the revision sits in the anchor log (its entry's index, and the
     size of the head its run anchored), so the keyed item points into the log. Its key is
-    the window's in `scope` (a partition group's, `tasks.groups.LogScope.name`)."""
+    the window's in `scope` (a partition group's, `tasks.groups.LogScope.name`). `digest`:
+    the checkpoint's digest if the caller hashed its canonical bytes already."""
     return AnchorEntry(
         key=layout.window_entry_key(scope or topic, key, revision),
         kind="window",
-        body=window_entry_body(topic, key, revision, checkpoint, log_index, log_size),
+        body=window_entry_body(topic, key, revision, checkpoint, log_index, log_size, digest),
         index_keys=(key.window_id, key.station_id, topic),
     )
 
@@ -140,17 +142,22 @@ def window_entry_body(
     checkpoint: dict[str, Any],
     log_index: int,
     log_size: int,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """Body of a window ledger entry (`streamnotary.ledger-entry/1`, kind window)."""
     return {
-        **_window_commitment(topic, key, revision, checkpoint),
+        **_window_commitment(topic, key, revision, checkpoint, digest),
         "log_index": log_index,
         "log_size": log_size,
     }
 
 
 def _window_commitment(
-    topic: str, key: WindowKey, revision: int, checkpoint: dict[str, Any]
+    topic: str,
+    key: WindowKey,
+    revision: int,
+    checkpoint: dict[str, Any],
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """What every window entry commits to, then and now: the revision and its checkpoint."""
     return {
@@ -159,7 +166,7 @@ def _window_commitment(
         "window_id": key.window_id,
         "station_id": key.station_id,
         "revision": revision,
-        "checkpoint_digest": checkpoint_digest(checkpoint),
+        "checkpoint_digest": checkpoint_digest(checkpoint) if digest is None else digest,
         "merkle_root": checkpoint["merkle"]["root"],
     }
 
@@ -345,3 +352,25 @@ def pending_document(
 def document_bytes(doc: dict[str, Any]) -> bytes:
     """Stored form of every JSON document: RFC 8785 bytes, so sha256(file) == its digest."""
     return canonical_json(doc)
+
+
+def plan_bytes(pending: dict[str, Any], checkpoints: Sequence[bytes]) -> bytes:
+    """`document_bytes(pending)`, with each window's checkpoint spliced in from its canonical
+    bytes (`PlannedRevision.checkpoint_bytes`, in plan order) instead of serialized again.
+
+    RFC 8785 writes every member of an object on its own, in sorted key order, so an
+    object's bytes are its members' bytes joined: ``windows`` is the plan's last key and
+    ``checkpoint`` the first key of each of its entries. tests/test_revision.py proves the
+    result equal to `document_bytes`; a plan with any later key is serialized whole.
+    """
+    windows = pending["windows"]
+    if len(checkpoints) != len(windows) or max(pending) != "windows":
+        return document_bytes(pending)
+    head = canonical_json({**pending, "windows": []})
+    parts = []
+    for w, checkpoint in zip(windows, checkpoints, strict=True):
+        rest = canonical_json({k: v for k, v in w.items() if k != "checkpoint"})
+        if min(w) != "checkpoint" or rest == b"{}":
+            return document_bytes(pending)
+        parts.append(b'{"checkpoint":' + checkpoint + b"," + rest[1:])
+    return head[: -len(b"]}")] + b",".join(parts) + b"]}"

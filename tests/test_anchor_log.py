@@ -155,7 +155,9 @@ def test_a_forged_write_ahead_plan_is_refused(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     store = env.store()
     key = layout.pending_key(env.topic)
-    plan = json.loads(store.get(key))
+    stored = store.get(key)
+    plan = json.loads(stored)
+    assert stored == document_bytes(plan)  # the spliced plan is its canonical serialization
     plan["log"]["entries"][0]["checkpoint_digest"] = "00" * 32
     store.delete(key)
     store.put_once(key, document_bytes(plan))
