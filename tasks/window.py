@@ -46,7 +46,25 @@ class WindowSpec:
         return (d.days * 86_400 + d.seconds) // self.size_seconds
 
     def key_of(self, station_id: str, t: datetime) -> WindowKey:
-        return WindowKey(station_id, self.index_of(t), self.size_seconds)
+        """The key of the window holding `t`: one shared object per window (see `_KEYS`)."""
+        index = self.index_of(t)
+        known = _KEYS.get((station_id, index, self.size_seconds))
+        if known is None:
+            if len(_KEYS) >= _KEYS_LIMIT:
+                _KEYS.clear()
+            known = _KEYS[station_id, index, self.size_seconds] = WindowKey(
+                station_id, index, self.size_seconds
+            )
+        return known
+
+
+# Every message is asked for its window key, and a window holds ~24 to ~300 of them:
+# building a frozen dataclass per message cost more than finding the window's one. Equal
+# keys are then also the same object, which dict lookups and `build_window`'s membership
+# check compare first. Bounded like the record caches (cleared when full: a cleared cache
+# only builds new, equal keys).
+_KEYS: dict[tuple[str, int, int], WindowKey] = {}
+_KEYS_LIMIT = 1 << 16
 
 
 @lru_cache(maxsize=1 << 16)

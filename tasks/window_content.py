@@ -80,7 +80,7 @@ def build_window(key: WindowKey, items: Iterable[Classified]) -> WindowContent:
     """
     unique: dict[tuple[int, int], Classified] = {}
     for c in items:
-        if c.window != key:
+        if c.window is not key and c.window != key:
             raise WindowContentError(
                 f"message {c.message.partition}:{c.message.offset} belongs to "
                 f"{c.window.window_id if c.window else 'no window'}, not {key.window_id}"
