@@ -1,6 +1,6 @@
 """Benchmark of the deterministic window core: canonicalize + dedup + Merkle root.
 
-    python benchmarks/core.py [--n 1000000]
+    python benchmarks/core.py [--n 1000000] [--baseline-tree DIR]
 
 Synthetic input: `n` observations of 100 stations, hour after hour in arrival order, with
 1 % of the messages re-delivered (duplicates), as a replayed Kafka topic looks.
@@ -23,7 +23,9 @@ Prints, in one run:
   ~24-record window), so they are the core's ceiling, not the pipeline's rate.
 
 Every measurement runs `--repeat` times (default 3); the table shows the median and the
-spread (min..max).
+spread (min..max). With `--baseline-tree DIR` (a git worktree of another commit) the
+pipeline-shaped end to end with Parquet is also measured for DIR's code and this tree's,
+each run in a fresh process of its own tree, alternating, on the same synthetic messages.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import hashlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -54,6 +57,7 @@ from tasks.window import WindowSpec
 from tasks.window_content import build_window
 from tasks.window_jobs import build_all
 
+ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 STATIONS = 100
 
@@ -158,6 +162,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="number of observations")
     parser.add_argument("--skip-pymerkle", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement")
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="also time DIR's pipeline core (fresh processes)"
+    )
     args = parser.parse_args()
     n = args.n
     observations = synthetic(n)
@@ -217,6 +224,8 @@ def main() -> None:
         print(f"pymerkle / tasks.merkle: {t_pym / t_root:.1f}x slower")
     print(f"batch core (one dedup over all records): {n / total:,.0f} rec/s")
     pipeline_table(observations, args.repeat)
+    if args.baseline_tree:
+        baseline_table(n, args.repeat, args.baseline_tree)
 
 
 def pipeline_table(observations: list[Observation], repeat: int) -> None:
@@ -241,6 +250,46 @@ def pipeline_table(observations: list[Observation], repeat: int) -> None:
     print(f"| same, windows/s | {rate(windows, t_core, 'windows/s')} |")
     print(f"| end to end + Parquet payload per window | {rate(n, t_parquet)} |")
     print(f"| same, windows/s | {rate(windows, t_parquet, 'windows/s')} |")
+
+
+# One pipeline-shaped run (classify, windows, contents, Parquet) in a fresh process of a
+# tree, on the same synthetic messages: seconds on stdout.
+_ONE_RUN = """
+import sys, time
+from benchmarks.core import as_messages, pipeline_core, synthetic
+from tasks.window import WindowSpec
+messages = as_messages(synthetic(int(sys.argv[1])))
+spec = WindowSpec(86_400)
+pipeline_core(messages[:20_000], spec, True)  # warm: caches, imports
+started = time.process_time()
+pipeline_core(messages, spec, True)
+print(time.process_time() - started)
+"""
+
+
+def baseline_table(n: int, repeat: int, baseline: Path) -> None:
+    """This tree's pipeline core beside `baseline`'s, alternating fresh processes."""
+    trees = {"this tree": ROOT, f"baseline {baseline}": baseline.resolve()}
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(repeat):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            out = subprocess.run(
+                [sys.executable, "-c", _ONE_RUN, str(n)],
+                cwd=tree,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[name].append(float(out.stdout.strip().splitlines()[-1]))
+    print()
+    print(f"pipeline-shaped end to end + Parquet, {n:,} messages, fresh processes, CPU seconds")
+    print()
+    print("| code | median rate (min..max) |")
+    print("|---|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {rate(n, t)} |")
 
 
 if __name__ == "__main__":
