@@ -198,14 +198,22 @@ def test_two_groups_anchor_at_the_same_time(env: PipelineEnv, tmp_path: Path) ->
 
 @HARNESS
 def test_anchor_without_group_runs_every_group(env: PipelineEnv) -> None:
+    """Every group's process, each catching up on its own 48 messages, 20 per run."""
     two_groups_of_data(env, days=2)
-    done = run_cli(env, grouped(env), "anchor", "--drain", "--json")
+    capped = {
+        **grouped(env),
+        "STREAMNOTARY_MAX_MESSAGES_PER_RUN": "20",
+        "STREAMNOTARY_READ_PAGE_MESSAGES": "10",
+    }
+    done = run_cli(env, capped, "anchor", "--drain", "--until-caught-up", "--json")
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err[-3000:]
     summaries = json.loads(out)["groups"]
     assert set(summaries) == {A, B}
     for g in (A, B):
-        assert summaries[g]["new_anchors"] > 0
+        runs = summaries[g]["runs"]
+        assert [r["backlog"] for r in runs] == [28, 8, 0], runs
+        assert sum(r["new_anchors"] for r in runs) == 2  # both days, the last one drained
         assert env.log_entries(LogScope(env.topic, g).name)
 
 
