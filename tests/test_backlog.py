@@ -21,6 +21,7 @@ import pytest
 from flows.anchor_windows import anchor_windows
 from flows.catch_up import anchor_until_caught_up
 from storage import layout
+from streamnotary.commands.pipeline import emit_runs
 from tasks.planner import Cursor
 from tasks.record import Observation
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
@@ -103,7 +104,7 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
 
 @HARNESS
 def test_catching_up_stops_when_producers_outpace_the_cap(
-    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A backlog that grows between runs (producers faster than the cap) ends the catch-up
     after the first run that did not shrink it: it would never end; the schedule goes on."""
@@ -116,6 +117,12 @@ def test_catching_up_stops_when_producers_outpace_the_cap(
     backlogs = [r["backlog"] for r in runs]
     assert backlogs == [70, 140], backlogs  # 120 - 50; then 70 + 120 - 50 > 70: stop
     assert [r["messages_read"] for r in runs] == [50, 50]
+    # what `streamnotary anchor --until-caught-up` prints for people: a line per run
+    capsys.readouterr()
+    assert emit_runs(runs, as_json=False) == 0
+    out = capsys.readouterr().out
+    assert "run 1: 50 message(s) read" in out and "backlog 140" in out
+    assert "2 run(s): " in out and "140 offset(s) of backlog left" in out
 
 
 def _stations(count: int, days: int) -> list[Observation]:

@@ -98,7 +98,8 @@ def test_anchor_run_summary_reports_every_stage(env: PipelineEnv) -> None:
     for name in ("read", "decode", "window", "parquet", "objects", "ledger"):
         assert timings["stages"][name] > 0, name
         assert timings["calls"][name] >= 1, name
-    assert timings["calls"]["parquet"] == 2 * 4  # one payload per window
+    # the run's 8 payloads are encoded together (`encode_payloads`), one window each
+    assert timings["calls"]["parquet"] == 1 and timings["calls"]["window"] >= 2 * 4
     assert sum(timings["stages"].values()) <= timings["wall_s"]
     schema = json.loads((SCHEMAS / "stage_timings.schema.json").read_text())
     jsonschema.validate(add_call_time(timings, timings["wall_s"] + 0.5), schema)

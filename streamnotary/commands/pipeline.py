@@ -193,7 +193,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
                 group=args.group,
                 after_run=timed_run,
             )
-            return _emit_runs(runs, as_json=args.json)
+            return emit_runs(runs, as_json=args.json)
         summary = anchor_windows(
             topic=args.topic, ledger=args.ledger, drain=args.drain, group=args.group
         )
@@ -210,7 +210,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     return _emit(summary, as_json=args.json)
 
 
-def _emit_runs(runs: list[dict[str, Any]], *, as_json: bool) -> int:
+def emit_runs(runs: list[dict[str, Any]], *, as_json: bool) -> int:
     """Print the runs of `anchor --until-caught-up`: JSON, or the last run's table after a
     line per run."""
     if as_json:
