@@ -57,18 +57,14 @@ def locator(key: str, offset: int, length: int) -> dict[str, Any]:
     return {"key": key, "offset": offset, "length": length}
 
 
-def build_pack(
-    checkpoints: Sequence[Mapping[str, Any]], serialized: Sequence[bytes] | None = None
-) -> tuple[bytes, list[tuple[int, int]]]:
-    """The pack of `checkpoints` (in this order) and each one's (offset, length) in it.
+def build_pack(checkpoints: Sequence[Mapping[str, Any]]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The pack of `checkpoints` (in this order) and each one's (offset, length) in it."""
+    return join_pack([canonical_json(dict(cp)) for cp in checkpoints])
 
-    `serialized`: their canonical bytes when the caller has them (a fresh run serialized
-    each checkpoint once, for its digest); serialized here otherwise.
-    """
-    if serialized is None:
-        serialized = [canonical_json(dict(cp)) for cp in checkpoints]
-    elif len(serialized) != len(checkpoints):
-        raise ValueError("one serialized form per checkpoint is needed")
+
+def join_pack(serialized: Sequence[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """`build_pack` of checkpoints already in their canonical bytes (a fresh run serialized
+    each one once, for its digest)."""
     parts: list[bytes] = []
     spans: list[tuple[int, int]] = []
     offset = 0
@@ -163,19 +159,19 @@ def plan_checkpoint_packs(
         for e in log["entries"]
         if e["type"] == "window"
     }
+    if serialized is not None and len(serialized) != len(windows):
+        raise ValueError("one serialized checkpoint per planned window is needed")
     members: dict[str, list[Mapping[str, Any]]] = {}
     forms: dict[str, list[bytes]] = {}
     for i, w in enumerate(windows):
         ref = refs.get((w["window_id"], w["revision"]))
         if ref is not None:
             members.setdefault(ref.key, []).append(w)
-            if serialized is not None:
-                forms.setdefault(ref.key, []).append(serialized[i])
+            form = canonical_json(dict(w["checkpoint"])) if serialized is None else serialized[i]
+            forms.setdefault(ref.key, []).append(form)
     out: dict[str, bytes] = {}
     for key, ws in members.items():
-        data, spans = build_pack(
-            [w["checkpoint"] for w in ws], None if serialized is None else forms[key]
-        )
+        data, spans = join_pack(forms[key])
         for w, (offset, length) in zip(ws, spans, strict=True):
             ref = refs[(w["window_id"], w["revision"])]
             assert ref is not None

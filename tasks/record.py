@@ -174,7 +174,7 @@ def canonical_bytes(obs: Observation) -> bytes:
     tests/test_record.py proves the result byte-identical to `rfc8785.dumps`.
     """
     ts = obs.observed_at
-    prefix = _TIMESTAMP_PREFIX.get(ts) or _cached_prefix(ts)
+    prefix = _cached_prefix(ts)
     try:
         return _join(
             (
