@@ -4,7 +4,10 @@ Window building and Parquet encoding are the CPU-bound middle of a run, independ
 window. Where they run is a setting (docs/operations.md, "Parallel window building"):
 
 * ``workers = 1`` and no scheduler address (the default): in-process, window after
-  window, no Dask at all (the demo stays fast: a cluster costs seconds to start);
+  window, no Dask at all (the demo stays fast: a cluster costs seconds to start); with
+  ``payload_processes`` > 0 and at least `MIN_PAYLOAD_PROCESS_WINDOWS` windows, helper
+  processes encode the Parquet payloads while the windows are built
+  (`tasks.payload_process`);
 * ``dask_scheduler_address`` set: Prefect's ``DaskTaskRunner(address=...)`` on that
   existing cluster (its workers need this package and the same pyarrow installed);
 * ``workers > 1``: ``DaskTaskRunner`` on a ``distributed.LocalCluster`` of that many worker
@@ -38,6 +41,7 @@ from tasks import stage_timing, window_jobs
 from tasks.checkpoint import Supersedes
 from tasks.message import Classified
 from tasks.pack import PackBuilder
+from tasks.payload_process import payload_encoder
 from tasks.revision import PlannedRevision, plan_revision
 from tasks.window import WindowKey
 from tasks.window_jobs import Built
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
 MIN_PARALLEL_WINDOWS = 64
+# Runs with fewer windows encode their payloads in-process: starting the helper processes
+# (~0.5 s, once per process) would cost more than they save (~0.25 ms per window).
+MIN_PAYLOAD_PROCESS_WINDOWS = 2_000
 
 
 class ParallelError(RuntimeError):
@@ -101,7 +108,12 @@ def build_windows(
 ) -> list[Built]:
     """`window_jobs.build_all` of the windows, in order: in-process or on Dask."""
     if not parallel(settings) or len(windows) < MIN_PARALLEL_WINDOWS:
-        return window_jobs.build_all(windows)
+        encoder = (
+            payload_encoder(settings.payload_processes)
+            if len(windows) >= MIN_PAYLOAD_PROCESS_WINDOWS
+            else None
+        )
+        return window_jobs.build_all(windows, encoder)
     started = time.perf_counter()
     with dask_runner(settings) as runner:
         workers = len(runner.client.scheduler_info().get("workers", {})) or settings.workers

@@ -125,6 +125,9 @@ class Settings:
     # issue 10: parallel window building (flows/window_build.py, docs/operations.md)
     workers: int = 1  # > 1: a local Dask cluster of that many worker processes
     dask_scheduler_address: str = ""  # an existing Dask scheduler (tcp://host:8786) instead
+    # helper processes that encode Parquet payloads while the run builds windows
+    # (tasks/payload_process.py); 0 = in the run's own process. Runs without Dask only.
+    payload_processes: int = 2
     # issue 10 item 3: partition groups, e.g. [[0, 1], [2, 3]]: each group anchors its own
     # partitions into its own log under its own lease (docs/design.md, "Partition groups").
     partition_groups: list[list[int]] = field(default_factory=list)  # [] = one writer per topic

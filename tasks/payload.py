@@ -77,9 +77,10 @@ def _table(records: Sequence[Observation]) -> pa.Table:
 
 
 def _write(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
+    # an Arrow buffer, not io.BytesIO: the writer then never calls back into Python
+    sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **_WRITER_OPTIONS)
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 @timed(PARQUET)
@@ -100,12 +101,26 @@ def encode_payloads(windows: Sequence[Sequence[Observation]]) -> list[bytes]:
     """
     out: list[bytes] = []
     for i in range(0, len(windows), PAYLOAD_BATCH_WINDOWS):
-        batch = windows[i : i + PAYLOAD_BATCH_WINDOWS]
-        table = _table([r for records in batch for r in records])
-        start = 0
-        for records in batch:
-            out.append(_write(table.slice(start, len(records))))
-            start += len(records)
+        out += encode_slices(*batch_table(windows[i : i + PAYLOAD_BATCH_WINDOWS]))
+    return out
+
+
+def batch_table(windows: Sequence[Sequence[Observation]]) -> tuple[pa.Table, list[int]]:
+    """The records of consecutive windows as one table, and each window's row count."""
+    return _table([r for records in windows for r in records]), [len(r) for r in windows]
+
+
+def encode_slices(table: pa.Table, lengths: Sequence[int]) -> list[bytes]:
+    """One payload per consecutive slice of `table` of the given lengths (`batch_table`).
+
+    Bytes in, bytes out and nothing else: helper processes run this too
+    (`tasks.payload_process`), on a table that crossed the process boundary as buffers.
+    """
+    out: list[bytes] = []
+    start = 0
+    for n in lengths:
+        out.append(_write(table.slice(start, n)))
+        start += n
     return out
 
 

@@ -28,7 +28,7 @@ from storage.tlog import LogReader
 from streamnotary.commands.generate import write_history
 from streamnotary.commands.pipeline import expand_sources
 from streamnotary.config import Settings
-from tasks import merkle, stage_timing
+from tasks import merkle, payload_process, stage_timing, window_jobs
 from tasks.canonical import canonical_digest
 from tasks.message import SourceMessage, classify
 from tasks.record import canonical_bytes
@@ -215,6 +215,39 @@ def test_a_backfill_on_two_dask_workers_anchors_what_one_worker_anchors(
     assert build_task_runs(since=started) >= 2  # each chunk a Prefect task run
 
     assert first["anchored"]["new_anchors"] == second["anchored"]["new_anchors"] >= 90
+    assert_same_anchors(one, two)
+
+
+def test_a_backfill_with_payload_helpers_anchors_what_one_process_anchors(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default configuration's helper processes (setting `payload_processes`), here for
+    every run however small: same payloads, checkpoints and log as encoding in-process."""
+    history = tmp_path / "history"
+    write_history(HISTORY, history)
+    one = make_env(tmp_path / "one", kafka_bootstrap, s3_server)
+    two = make_env(tmp_path / "two", kafka_bootstrap, s3_server)
+    first = run_backfill(one, history, payload_processes="0")
+    monkeypatch.setattr(window_build, "MIN_PAYLOAD_PROCESS_WINDOWS", 1)
+    monkeypatch.setattr(window_jobs, "OVERLAP_WINDOWS", 16)
+    submitted: list[int] = []
+    submit = payload_process.PayloadEncoder.submit
+
+    def counted(self: payload_process.PayloadEncoder, windows: Any) -> Any:
+        submitted.append(len(windows))
+        return submit(self, windows)
+
+    monkeypatch.setattr(payload_process.PayloadEncoder, "submit", counted)
+    second = run_backfill(two, history, payload_processes="2")
+    assert len(submitted) >= 2 and sum(submitted) >= 90  # the helpers encoded the payloads
+    assert payload_process.payload_encoder(2).pids()
+    assert first["anchored"]["new_anchors"] == second["anchored"]["new_anchors"] >= 90
+    assert_same_anchors(one, two)
+
+
+def assert_same_anchors(one: PipelineEnv, two: PipelineEnv) -> None:
+    """The same windows, roots, payloads, checkpoints and anchor log in both environments
+    (but for the topic, bucket and times they name)."""
     a, b = anchored(one), anchored(two)
     roots = {k: cp["merkle"]["root"] for k, cp in a["checkpoints"].items()}
     assert len(roots) >= 90

@@ -1,0 +1,101 @@
+"""Payloads encoded in helper processes (tasks/payload_process.py) are the in-process bytes.
+
+Real helper processes (a forkserver and its children), real DWD rows. The anchored payload
+digests depend on every byte, so the helpers' output is compared with `build_all` without
+them, window by window; a helper killed mid-run must cost time, never a payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from streamnotary.config import Settings
+from tasks import window_jobs
+from tasks.dwd import read_observations
+from tasks.message import SourceMessage, classify
+from tasks.payload_process import PayloadEncoder, PayloadProcessError, payload_encoder
+from tasks.record import canonical_bytes
+from tasks.window import WindowSpec
+from tests.dwd_data import product_file
+
+
+@pytest.fixture(scope="module")
+def windows() -> list[tuple[Any, list[Any]]]:
+    """Station 00433's 13,200 real rows (550 days, -999 gaps) as Kafka messages in daily
+    windows, with a re-delivered and a malformed message (a window with a rejection)."""
+    observations = list(read_observations(product_file("00433")))
+    messages = [
+        SourceMessage("t", i % 3, i, o.station_id.encode(), canonical_bytes(o), None)
+        for i, o in enumerate(observations)
+    ]
+    n, first = len(messages), observations[0]
+    messages += [
+        SourceMessage("t", 0, n, b"00433", canonical_bytes(first), None),
+        SourceMessage("t", 1, n + 1, b"00433", canonical_bytes(first).replace(b"}", b",}"), 0),
+    ]
+    spec = WindowSpec(86_400)
+    groups: dict[Any, list[Any]] = defaultdict(list)
+    for m in messages:
+        c = classify(m, spec)
+        groups[c.window].append(c)
+    return sorted((k, v) for k, v in groups.items() if k is not None)
+
+
+@pytest.fixture
+def encoder() -> Iterator[PayloadEncoder]:
+    pool = PayloadEncoder(2)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_helpers_encode_exactly_what_one_process_encodes(
+    windows: list, encoder: PayloadEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert len(windows) >= 550
+    assert any(c.rejected for _, items in windows for c in items)
+    serial = window_jobs.build_all(windows)
+    monkeypatch.setattr(window_jobs, "OVERLAP_WINDOWS", 37)  # many batches, a short last one
+    helped = window_jobs.build_all(windows, encoder)
+    assert [b.payload for b in helped] == [b.payload for b in serial]
+    assert [b.content for b in helped] == [b.content for b in serial]
+    # the payloads were written by the helper processes, not by this one
+    pids = encoder.pids()
+    assert pids and os.getpid() not in pids
+
+
+def test_a_killed_helper_costs_time_not_payloads(
+    windows: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = PayloadEncoder(1)
+    try:
+        expected = [b.payload for b in window_jobs.build_all(windows[:300])]
+        assert [b.payload for b in window_jobs.build_all(windows[:300], encoder)] == expected
+        (killed,) = encoder.pids()
+        os.kill(killed, signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="tasks.payload_process"):
+            again = window_jobs.build_all(windows[:300], encoder)
+        assert [b.payload for b in again] == expected
+        assert "payload helper process died" in caplog.text
+        # the next batch starts a new helper
+        assert [b.payload for b in window_jobs.build_all(windows[:300], encoder)] == expected
+        assert encoder.pids() and killed not in encoder.pids()
+    finally:
+        encoder.close()
+
+
+def test_payload_processes_setting() -> None:
+    assert Settings().payload_processes == 2
+    assert Settings().with_overrides(payload_processes="0").payload_processes == 0
+    assert payload_encoder(0) is None
+    assert payload_encoder(2) is payload_encoder(2)  # one pool per process and size
+    with pytest.raises(PayloadProcessError, match="payload_processes"):
+        payload_encoder(-1)
