@@ -4,6 +4,7 @@
                                   [--days 365] [--repeat 3] [--workers 1,2]
                                   [--groups 1,2] [--warm] [--dask-cluster]
                                   [--modes catch-up,runs] [--baseline-tree DIR]
+                                  [--baseline-mode runs|catch-up]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -16,7 +17,8 @@ in one of two ways (`--modes`, each a table of its own, alternating in the same 
 whose runs follow one another; `runs`: one `streamnotary anchor --drain --json` process
 per run, as a schedule starts them, each paying the process start; with `--baseline-tree
 DIR` (e.g. `git worktree add --detach DIR <commit>`) also `baseline`: the anchor processes
-run DIR's code, one per run, as the benchmark ran before `catch-up` existed. Printed:
+run DIR's code, one per run, as the benchmark ran before `catch-up` existed, or with
+`--baseline-mode catch-up` one `--until-caught-up` process (DIR must know it). Printed:
 
 * records/s and windows/s end to end (every anchor run until no backlog is left; ingest
   separately), median of the repeats with spread, the runs' per-stage times
@@ -264,7 +266,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline-tree",
         type=Path,
-        help="also anchor with this tree's code (one process per run): mode `baseline`",
+        help="also anchor with this tree's code: mode `baseline`",
+    )
+    parser.add_argument(
+        "--baseline-mode",
+        choices=("runs", "catch-up"),
+        default="runs",
+        help="how the baseline tree's code anchors the backlog (default: a process per run)",
     )
     args = parser.parse_args()
     modes = args.modes.split(",")
@@ -274,7 +282,9 @@ def main() -> None:
         if args.warm:  # the warm runner runs this tree's code
             parser.error("--baseline-tree runs cold processes: drop --warm")
         modes.append("baseline")
-        MODE_TEXT["baseline"] = f"baseline code of {args.baseline_tree}, " + MODE_TEXT["runs"]
+        MODE_TEXT["baseline"] = (
+            f"baseline code of {args.baseline_tree}, " + MODE_TEXT[args.baseline_mode]
+        )
     configs = [
         (int(w), int(g), m)
         for w in args.workers.split(",")
@@ -335,7 +345,10 @@ def main() -> None:
                 # backlog is gone, as a backfill does, and count every run
                 anchor_s, anchor_rss, runs = 0.0, 0, []
                 while not runs or runs[-1]["backlog"]:
-                    more = ("--until-caught-up",) if mode == "catch-up" else ()
+                    catch_up = mode == "catch-up" or (
+                        mode == "baseline" and args.baseline_mode == "catch-up"
+                    )
+                    more = ("--until-caught-up",) if catch_up else ()
                     seconds, rss, out = run_cli(
                         home,
                         api,
