@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 MIN_PARALLEL_WINDOWS = 64
 # Runs with fewer windows encode their payloads in-process: starting the helper processes
-# (~0.5 s, once per process) would cost more than they save (~0.25 ms per window).
+# (~0.4 s, once per process) would cost more than they save (~0.25 ms per window).
 MIN_PAYLOAD_PROCESS_WINDOWS = 2_000
 
 
