@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +28,8 @@ from tasks.payload_process import PayloadEncoder, PayloadProcessError, payload_e
 from tasks.record import canonical_bytes
 from tasks.window import WindowSpec
 from tests.dwd_data import product_file
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,53 @@ def test_a_killed_helper_costs_time_not_payloads(
         assert encoder.pids() and killed not in encoder.pids()
     finally:
         encoder.close()
+
+
+HELPERS_THEN_SLEEP = """
+import sys, time
+from tasks.dwd import read_observations
+from tasks.payload_process import PayloadEncoder
+from tests.dwd_data import product_file
+if __name__ == "__main__":
+    rows = list(read_observations(product_file("00433")))[:2400]
+    encoder = PayloadEncoder(2)
+    batches = [encoder.submit([rows[i : i + 24] for i in range(0, 2400, 24)]) for _ in range(4)]
+    assert all(len(b.result()) == 100 for b in batches)
+    print(*encoder.pids(), flush=True)
+    time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_helpers_end_with_a_flow_run_killed_by_sigkill(tmp_path: Path) -> None:
+    """An OOM-killed flow run must not leave helpers waiting forever on their queue."""
+    script = tmp_path / "run.py"
+    script.write_text(HELPERS_THEN_SLEEP)
+    run = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    try:
+        helpers = [int(pid) for pid in run.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(helpers) == 2 and all(alive(pid) for pid in helpers)
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in helpers)
 
 
 def test_payload_processes_setting() -> None:
