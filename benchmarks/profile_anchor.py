@@ -97,7 +97,9 @@ def main() -> None:
             stop_services(home)
     if done.returncode != 0:
         sys.exit(f"the anchor process failed:\n{done.stderr[-3000:]}")
-    runs = json.loads(done.stdout)["runs"]
+    # py-spy writes its own "py-spy> ..." lines to the same stdout
+    out = "\n".join(x for x in done.stdout.splitlines() if not x.startswith("py-spy>"))
+    runs = json.loads(out)["runs"]
     rows = sum(q["rows"] for _, q in written)
     print(f"# {rows:,} generated rows anchored in {len(runs)} runs, {wall:.1f} s under py-spy")
     for run in runs:
