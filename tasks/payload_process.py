@@ -20,12 +20,14 @@ Kafka and boto3 threads. They start on first use and are kept for the process (a
 catch-up's runs share them), stopped at exit, and they exit by themselves when the
 process that started them is killed (`_die_with`). A helper that dies costs time, not
 correctness: its batches are encoded in-process instead, with a warning, and a new pool
-starts on the next use. Pickle crosses only between this program and its own helpers.
+starts on the next use; so does a helper that stops answering (`BATCH_TIMEOUT_SECONDS`).
+Pickle crosses only between this program and its own helpers.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -33,7 +35,7 @@ import select
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from tasks.payload import batch_table, encode_payloads, encode_slices
@@ -41,6 +43,10 @@ from tasks.record import Observation
 from tasks.stage_timing import PARQUET, timed
 
 log = logging.getLogger(__name__)
+
+# A batch of 250 windows takes a helper ~0.1 s. One that has not answered in this long is
+# stuck (stopped, deadlocked, starved of memory): the run encodes the batch itself.
+BATCH_TIMEOUT_SECONDS = 120.0
 
 
 class PayloadProcessError(ValueError):
@@ -61,8 +67,8 @@ class PendingPayloads:
     def result(self) -> list[bytes]:
         """The batch's payloads, in window order (waiting for the helper if need be)."""
         try:
-            return self._future.result()
-        except BrokenProcessPool as exc:
+            return self._future.result(timeout=BATCH_TIMEOUT_SECONDS)
+        except (BrokenProcessPool, TimeoutError, CancelledError) as exc:
             self._encoder.discard(exc)
             return encode_payloads(self._windows)
 
@@ -104,12 +110,24 @@ class PayloadEncoder:
         return PendingPayloads(self, windows, future)
 
     def discard(self, reason: BaseException) -> None:
-        """Drop a broken pool (a helper was killed); the next batch starts a new one."""
+        """Drop a pool whose helper died or hangs; the next batch starts a new one.
+
+        Its helpers are killed, so that every batch still pending on them fails at once
+        (and is encoded in-process) instead of waiting out its own timeout.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            log.warning("a payload helper process died (%s); encoding in-process", reason)
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        log.warning(
+            "a payload helper process died or stopped answering (%s); encoding in-process",
+            type(reason).__name__,
+        )
+        helpers = list(pool._processes.values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for helper in helpers:
+            with contextlib.suppress(OSError, ValueError):
+                helper.kill()
 
     def pids(self) -> list[int]:
         """The helper processes' PIDs (started so far; the executor has no public list)."""

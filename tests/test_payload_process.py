@@ -7,6 +7,7 @@ them, window by window; a helper killed mid-run must cost time, never a payload.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from streamnotary.config import Settings
-from tasks import window_jobs
+from tasks import payload_process, window_jobs
 from tasks.dwd import read_observations
 from tasks.message import SourceMessage, classify
 from tasks.payload_process import PayloadEncoder, PayloadProcessError, payload_encoder
@@ -30,6 +31,8 @@ from tasks.window import WindowSpec
 from tests.dwd_data import product_file
 
 ROOT = Path(__file__).resolve().parent.parent
+# a helper that hangs must fail a test, not hang the suite
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +93,41 @@ def test_a_killed_helper_costs_time_not_payloads(
         with caplog.at_level(logging.WARNING, logger="tasks.payload_process"):
             again = window_jobs.build_all(windows[:300], encoder)
         assert [b.payload for b in again] == expected
-        assert "payload helper process died" in caplog.text
+        assert "payload helper process died or stopped answering" in caplog.text
         # the next batch starts a new helper
         assert [b.payload for b in window_jobs.build_all(windows[:300], encoder)] == expected
         assert encoder.pids() and killed not in encoder.pids()
     finally:
+        encoder.close()
+
+
+def test_a_stopped_helper_does_not_hang_the_run(
+    windows: list, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that never answers (SIGSTOP: as a deadlock or a swapped-out process looks)
+    costs the batch timeout once, then the run encodes every pending batch itself."""
+    monkeypatch.setattr(payload_process, "BATCH_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(window_jobs, "OVERLAP_WINDOWS", 50)
+    encoder = PayloadEncoder(1)
+    stopped = 0
+    try:
+        expected = [b.payload for b in window_jobs.build_all(windows[:300])]
+        assert [b.payload for b in window_jobs.build_all(windows[:300], encoder)] == expected
+        (stopped,) = encoder.pids()
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="tasks.payload_process"):
+            again = window_jobs.build_all(windows[:300], encoder)
+        assert [b.payload for b in again] == expected
+        assert time.monotonic() - started < 2.0 * 3  # one timeout, not one per batch
+        assert "stopped answering (TimeoutError)" in caplog.text
+        assert ended([stopped])  # killed, not left stopped
+        assert [b.payload for b in window_jobs.build_all(windows[:300], encoder)] == expected
+        assert encoder.pids() and stopped not in encoder.pids()
+    finally:
+        if stopped:  # a pool that still waits on it would never shut down
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
         encoder.close()
 
 
@@ -122,6 +155,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def ended(pids: list[int], within: float = 10.0) -> bool:
+    """Whether every process of `pids` has ended, waiting at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(pid) for pid in pids)
+
+
 def test_helpers_end_with_a_flow_run_killed_by_sigkill(tmp_path: Path) -> None:
     """An OOM-killed flow run must not leave helpers waiting forever on their queue."""
     script = tmp_path / "run.py"
@@ -139,10 +180,7 @@ def test_helpers_end_with_a_flow_run_killed_by_sigkill(tmp_path: Path) -> None:
     finally:
         run.kill()
         run.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in helpers)
+    assert ended(helpers)
 
 
 def test_payload_processes_setting() -> None:
