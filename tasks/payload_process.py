@@ -123,7 +123,7 @@ class PayloadEncoder:
             "a payload helper process died or stopped answering (%s); encoding in-process",
             type(reason).__name__,
         )
-        helpers = list(pool._processes.values())
+        helpers = list((pool._processes or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
         for helper in helpers:
             with contextlib.suppress(OSError, ValueError):
@@ -132,7 +132,7 @@ class PayloadEncoder:
     def pids(self) -> list[int]:
         """The helper processes' PIDs (started so far; the executor has no public list)."""
         with self._lock:
-            return list(self._pool._processes) if self._pool is not None else []
+            return list((self._pool._processes or {}) if self._pool is not None else [])
 
     def close(self) -> None:
         with self._lock:

@@ -61,14 +61,16 @@ class ChunkResult:
     parquet_s: float
 
 
-class PendingPayloads(Protocol):
+class PendingBatch(Protocol):
+    """A submitted batch's payloads, once encoded."""
+
     def result(self) -> list[bytes]: ...
 
 
 class PayloadSubmitter(Protocol):
     """Encodes batches of payloads elsewhere (`tasks.payload_process.PayloadEncoder`)."""
 
-    def submit(self, windows: Sequence[Sequence[Observation]]) -> PendingPayloads: ...
+    def submit(self, windows: Sequence[Sequence[Observation]]) -> PendingBatch: ...
 
 
 def build_all(
@@ -84,7 +86,7 @@ def build_all(
     if encoder is None:
         return _built([build_window(key, items) for key, items in windows])
     contents: list[WindowContent] = []
-    pending: list[PendingPayloads] = []
+    pending: list[PendingBatch] = []
     for i in range(0, len(windows), OVERLAP_WINDOWS):
         batch = [build_window(key, items) for key, items in windows[i : i + OVERLAP_WINDOWS]]
         pending.append(encoder.submit([c.records for c in batch]))
