@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -131,8 +132,8 @@ def test_a_stopped_helper_does_not_hang_the_run(
         encoder.close()
 
 
-HELPERS_THEN_SLEEP = """
-import sys, time
+HELPERS_THEN_WAIT = """
+import signal
 from tasks.dwd import read_observations
 from tasks.payload_process import PayloadEncoder
 from tests.dwd_data import product_file
@@ -142,7 +143,7 @@ if __name__ == "__main__":
     batches = [encoder.submit([rows[i : i + 24] for i in range(0, 2400, 24)]) for _ in range(4)]
     assert all(len(b.result()) == 100 for b in batches)
     print(*encoder.pids(), flush=True)
-    time.sleep(120)
+    signal.pause()  # until the test kills it
 """
 
 
@@ -156,17 +157,28 @@ def alive(pid: int) -> bool:
 
 
 def ended(pids: list[int], within: float = 10.0) -> bool:
-    """Whether every process of `pids` has ended, waiting at most `within` seconds."""
+    """Whether every process of `pids` exits within `within` seconds. Waits on each one's
+    pidfd, readable once it has exited (helpers are the fork server's children, not ours,
+    so there is nothing to `waitpid` for)."""
     deadline = time.monotonic() + within
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not any(alive(pid) for pid in pids)
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # exited and reaped already
+        try:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+        if not ready:
+            return False
+    return True
 
 
 def test_helpers_end_with_a_flow_run_killed_by_sigkill(tmp_path: Path) -> None:
     """An OOM-killed flow run must not leave helpers waiting forever on their queue."""
     script = tmp_path / "run.py"
-    script.write_text(HELPERS_THEN_SLEEP)
+    script.write_text(HELPERS_THEN_WAIT)
     run = subprocess.Popen(
         [sys.executable, str(script)],
         stdout=subprocess.PIPE,
