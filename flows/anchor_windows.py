@@ -28,6 +28,7 @@ from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import steps
 from tasks.checkpoint import Supersedes, checkpoint_digest, ranges_of
+from tasks.gc_pause import cyclic_gc_paused
 from tasks.message import Classified, SourceMessage, classify
 from tasks.offset_ranges import (
     messages_in,
@@ -84,7 +85,8 @@ def anchor_windows(
         return {"groups": run_groups(settings.topic, drain=drain, ledger=ledger)}
     settings.group_partitions  # noqa: B018 - an unknown group fails here, before any write
     steps.check_write_once(settings)  # before the lease: the lease needs conditional writes
-    with topic_lease(settings, "anchor-windows"):
+    # a run makes several acyclic objects per message read: see tasks/gc_pause.py
+    with topic_lease(settings, "anchor-windows"), cyclic_gc_paused():
         return anchor_run(settings, drain)
 
 

@@ -15,13 +15,12 @@ The result depends only on the multiset of input records, never on their order.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import compress, islice
 from operator import ne
 
+from tasks.gc_pause import cyclic_gc_paused
 from tasks.record import Observation, canonical_leaves
 
 
@@ -49,7 +48,7 @@ def deduplicate(observations: Iterable[Observation]) -> DedupResult:
     only then are the conflicting identities resolved one by one.
     """
     records = observations if isinstance(observations, list) else list(observations)
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():  # a million leaves would trigger full collections: ~20 %
         leaves, identities = canonical_leaves(records)
         order = sorted(range(len(leaves)), key=leaves.__getitem__)
         ordered = list(map(leaves.__getitem__, order))
@@ -85,20 +84,3 @@ def _drop_losers(
             winner = max(group, key=lambda p: (records[p].quality_level, leaves[p]))
             losers.update(p for p in group if p != winner)
     return [p for p in order if p not in losers]
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building large acyclic structures.
-
-    A million leaves and identities would otherwise trigger repeated full collections that walk
-    the whole heap (about 20 % of dedup time at 10^6 records); nothing built here can form
-    a reference cycle, so pausing changes no result. Reference counting still frees memory.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import time
@@ -59,6 +60,7 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         # one listing, then both files in one batch: one task run, not two per file
         assert task_run_names(tag, 2) == ["list-ingested", "produce-sources"]
         summary = anchor_windows(drain=True)
+        assert gc.isenabled()  # the run's pause of the cyclic collector (tasks/gc_pause.py) ended
         assert summary["new_anchors"] == 2 * 550  # 13,200 hours = 550 whole UTC days per station
         assert summary["stations"]["00433"]["records"] == 13_200
         assert summary["stations"]["00427"]["records"] == 13_200
