@@ -6,11 +6,12 @@
 Generates hourly DWD history (tasks/synth.py), starts the embedded broker, SeaweedFS and a
 local Prefect server in a temporary home, ingests the history, then runs `streamnotary
 anchor --drain --until-caught-up --json` under `py-spy record` (100 samples/s; wall clock,
-idle included, unless `--gil`). Prints each run's stage timings and the frames of the main
-thread that hold the most samples (inclusive), and keeps py-spy's raw (collapsed) output in
-`--out` for a flame graph. The stage timings of `benchmarks/backfill.py` say which stage
-is slow; this says which lines. Needs py-spy (`pip install py-spy`), which is not a
-dependency of the package.
+waits included through py-spy's `--idle`, without which it drops the samples of a thread
+waiting on the network or a lock; with `--gil`, only the GIL holder's samples). Prints each
+run's stage timings and the frames of the main thread that hold the most samples
+(inclusive), and keeps py-spy's raw (collapsed) output in `--out` for a flame graph. The
+stage timings of `benchmarks/backfill.py` say which stage is slow; this says which lines.
+Needs py-spy (`pip install py-spy`), which is not a dependency of the package.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def main() -> None:
             }
             command = [
                 "py-spy", "record", "-r", "100", "--format", "raw", "-o", str(args.out),
-                *(["--gil"] if args.gil else []), "--",
+                *(["--gil"] if args.gil else ["--idle"]), "--",
                 sys.executable, "-m", "streamnotary.cli",
                 "anchor", "--drain", "--until-caught-up", "--json",
             ]  # fmt: skip
