@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -57,6 +58,7 @@ def test_flow_finishes_every_window_then_raises(anchored_env: PipelineEnv) -> No
             audit(station="00433")
     finally:
         store.put(key, original)
+    assert gc.isenabled()  # the audit's pause of the cyclic collector ended with the failure
     report: dict[str, Any] = caught.value.report
     assert report["summary"]["windows"] == 3  # all of the station's windows were audited
     assert report["summary"]["by_verdict"] == {
