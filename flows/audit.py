@@ -73,7 +73,6 @@ from tasks.audit import (
 )
 from tasks.audit.coverage import Accounting, PartitionCoverage
 from tasks.audit_artifacts import final_state, publish_task
-from tasks.gc_pause import cyclic_gc_paused
 from tasks.steps import unwalked
 from tasks.tlog.note import Verifier
 
@@ -236,28 +235,26 @@ def audit(
         state_dir = str(resolve_output(settings.report_path, state_dir))
     state_dir = state_dir or settings.audit_state_dir or None
     trust, _ = trust_of(settings, trust_path)
-    # the evidence holds every message and record it re-reads: see tasks/gc_pause.py
-    with cyclic_gc_paused():
-        if trust is not None and trust.groups:
-            report = unwalked(groups_task)(settings, selection, trust, state_dir)
-        else:
-            # The evidence (documents, the Kafka view, the log) is passed from task to task
-            # unwalked: Prefect would otherwise visit every document and message it holds
-            # (a third of an audit's time, measured on the demo's 1,100 windows).
-            documents, log = unwalked(documents_task)(settings, selection, trust_path, state_dir)
-            view, coverage = unwalked(read_task)(settings, documents, log)
-            audits, integrity = unwalked(check_task)(settings, documents, view, log, trust_path)
-            report = build_report(
-                audits,
-                topic=settings.topic,
-                selection=selection.to_json(),
-                integrity=integrity,
-                scans=list(view.scans.values()),
-                duration_seconds=time.perf_counter() - t0,
-                findings=documents.run_findings,
-                log=log_report(log, coverage),
-            )
-            unwalked(remember_task)(log, state_dir)
+    if trust is not None and trust.groups:
+        report = unwalked(groups_task)(settings, selection, trust, state_dir)
+    else:
+        # The evidence (documents, the Kafka view, the log) is passed from task to task
+        # unwalked: Prefect would otherwise visit every document and message it holds
+        # (a third of an audit's time, measured on the demo's 1,100 windows).
+        documents, log = unwalked(documents_task)(settings, selection, trust_path, state_dir)
+        view, coverage = unwalked(read_task)(settings, documents, log)
+        audits, integrity = unwalked(check_task)(settings, documents, view, log, trust_path)
+        report = build_report(
+            audits,
+            topic=settings.topic,
+            selection=selection.to_json(),
+            integrity=integrity,
+            scans=list(view.scans.values()),
+            duration_seconds=time.perf_counter() - t0,
+            findings=documents.run_findings,
+            log=log_report(log, coverage),
+        )
+        unwalked(remember_task)(log, state_dir)
     validate_report(report)
     stored = unwalked(publish_task)(settings, report, json_path, html_path)
     logger = get_run_logger()

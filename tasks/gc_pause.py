@@ -5,12 +5,10 @@ the young ones, and that collection walks every tracked object of the process: P
 and boto3's object graphs, and all the messages, records and window contents a run holds.
 A run reads ~200,000 messages and makes several tracked objects of each, so such
 collections come again and again while the run's data grows: measured on one catch-up of
-1.2 M hourly rows, 39 full collections took 10 s of its 80 s. An audit that re-reads a
-backfill's offset ranges holds as many. Nothing built from messages forms a reference
-cycle, so pausing the collector changes no result; reference counting still frees every
-object when its last reference goes. Cycles made meanwhile (tracebacks, a Prefect task
-run's context, ~6 objects per boto3 PUT and GET, measured) wait for the first collection
-after the phase, so a pause is only ever as long as one bounded run or one audit.
+1.2 M hourly rows, 39 full collections took 10 s of its 80 s. Nothing a run builds from
+messages forms a reference cycle, so pausing the collector changes no result; reference
+counting still frees every object when its last reference goes. Cycles made meanwhile
+(tracebacks, a Prefect task run's context) wait for the next collection after the phase.
 
 The pause is process-wide (`gc.disable`), so it is counted: nested or concurrent phases
 (a flow's threads, Dask worker threads) resume collection only when the last one ends, and
