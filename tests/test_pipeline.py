@@ -20,6 +20,7 @@ from storage.kafka import KafkaLog
 from storage.ledger.local import LocalLedger
 from storage.objectstore import read_payload
 from storage.tlog import LogReader
+from tasks import steps
 from tasks.canonical import sha256_hex
 from tasks.checkpoint import checkpoint_digest, ranges_of, schema_validator, validate_checkpoint
 from tasks.dwd import DwdFormatError, demo_files
@@ -59,8 +60,18 @@ def test_demo_files_are_anchored_window_by_window_and_rerun_adds_nothing(env: Pi
         assert [r["records"] for r in first_ingest.values()] == [13_200, 13_200]
         # one listing, then both files in one batch: one task run, not two per file
         assert task_run_names(tag, 2) == ["list-ingested", "produce-sources"]
-        summary = anchor_windows(drain=True)
-        assert gc.isenabled()  # the run's pause of the cyclic collector (tasks/gc_pause.py) ended
+        # the run pauses the cyclic collector (tasks/gc_pause.py) and resumes it after
+        collecting: list[bool] = []
+
+        def watch(_phase: str, _done: int, _total: int) -> None:
+            collecting.append(gc.isenabled())
+
+        steps.add_progress_hook(watch, this_thread=True)
+        try:
+            summary = anchor_windows(drain=True)
+        finally:
+            steps.remove_progress_hook(watch)
+        assert collecting and not any(collecting) and gc.isenabled()
         assert summary["new_anchors"] == 2 * 550  # 13,200 hours = 550 whole UTC days per station
         assert summary["stations"]["00433"]["records"] == 13_200
         assert summary["stations"]["00427"]["records"] == 13_200
