@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 import rfc8785
 
 # Documents this project reads (checkpoints, receipts, plans, proofs, log entries) are a
@@ -29,49 +30,45 @@ class DocumentError(ValueError):
     """Bytes that should hold a JSON document do not (not UTF-8, not JSON, too deep)."""
 
 
-_SAFE_INTEGER = 2**53 - 1
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
-_FAST = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_ASTRAL_UTF8 = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a 4-byte UTF-8 sequence
+_SCALARS = frozenset((str, int, bool, type(None)))
+_CONTAINERS = frozenset((dict, list, tuple))
 
 
 def _plain(value: Any) -> bool:
-    """Whether the standard library's encoder writes `value` exactly as RFC 8785 does.
+    """Whether `value` holds only exact strings, integers, booleans, null, lists and objects.
 
-    True for documents of strings, integers of at most 2**53-1 in magnitude, booleans,
-    null, lists and objects whose keys hold no character beyond U+FFFF: then RFC 8785's
-    key order (UTF-16 code units) is Python's (code points), its numbers are plain
-    digits, and both escape exactly ``"``, ``\\`` and the controls below U+0020 (in the
-    same short and ``\\u00xx`` forms). Anything else (floats, huge integers, astral
-    keys) takes the reference implementation.
+    For those, orjson (with sorted keys and its 53-bit integer limit) writes RFC 8785's
+    bytes, with three exceptions it reports itself or `canonical_json` sees in its output:
+    integers beyond 2**53-1 and non-string keys (orjson raises), lone surrogates (orjson
+    raises), and characters beyond U+FFFF (4-byte UTF-8 in the output), which RFC 8785
+    orders by UTF-16 code units where orjson orders keys by code points. Floats (whose
+    ES6 number form orjson does not write) and every other type fail this walk.
     """
-    # An explicit stack instead of recursion through `all(...)` generators: 1.5x faster,
-    # and this runs for every document of every window (issue 10).
+    # An explicit stack instead of recursion: this runs for every document of every
+    # window (issue 10). Keys need no look: orjson checks them.
     stack = [value]
     pop, push = stack.pop, stack.append
     while stack:
         v = pop()
         t = type(v)
-        if t is str or t is bool or v is None:
+        if t is dict:
+            members: Any = v.values()
+        elif t is list or t is tuple:
+            members = v
+        elif t in _SCALARS:
             continue
-        if t is int:
-            if -_SAFE_INTEGER <= v <= _SAFE_INTEGER:
+        else:
+            return False
+        for x in members:
+            tx = type(x)
+            if tx in _SCALARS:
+                continue
+            if tx in _CONTAINERS:
+                push(x)
                 continue
             return False
-        if t is dict:
-            for k, x in v.items():
-                if type(k) is not str or (not k.isascii() and _ASTRAL.search(k)):
-                    return False
-                tx = type(x)
-                if not (tx is str or tx is bool or x is None):
-                    push(x)
-            continue
-        if t is list or t is tuple:
-            for x in v:
-                tx = type(x)
-                if not (tx is str or tx is bool or x is None):
-                    push(x)
-            continue
-        return False
     return True
 
 
@@ -79,15 +76,19 @@ def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 serialization of `value`.
 
     The pure-Python reference encoder (`rfc8785`) costs ~0.4 ms per checkpoint and a run
-    serializes several documents per window; for the JSON subset our documents use, the
-    standard library's C encoder writes the same bytes (`_plain`; proven by a property
-    test against `rfc8785`), ~10x faster.
+    serializes several documents per window; for the JSON subset our documents use,
+    orjson writes the same bytes (`_plain`; proven by a property test against `rfc8785`),
+    ~50x faster (8 µs per checkpoint, walk included; the standard library's encoder took
+    31).
     """
     if _plain(value):
         try:
-            return _FAST.encode(value).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: the reference decides
+            data = orjson.dumps(value, option=_FAST_OPTIONS)
+        except TypeError:
+            pass  # a huge integer, a non-string key, a lone surrogate: the reference decides
+        else:
+            if data.isascii() or not _ASTRAL_UTF8.search(data):
+                return data
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

@@ -164,7 +164,10 @@ class LocalLedger(Ledger):
         one by one: on a conflict the entries before it stay committed and
         `AnchorConflict` is raised.
         """
-        bodies = [canonical_json(entry.body).decode("utf-8") for entry in entries]
+        # each body serialized once: its text is stored, its SHA-256 is the entry's digest
+        encoded = [canonical_json(entry.body) for entry in entries]
+        bodies = [data.decode("utf-8") for data in encoded]
+        digests = [sha256_hex(data) for data in encoded]
         refs: list[AnchorRef] = []
         with self._lock:
             try:
@@ -173,25 +176,25 @@ class LocalLedger(Ledger):
                 raise LedgerError(f"cannot lock {self.path}: {exc}") from exc
             try:
                 tip_seq, tip_hash = self._tip()
-                for entry, body in zip(entries, bodies, strict=True):
+                for entry, body, digest in zip(entries, bodies, digests, strict=True):
                     existing = self._row_by_key(entry.key)
                     if existing is not None:
-                        if existing[4] != entry.digest:
+                        if existing[4] != digest:
                             self._db.execute("COMMIT")  # the entries before it stand
                             raise AnchorConflict(
                                 f"{entry.key!r} is already anchored with digest {existing[4]}, "
-                                f"not {entry.digest}"
+                                f"not {digest}"
                             )
                         refs.append(self._ref(existing, tip_seq))
                         continue
                     seq = tip_seq + 1
-                    ehash = entry_hash(seq, entry.key, entry.kind, entry.digest, tip_hash)
+                    ehash = entry_hash(seq, entry.key, entry.kind, digest, tip_hash)
                     row = (
                         seq,
                         entry.key,
                         entry.kind,
                         body,
-                        entry.digest,
+                        digest,
                         tip_hash,
                         ehash,
                         datetime.now(UTC).isoformat(timespec="microseconds"),
