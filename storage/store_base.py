@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Literal
 
 PutOutcome = Literal["created", "existing"]
+# Concurrent write-once puts of one batch: object stores serve independent keys in parallel
+# and a run's objects are small, so the round trip dominates.
+WRITE_CONCURRENCY = 32
 
 
 class ObjectStoreError(RuntimeError):
@@ -131,6 +135,37 @@ class ObjectStore(ABC):
         overwrite on a store that ignored If-None-Match can only add newer versions.
         """
         return None
+
+
+def put_all_once(
+    store: ObjectStore,
+    objects: Sequence[tuple[str, bytes]],
+    content_type: Callable[[str], str],
+    progress: Callable[[int, int], None] | None = None,
+    concurrency: int = WRITE_CONCURRENCY,
+) -> int:
+    """`put_once` of every `(key, bytes)`, `concurrency` at a time; returns how many were new.
+
+    Returns only when every put has succeeded (or raises the first failure), so a caller
+    can publish what commits to them next. The first put runs alone so that lazily created
+    clients are built before the threads start. `progress(done, total)` after each put.
+    """
+    if not objects:
+        return 0
+    total = len(objects)
+    first, *rest = objects
+    created = store.put_once(first[0], first[1], content_type(first[0])) == "created"
+    if progress is not None:
+        progress(1, total)
+    if not rest:
+        return int(created)
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
+        futures = [pool.submit(store.put_once, key, data, content_type(key)) for key, data in rest]
+        for done, future in enumerate(as_completed(futures), 2):
+            created += future.result() == "created"
+            if progress is not None:
+                progress(done, total)
+    return int(created)
 
 
 def _check_key(key: str) -> str:

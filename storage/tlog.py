@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.objectstore import ObjectChanged, ObjectNotFound, ObjectStore
+from storage.store_base import put_all_once
 from tasks.canonical import canonical_json, parse_document
 from tasks.merkle import hash_leaf, verify_consistency
 from tasks.tlog.checkpoint import LogCheckpoint, open_checkpoint, sign_checkpoint
@@ -374,8 +375,14 @@ class LogWriter:
                 before = LogCheckpoint(self.origin, base_size, root)
             return AppendResult(before, new, note, created=False)
         old = current
-        for path, data in sorted(result.objects.items()):
-            self.store.put_once(f"{log_prefix(self.topic)}/{path}", data)
+        # the tiles and bundles in parallel: the checkpoint published below commits to
+        # them, and `put_all_once` returns only when every one is stored
+        prefix = log_prefix(self.topic)
+        put_all_once(
+            self.store,
+            [(f"{prefix}/{path}", data) for path, data in sorted(result.objects.items())],
+            lambda _key: "application/octet-stream",
+        )
         layered = _Layered(MemoryTiles(result.objects), StoreTiles(self.store, self.topic))
         view = TreeView(layered, new_size)
         proof = view.consistency_proof(base_size)

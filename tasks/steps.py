@@ -11,7 +11,6 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
@@ -33,6 +32,7 @@ from storage.objectstore import (
     Tagged,
     open_store,
 )
+from storage.store_base import put_all_once
 from storage.tlog import LogForked, LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
@@ -71,8 +71,6 @@ IO_RETRIES: dict[str, Any] = {
     "retry_condition_fn": retry_condition,
     "cache_policy": NO_CACHE,
 }
-
-WRITE_CONCURRENCY = 32
 
 
 class Unwalked:
@@ -330,24 +328,12 @@ def _put_all(
     content_type: str | Callable[[str], str],
     phase: str,
 ) -> int:
-    """Write-once puts of many objects, `WRITE_CONCURRENCY` at a time; returns how many were new.
-
-    Object stores serve independent keys in parallel, and one window's documents are small,
-    so the round trip dominates: a few threads cut a backfill's write time several-fold.
-    The first put runs alone so that lazily created clients are built before the threads start.
-    """
-    if not objects:
-        return 0
+    """Write-once puts of many objects in parallel (`put_all_once`), progress reported as
+    `phase`; returns how many were new."""
     type_of = content_type if callable(content_type) else lambda _key: content_type
-    first, *rest = objects
-    created = store.put_once(first[0], first[1], type_of(first[0])) == "created"
-    report_progress(phase, 1, len(objects))
-    with ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY) as pool:
-        futures = [pool.submit(store.put_once, key, data, type_of(key)) for key, data in rest]
-        for done, future in enumerate(as_completed(futures), 2):
-            created += future.result() == "created"
-            report_progress(phase, done, len(objects))
-    return created
+    return put_all_once(
+        store, objects, type_of, lambda done, total: report_progress(phase, done, total)
+    )
 
 
 def _content_type(key: str) -> str:
