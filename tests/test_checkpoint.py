@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.checkpoint import (
     CheckpointError,
@@ -28,7 +30,7 @@ from tasks.message import SourceMessage, classify
 from tasks.payload import encode_payload
 from tasks.record import canonical_bytes
 from tasks.window import WindowSpec
-from tasks.window_content import build_window
+from tasks.window_content import build_window, offset_ranges
 from tests.dwd_data import product_file
 
 SCHEMA = json.loads(
@@ -134,3 +136,15 @@ def test_revision_rules() -> None:
         _doc(1, None)
     with pytest.raises(CheckpointError):
         _doc(0, Supersedes(0, "0" * 64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.tuples(st.integers(0, 5), st.integers(0, 10**12)), min_size=1, max_size=40))
+def test_offset_ranges_cover_each_partitions_smallest_to_largest_offset(
+    positions: set[tuple[int, int]],
+) -> None:
+    ranges = offset_ranges(sorted(positions))
+    assert list(ranges) == sorted({p for p, _ in positions})
+    for p, (start, end) in ranges.items():
+        offsets = [o for q, o in positions if q == p]
+        assert (start, end) == (min(offsets), max(offsets) + 1)
