@@ -32,6 +32,7 @@ from tasks import steps
 from tasks.planner import Cursor
 from tasks.run_log import log_size_after, plan_layout
 from tasks.run_report import (
+    MAX_TABLE_ROWS,
     anchored_revisions,
     artifact_key,
     document_links,
@@ -104,10 +105,11 @@ def explain_run(
     quarantine: list[Mapping[str, Any]] = []
     for plan in plans:
         log = plan.get("log")
-        if plan["windows"] and log:
+        room = MAX_TABLE_ROWS - len(revisions)  # the table shows no more (revision_table)
+        if plan["windows"] and log and room > 0:
             revisions += anchored_revisions(
                 topic,
-                plan["windows"],
+                plan["windows"][:room],
                 log_size_after(log),
                 uri_of,
                 receipts=plan_layout(log) == "per_window",
