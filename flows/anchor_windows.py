@@ -191,7 +191,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     steps.sign_plan(settings, stored)
     steps.write_plan(settings, stored)
     kill_point("after_plan")
-    if summary.backlog and settings.read_ahead:  # in a catch-up: overlaps this run's writes
+    if summary.backlog:  # in a catch-up, the next run's read overlaps this run's writes
         after = plan.next_cursor
         read_ahead.start(
             settings, lambda ends: ranges_from(settings, after, after.held is not None, ends)[0]

@@ -118,9 +118,6 @@ class Settings:
     # offsets one run reads at most; the rest next run. A run holds what it read (~1.7 KiB
     # per message): 500,000 peaked at 954-1,018 MiB, 200,000 stays near 500 MiB
     max_messages_per_run: int = 200_000
-    # a catch-up's run reads the next run's ranges while it writes (flows/read_ahead.py);
-    # memory then holds two runs' messages. False: each run reads its own.
-    read_ahead: bool = True
     # issue 10: object layout of a run. "per_window": payload, checkpoint and receipt per
     # window revision; "pack": one Parquet payload pack per run, checkpoints per window and
     # no receipts (auditor and prover take inclusion proofs from the anchor log's tiles).
