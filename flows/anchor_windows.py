@@ -17,7 +17,6 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 
-from flows import read_ahead
 from flows.plain_flow import plain_flow
 from flows.plan_completion import PlanResumeError, complete_plan
 from flows.window_build import WindowJob, plan_revisions
@@ -123,11 +122,7 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     log_size = steps.check_cursor_against_log(settings, cursor)
     held = steps.load_held(settings, cursor)
     ranges, summary.backlog = bounded_read(settings, cursor, held is not None)
-    messages = read_ahead.take(settings, ranges)
-    if messages is None:
-        messages = steps.read_offset_ranges(settings, ranges)
-    else:
-        summary.messages_read_ahead = len(messages)
+    messages = steps.read_offset_ranges(settings, ranges)
     ends = {p: end for p, (_start, end) in ranges.items()}
     # Draining closes every open window: only once the read reached the end of the log.
     options = plan_options(settings, drain and summary.backlog == 0)
@@ -191,11 +186,6 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     steps.sign_plan(settings, stored)
     steps.write_plan(settings, stored)
     kill_point("after_plan")
-    if summary.backlog:  # in a catch-up, the next run's read overlaps this run's writes
-        after = plan.next_cursor
-        read_ahead.start(
-            settings, lambda ends: ranges_from(settings, after, after.held is not None, ends)[0]
-        )
     complete_plan(
         settings,
         pending,
@@ -243,13 +233,7 @@ def bounded_read(
     partitions than the cap has pages for, each run reads whole pages of some of them, in
     turn (`cap_ranges`).
     """
-    return ranges_from(settings, cursor, have_held, steps.read_end_offsets(settings))
-
-
-def ranges_from(
-    settings: Settings, cursor: Cursor, have_held: bool, ends: Mapping[int, int]
-) -> tuple[dict[int, tuple[int, int]], int]:
-    """`bounded_read` given the partitions' high watermarks `ends`."""
+    ends = steps.read_end_offsets(settings)
     start = {
         p: cursor.partition(p).read_end if have_held else cursor.partition(p).resume for p in ends
     }

@@ -7,8 +7,7 @@ anchored now, not one scheduled run at a time: `streamnotary anchor --until-caug
 the backfill flow call `anchor_until_caught_up`, which starts the next run as soon as the
 previous one finished. Each run is still its own Prefect flow run with its own lease,
 write-ahead plan and cursor step, exactly as if the schedule had started it; only the
-process (its imports, its clients) is shared, and each run reads the next run's offset
-ranges while it writes (`flows/read_ahead.py`).
+process (its imports, its clients) is shared.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flows.anchor_windows import anchor_windows
-from flows.read_ahead import read_ahead
 
 
 def backlog_of(summary: dict[str, Any]) -> int:
@@ -43,13 +41,12 @@ def anchor_until_caught_up(
     """
     runs: list[dict[str, Any]] = []
     previous = None
-    with read_ahead():  # each run reads the next one's ranges while it writes
-        while True:
-            summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
-            runs.append(summary)
-            if after_run is not None:
-                after_run(summary)
-            backlog = backlog_of(summary)
-            if backlog == 0 or (previous is not None and backlog >= previous):
-                return runs
-            previous = backlog
+    while True:
+        summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
+        runs.append(summary)
+        if after_run is not None:
+            after_run(summary)
+        backlog = backlog_of(summary)
+        if backlog == 0 or (previous is not None and backlog >= previous):
+            return runs
+        previous = backlog

@@ -322,13 +322,7 @@ def render_markdown(
         out.append("No window closed in this run.")
     out += [
         "",
-        f"Messages read: {summary['messages_read']}"
-        + (
-            f" ({summary['messages_read_ahead']} of them read ahead by the previous run)"
-            if summary.get("messages_read_ahead")
-            else ""
-        )
-        + f" (and {summary.get('offsets_reread', 0)} "
+        f"Messages read: {summary['messages_read']} (and {summary.get('offsets_reread', 0)} "
         "offsets read again to rebuild late windows); unattributable (no station or time): "
         f"{summary.get('unattributable', 0)}; ledger entries written: "
         f"{summary['ledger_entries']}.",

@@ -181,11 +181,6 @@ def read_end_offsets(settings: Settings) -> dict[int, int]:
     A run of a partition group reads only its group's partitions; a group naming a
     partition the topic does not have is refused (`GroupConfigError`), not skipped.
     """
-    return end_offsets(settings)
-
-
-def end_offsets(settings: Settings) -> dict[int, int]:
-    """`read_end_offsets` outside a task (the catch-up's read-ahead thread)."""
     mine = settings.group_partitions
     with KafkaLog.from_settings(settings) as log:
         partitions = log.partitions()
@@ -212,11 +207,6 @@ def read_offset_ranges(
     within `read_timeout_seconds`; a long range is many pages, so its total time grows
     with its length instead of failing one overall deadline.
     """
-    return read_pages(settings, ranges)
-
-
-def read_pages(settings: Settings, ranges: Mapping[int, tuple[int, int]]) -> list[SourceMessage]:
-    """`read_offset_ranges` outside a task (the catch-up's read-ahead thread)."""
     out: list[SourceMessage] = []
     page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:

@@ -96,8 +96,6 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
     backlogs = [r["backlog"] for r in runs]
     reads = [r["messages_read"] for r in runs]
     assert max(reads) <= 100 and sum(reads) == len(observations)
-    # every run after the first took the messages its predecessor read ahead while writing
-    assert [r["messages_read_ahead"] for r in runs] == [0, *reads[1:]]
     assert backlogs == sorted(backlogs, reverse=True) and len(backlogs) >= len(observations) // 100
     assert backlogs[-1] == 0 and len(set(backlogs)) == len(backlogs)
     assert len({r["timings"]["call_s"] for r in runs}) == len(runs)  # each run timed alone
