@@ -1,7 +1,7 @@
 """Where one catch-up's time goes: py-spy samples of an `anchor --until-caught-up` process.
 
-    python benchmarks/profile_anchor.py [--observations 600000] [--out anchor.raw] [--gil]
-                                        [--top 40]
+    python benchmarks/profile_anchor.py [--observations 600000] [--partitions 3]
+                                        [--out anchor.raw] [--gil] [--top 40]
 
 Generates hourly DWD history (tasks/synth.py), starts the embedded broker, SeaweedFS and a
 local Prefect server in a temporary home, ingests the history, then runs `streamnotary
@@ -58,6 +58,12 @@ def main_thread_frames(raw: Path) -> tuple[int, Counter[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--observations", type=int, default=600_000)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=3,
+        help="topic partitions (benchmarks/backfill.py uses one per 500,000 rows, at least 3)",
+    )
     parser.add_argument("--out", type=Path, default=Path("anchor.raw"))
     parser.add_argument("--gil", action="store_true", help="sample only the GIL's holder")
     parser.add_argument("--top", type=int, default=40)
@@ -73,7 +79,9 @@ def main() -> None:
         api, _ = start_server(home)
         try:
             topic = f"profile.anchor.{os.getpid()}"
-            set_profile(home, topic=topic, ledger="local", window_seconds=86_400, partitions=3)
+            set_profile(
+                home, topic=topic, ledger="local", window_seconds=86_400, partitions=args.partitions
+            )
             os.environ["STREAMNOTARY_HOME"] = str(home)
             run_cli(home, api, "ingest", *[str(p) for p, _ in written], warm=False)
             env = {
@@ -103,8 +111,9 @@ def main() -> None:
     runs = json.loads(out)["runs"]
     rows = sum(q["rows"] for _, q in written)
     print(f"# {rows:,} generated rows anchored in {len(runs)} runs, {wall:.1f} s under py-spy")
-    for run in runs:
-        print(json.dumps(run.get("timings", {}).get("stages", {})))
+    for run in runs:  # stage seconds, then what the run read, re-read and reused
+        counts = {k: run.get(k) for k in ("messages_read", "offsets_reread", "offsets_reused")}
+        print(json.dumps(run.get("timings", {}).get("stages", {})), json.dumps(counts))
     total, frames = main_thread_frames(args.out)
     print(f"\nmain thread: {total} samples; frames holding the most (inclusive):")
     for frame, count in frames.most_common(args.top):
