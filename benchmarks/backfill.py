@@ -239,6 +239,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365, help="days of history per station")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="at least this many topic partitions (the shape of a larger topic: with one "
+        "station's year per partition per run, re-publications fall into the next run)",
+    )
+    parser.add_argument(
         "--workers", default="1,2", help="comma-separated worker counts (setting `workers`)"
     )
     parser.add_argument(
@@ -308,7 +315,10 @@ def main() -> None:
             file=sys.stderr,
         )
         partitions = max(
-            3, 2 * max(g for _, g, _ in configs), math.ceil(generated / MAX_PARTITION_MESSAGES)
+            3,
+            args.partitions,
+            2 * max(g for _, g, _ in configs),
+            math.ceil(generated / MAX_PARTITION_MESSAGES),
         )
         start_services(home)
         api, _ = start_server(home)

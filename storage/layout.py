@@ -33,6 +33,9 @@ other.)
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 from tasks.window import WindowKey
 
 
@@ -120,6 +123,25 @@ def checkpoints_prefix(topic: str, station_id: str | None = None) -> str:
 
 def window_checkpoints_prefix(topic: str, key: WindowKey) -> str:
     return f"checkpoints/{_window_dir(topic, key)}/"
+
+
+def shared_listings(window_prefixes: Iterable[str]) -> dict[str, list[str]]:
+    """Listing prefix -> the window prefixes (each ending in '/') one LIST of it covers.
+
+    A run with late data looks for per-window objects of every late window; one LIST per
+    window cost ~2.5 ms of round trip and client work each (SeaweedFS), ~22,000 of them in
+    a 10M-row backfill. Late windows come in runs of one station's consecutive days, so
+    the windows of one station directory share one LIST: of their longest common prefix,
+    which for days of one month or year narrows it to that month or year. A window alone
+    keeps its own prefix. The caller files each listed key under its window by the key's
+    directory, so a prefix that ends mid-name finds nothing it should not.
+    """
+    by_station: dict[str, list[str]] = {}
+    for prefix in window_prefixes:
+        station_dir = prefix.rstrip("/").rpartition("/")[0] + "/"
+        by_station.setdefault(station_dir, []).append(prefix)
+    # a character prefix, not a path: S3 and the local store list by string prefix
+    return {os.path.commonprefix(members): members for members in by_station.values()}  # noqa: RUF071
 
 
 def revision_of(object_key: str) -> int:

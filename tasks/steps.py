@@ -288,15 +288,21 @@ def load_latest_revisions(
     whose window entries locate the checkpoints of layout pack in their run's checkpoint
     pack (`storage.checkpoint_store`); the higher revision wins. An unfinished plan is
     always completed before a run plans, so every stored checkpoint is anchored. Reads
-    the whole log: only runs with late data call this.
+    the log newest bundle first, as far back as these windows need, and lists per-window
+    checkpoints once per station (`layout.shared_listings`): only runs with late data
+    call this.
     """
     store = open_store(settings)
+    prefixes = {layout.window_checkpoints_prefix(settings.log_scope.name, k): k for k in keys}
+    stored: dict[WindowKey, list[str]] = {}
+    for listing in layout.shared_listings(prefixes):
+        for name in store.list(listing):
+            directory, _, leaf = name.rpartition("/")
+            key = prefixes.get(directory + "/")
+            if key is not None and _REVISION_NAME.fullmatch(leaf):
+                stored.setdefault(key, []).append(name)
     found: dict[WindowKey, dict[str, Any]] = {}
-    for key in keys:
-        prefix = layout.window_checkpoints_prefix(settings.log_scope.name, key)
-        checkpoints = [k for k in store.list(prefix) if _REVISION_NAME.fullmatch(k[len(prefix) :])]
-        if not checkpoints:
-            continue
+    for key, checkpoints in stored.items():
         found[key] = parse_document(store.get(max(checkpoints, key=layout.revision_of)))
     wanted = {k.window_id: k for k in keys}
     for wid, cp in latest_packed_of_topic(settings, wanted).items():

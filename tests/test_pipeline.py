@@ -30,6 +30,7 @@ from tasks.payload import payload_leaves
 from tasks.planner import CursorError
 from tasks.record import Observation
 from tasks.tlog.entries import entry_bytes
+from tasks.window import WindowKey
 from tests.outage import task_runs
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 
@@ -229,6 +230,40 @@ def test_late_record_makes_a_new_revision_that_supersedes_the_old(env: PipelineE
         assert second["offsets_reread"] == sum(e - s for s, e in ranges_of(revised).values()) - 1
         assert second["offsets_reread"] > revised["counts"]["records"]
         assert second["offsets_reused"] == 1
+
+
+def test_late_windows_of_one_station_found_by_one_listing_in_layout_per_window(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any
+) -> None:
+    """Several late windows of one station share one LIST (`layout.shared_listings`); each
+    still finds its own per-window checkpoint, not a neighbour's or a stray object's."""
+    env = make_env(tmp_path, kafka_bootstrap, s3_server, object_layout="per_window")
+    obs = demo_observations(days=4)
+    with env.active():
+        env.produce_observations(obs)
+        first = anchor_windows(drain=False)
+        assert first["new_anchors"] == 2 * 3  # day 4 of each station stays open
+        anchored = env.checkpoints()
+        days = sorted(k for k in anchored if k[0].startswith("00433_"))
+        assert len(days) == 3
+        # a stray object in one window's directory is not a revision
+        stray_dir = layout.window_checkpoints_prefix(env.topic, WindowKey.parse(days[0][0]))
+        env.store().put_once(stray_dir + "r9999.json.bak", b"{}", "application/json")
+        station = [o for o in obs if o.station_id == "00433"]
+        changed = [
+            Observation(o.station_id, o.observed_at, o.temperature_tenths, o.humidity_tenths, 5)
+            for o in (station[3], station[24 + 3], station[48 + 3])  # days 1, 2 and 3
+        ]
+        env.produce_observations(changed)
+        second = anchor_windows(drain=False)
+        assert second["new_anchors"] == 3
+        env.store().delete(stray_dir + "r9999.json.bak")  # env.checkpoints() reads them all
+        revised = env.checkpoints()
+        for window_id, _ in days:
+            assert revised[(window_id, 1)]["supersedes"] == {
+                "revision": 0,
+                "checkpoint_digest": checkpoint_digest(anchored[(window_id, 0)]),
+            }
 
 
 def test_random_cut_points_give_the_same_roots_as_one_undisturbed_run(
