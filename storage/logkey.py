@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,17 +53,33 @@ def key_path(settings: Settings) -> Path:
 
 
 def generate_key(path: Path, name: str = DEFAULT_KEY_NAME) -> Verifier:
-    """Create a new key file (0600, parent 0700 if created); `LogKeyExists` if present."""
+    """Create a new key file (0600, parent 0700 if created); `LogKeyExists` if present.
+
+    The key is written whole to a private temporary file and published by a hard link,
+    which fails if the name exists: another process never sees the name before the key is
+    complete (processes of several partition groups create the default key at once), and
+    an existing key is never replaced.
+    """
     signer = Signer.generate(name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise LogKeyExists(f"{path} already exists; refusing to overwrite a log key") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(signer.encode() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        with os.fdopen(fd, "w") as fh:
+            fh.write(signer.encode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise LogKeyExists(f"{path} already exists; refusing to overwrite a log key") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the new name survives a crash
+    finally:
+        os.close(dir_fd)
     return signer.verifier()
 
 
