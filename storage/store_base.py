@@ -18,10 +18,9 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Literal
-
-from storage.io_pool import map_bounded
 
 PutOutcome = Literal["created", "existing"]
 # Concurrent write-once puts of one batch: object stores serve independent keys in parallel
@@ -145,8 +144,7 @@ def put_all_once(
     progress: Callable[[int, int], None] | None = None,
     concurrency: int = WRITE_CONCURRENCY,
 ) -> int:
-    """`put_once` of every `(key, bytes)`, `concurrency` at a time on the process's I/O
-    pool (`storage.io_pool`); returns how many were new.
+    """`put_once` of every `(key, bytes)`, `concurrency` at a time; returns how many were new.
 
     Returns only when every put has succeeded (or raises the first failure), so a caller
     can publish what commits to them next. The first put runs alone so that lazily created
@@ -161,14 +159,12 @@ def put_all_once(
         progress(1, total)
     if not rest:
         return int(created)
-
-    def put(item: tuple[str, bytes]) -> PutOutcome:
-        return store.put_once(item[0], item[1], content_type(item[0]))
-
-    for done, outcome in enumerate(map_bounded(put, rest, concurrency), 2):
-        created += outcome == "created"
-        if progress is not None:
-            progress(done, total)
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
+        futures = [pool.submit(store.put_once, key, data, content_type(key)) for key, data in rest]
+        for done, future in enumerate(as_completed(futures), 2):
+            created += future.result() == "created"
+            if progress is not None:
+                progress(done, total)
     return int(created)
 
 

@@ -15,10 +15,10 @@ Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from storage.io_pool import map_bounded
 from storage.objectstore import ObjectChanged, ObjectNotFound, ObjectStore
 from storage.store_base import put_all_once
 from tasks.canonical import canonical_json, parse_document
@@ -101,9 +101,8 @@ class StoreTiles:
 
         A log is read object by object, one round trip each; a reader that knows which
         tiles it will need next (newest bundles first, `LogReader.prefetch_entries`) pays
-        one round trip for a batch, on the process's I/O pool (`storage.io_pool`). Bytes
-        are only cached, never trusted: every read still decodes and authenticates them as
-        before. Missing objects are left to that read.
+        one round trip for a batch. Bytes are only cached, never trusted: every read still
+        decodes and authenticates them as before. Missing objects are left to that read.
         """
 
         def fetch(path: str) -> tuple[str, bytes | None]:
@@ -113,9 +112,10 @@ class StoreTiles:
                 return path, None
 
         wanted = [p for p in paths if p not in self._fetched]
-        for path, data in map_bounded(fetch, wanted, PREFETCH_CONCURRENCY):
-            if data is not None:
-                self._fetched[path] = data
+        with ThreadPoolExecutor(max_workers=PREFETCH_CONCURRENCY) as pool:
+            for path, data in pool.map(fetch, wanted):
+                if data is not None:
+                    self._fetched[path] = data
 
     def tile(self, level: int, index: int, width: int) -> list[bytes]:
         try:
