@@ -7,7 +7,8 @@ anchored now, not one scheduled run at a time: `streamnotary anchor --until-caug
 the backfill flow call `anchor_until_caught_up`, which starts the next run as soon as the
 previous one finished. Each run is still its own Prefect flow run with its own lease,
 write-ahead plan and cursor step, exactly as if the schedule had started it; only the
-process (its imports, its clients) is shared.
+process (its imports, its clients, and the anchor-log objects its runs wrote:
+`storage.log_cache`) is shared.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flows.anchor_windows import anchor_windows
+from storage import log_cache
 
 
 def backlog_of(summary: dict[str, Any]) -> int:
@@ -41,12 +43,13 @@ def anchor_until_caught_up(
     """
     runs: list[dict[str, Any]] = []
     previous = None
-    while True:
-        summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
-        runs.append(summary)
-        if after_run is not None:
-            after_run(summary)
-        backlog = backlog_of(summary)
-        if backlog == 0 or (previous is not None and backlog >= previous):
-            return runs
-        previous = backlog
+    with log_cache.remembering():  # a late window's lookup reads what the last runs wrote
+        while True:
+            summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
+            runs.append(summary)
+            if after_run is not None:
+                after_run(summary)
+            backlog = backlog_of(summary)
+            if backlog == 0 or (previous is not None and backlog >= previous):
+                return runs
+            previous = backlog

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from storage import log_cache
 from storage.objectstore import ObjectChanged, ObjectNotFound, ObjectStore
 from storage.store_base import put_all_once
 from tasks.canonical import canonical_json, parse_document
@@ -90,10 +91,16 @@ class StoreTiles:
     def __init__(self, store: ObjectStore, topic: str) -> None:
         self.store = store
         self.prefix = log_prefix(topic)
+        self._identity = repr(store)
         self._fetched: dict[str, bytes] = {}
 
+    def _remembered(self, path: str) -> bytes | None:
+        """What this process wrote at `path`, inside `log_cache.remembering` (else None)."""
+        cache = log_cache.active()
+        return None if cache is None else cache.recall(self._identity, f"{self.prefix}/{path}")
+
     def _get(self, path: str) -> bytes:
-        data = self._fetched.pop(path, None)
+        data = self._fetched.pop(path, None) or self._remembered(path)
         return self.store.get(f"{self.prefix}/{path}") if data is None else data
 
     def prefetch(self, paths: Sequence[str]) -> None:
@@ -111,7 +118,15 @@ class StoreTiles:
             except ObjectNotFound:
                 return path, None
 
-        wanted = [p for p in paths if p not in self._fetched]
+        cache = log_cache.active()
+        wanted = [
+            p
+            for p in paths
+            if p not in self._fetched
+            and (cache is None or (self._identity, f"{self.prefix}/{p}") not in cache)
+        ]
+        if not wanted:
+            return
         with ThreadPoolExecutor(max_workers=PREFETCH_CONCURRENCY) as pool:
             for path, data in pool.map(fetch, wanted):
                 if data is not None:
@@ -378,11 +393,13 @@ class LogWriter:
         # the tiles and bundles in parallel: the checkpoint published below commits to
         # them, and `put_all_once` returns only when every one is stored
         prefix = log_prefix(self.topic)
-        put_all_once(
-            self.store,
-            [(f"{prefix}/{path}", data) for path, data in sorted(result.objects.items())],
-            lambda _key: "application/octet-stream",
-        )
+        objects = [(f"{prefix}/{path}", data) for path, data in sorted(result.objects.items())]
+        put_all_once(self.store, objects, lambda _key: "application/octet-stream")
+        cache = log_cache.active()
+        if cache is not None:  # stored write-once: the next run's reads need not fetch them
+            identity = repr(self.store)
+            for key, data in objects:
+                cache.remember(identity, key, data)
         layered = _Layered(MemoryTiles(result.objects), StoreTiles(self.store, self.topic))
         view = TreeView(layered, new_size)
         proof = view.consistency_proof(base_size)

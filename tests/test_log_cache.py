@@ -1,0 +1,256 @@
+"""A catch-up remembers the anchor-log objects it wrote (storage/log_cache.py).
+
+A run with late windows reads the signed log back from its newest bundle; in a catch-up
+those bundles and tiles are the ones the previous runs of the same process wrote, and
+fetching them again cost ~10 % of a 10M-row catch-up. The cache must keep the log the
+only authority: remembered bytes are authenticated like fetched ones, bytes read from the
+bucket are never remembered, and readers outside a catch-up (audits, proofs) read the
+bucket as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.anchor_windows import anchor_windows
+from flows.catch_up import anchor_until_caught_up
+from storage import log_cache
+from storage.checkpoint_store import newest_entries
+from storage.log_cache import LogObjectCache, remembering
+from storage.objectstore import LocalObjectStore, ObjectStore
+from storage.s3store import S3ObjectStore
+from storage.tlog import LogCorrupted, LogReader, LogWriter, log_prefix
+from tasks.tlog.entries import entry_bytes, window_entry
+from tasks.tlog.note import Signer
+from tasks.tlog.tiles import entries_path
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+SCOPE = "dwd.remembered"
+ORIGIN = "streamnotary/dwd.remembered"
+
+
+def test_the_cache_keeps_at_most_its_bytes_least_recently_used_first_out() -> None:
+    cache = LogObjectCache(max_bytes=10)
+    cache.remember("s", "a", b"1234")
+    cache.remember("s", "b", b"5678")
+    assert cache.recall("s", "a") == b"1234"  # a is now the most recently used
+    cache.remember("s", "c", b"90")
+    assert cache.size == 10 and len(cache) == 3
+    cache.remember("s", "d", b"x")  # over the bound: b, the least recently used, goes
+    assert cache.recall("s", "b") is None and cache.recall("s", "a") == b"1234"
+    assert cache.size == 7
+    cache.remember("s", "big", b"y" * 11)  # larger than the whole cache: not kept
+    assert cache.recall("s", "big") is None and cache.size == 7
+    cache.remember("s", "a", b"12")  # the same key again replaces, counted once
+    assert cache.size == 5
+    assert cache.recall("other store", "a") is None  # keyed by store and key
+    assert (cache.hits, cache.misses) == (2, 3)
+    with pytest.raises(ValueError):
+        LogObjectCache(max_bytes=-1)
+
+
+def test_only_a_remembering_block_has_a_cache_and_nested_blocks_share_it() -> None:
+    assert log_cache.active() is None
+    with remembering() as outer:
+        assert log_cache.active() is outer
+        with remembering() as inner:
+            assert inner is outer
+        assert log_cache.active() is outer
+    assert log_cache.active() is None
+    with pytest.raises(RuntimeError), remembering():
+        raise RuntimeError("a failed catch-up")
+    assert log_cache.active() is None  # dropped on the way out, failure or not
+
+
+def window_id(window: int) -> str:
+    """A station-day window id per number: 336 days per station from station 00433 on."""
+    station, day = divmod(window, 336)
+    return f"{433 + station:05d}_2019{day // 28 + 1:02d}{day % 28 + 1:02d}T000000Z_86400s"
+
+
+def entry(window: int, revision: int) -> bytes:
+    return entry_bytes(
+        window_entry(
+            topic=SCOPE,
+            window_id=window_id(window),
+            revision=revision,
+            checkpoint_digest=f"{window:032x}{revision:032x}",
+            ranges={0: [(window * 10, window * 10 + 5)]},
+            supersedes=None if revision == 0 else (revision - 1, "0" * 64),
+            closed_at="2026-12-02T00:00:00Z",
+            run=1,
+        )
+    )
+
+
+def counting_gets(store: ObjectStore) -> list[str]:
+    """Record every key `store` reads from the bucket (the store itself is real)."""
+    read: list[str] = []
+    real_get = store.get
+
+    def get(key: str) -> bytes:
+        read.append(key)
+        return real_get(key)
+
+    store.get = get  # type: ignore[method-assign]
+    return read
+
+
+@pytest.fixture(params=["s3", "local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "s3":
+        return request.getfixturevalue("s3_store")  # type: ignore[no-any-return]
+    return LocalObjectStore(tmp_path / "objects")
+
+
+def three_runs(store: ObjectStore, signer: Signer) -> None:
+    """Three appends (runs) of 300 windows each, the third revising ten of the first's."""
+    writer = LogWriter(store, SCOPE, signer, ORIGIN)
+    writer.append(0, [entry(w, 0) for w in range(300)])
+    writer.append(300, [entry(w, 0) for w in range(300, 600)])
+    writer.append(600, [entry(w, 1) for w in range(10)] + [entry(w, 0) for w in range(600, 890)])
+
+
+def test_a_catch_up_reads_back_what_it_wrote_without_fetching_it(store: ObjectStore) -> None:
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    wanted = {window_id(w): w for w in (3, 250, 310, 700)}
+    with remembering() as cache:
+        three_runs(store, signer)
+        read = counting_gets(store)
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        head = reader.checkpoint()
+        assert head is not None and head.size == 900
+        found = newest_entries(reader, head.size, wanted)
+    # one GET: the signed checkpoint; every bundle and tile came from what the runs wrote
+    assert read == [f"{log_prefix(SCOPE)}/checkpoint"], read
+    assert cache.hits > 0
+    assert {w: e["revision"] for w, e in found.items()} == {
+        window_id(3): 1,
+        window_id(250): 0,
+        window_id(310): 0,
+        window_id(700): 0,
+    }
+    # the same answer from the bucket alone, outside a catch-up (and it does fetch)
+    fresh = LogReader(store, SCOPE, verifier, ORIGIN)
+    assert newest_entries(fresh, 900, wanted) == found
+    assert any("/tile/entries/" in k for k in read[1:])
+
+
+def test_remembered_bytes_are_authenticated_like_fetched_ones(store: ObjectStore) -> None:
+    """Drill: a remembered bundle that is not what the signed head commits to (a poisoned
+    or buggy cache) is refused exactly as an edited bundle in the bucket would be."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    with remembering() as cache:
+        three_runs(store, signer)
+        key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
+        identity = repr(store)
+        genuine = cache.recall(identity, key)
+        assert genuine is not None
+        cache.remember(identity, key, genuine.replace(b"2019010", b"2019020", 1))
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        reader.checkpoint()
+        with pytest.raises(LogCorrupted):
+            list(reader.leaf_bytes(0, 10))
+
+
+def test_what_is_read_from_the_bucket_is_never_remembered(store: ObjectStore) -> None:
+    """Only bytes this process computed and stored are kept: a catch-up reading a log that
+    another process wrote fetches it, and neither an edit of the bucket nor anything
+    fetched lands in the cache."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    three_runs(store, signer)  # another process: no remembering
+    with remembering() as cache:
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        head = reader.checkpoint()
+        assert head is not None
+        newest_entries(reader, head.size, {window_id(3)})
+        assert len(cache) == 0 and cache.size == 0
+
+
+def test_an_edited_bucket_still_fails_every_reader_outside_the_catch_up(
+    store: ObjectStore,
+) -> None:
+    """What the cache hides, and from whom: after a catch-up wrote a bundle, an edit of the
+    stored copy is not seen by that catch-up's own lookups (they use the authentic bytes
+    it wrote), but every audit and proof reads the bucket and refuses it."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
+    with remembering():
+        three_runs(store, signer)
+        original = store.get(key)
+        store.delete(key)
+        store.put(key, original.replace(b"2019010", b"2019020", 1))
+        inside = LogReader(store, SCOPE, verifier, ORIGIN)
+        inside.checkpoint()
+        assert len(list(inside.leaf_bytes(0, 10))) == 10
+    outside = LogReader(store, SCOPE, verifier, ORIGIN)
+    outside.checkpoint()
+    with pytest.raises(LogCorrupted):
+        list(outside.leaf_bytes(0, 10))
+
+
+HARNESS = pytest.mark.usefixtures("prefect_harness")
+
+
+def late_stream() -> list[Any]:
+    """Five days of both stations, one hour of the first day held back to the very end:
+    it arrives after its window was anchored, so the last run revises that window."""
+    observations = demo_observations(days=5)
+    late = observations[5]
+    return [o for o in observations if o is not late] + [late]
+
+
+def bundle_reads_of(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, run: Callable[[], Any]
+) -> list[str]:
+    """The log's entry bundles read from the bucket while `run` runs (real SeaweedFS)."""
+    read: list[str] = []
+    real_get = S3ObjectStore.get
+
+    def get(self: S3ObjectStore, key: str) -> bytes:
+        if self.bucket == env.bucket and "/tile/entries/" in key:
+            read.append(key)
+        return real_get(self, key)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(S3ObjectStore, "get", get)
+        run()
+    return read
+
+
+@HARNESS
+def test_a_catch_up_s_late_window_lookup_fetches_no_bundle_it_wrote(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the real broker and S3 server: the same capped backlog with a late hour, anchored
+    by one catch-up and by separate runs, gives the same log; the catch-up's lookup of the
+    late window's latest revision reads no entry bundle back, the separate runs' do."""
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "100")
+    monkeypatch.setenv("STREAMNOTARY_READ_PAGE_MESSAGES", "40")
+    catch_up = make_env(tmp_path / "catch-up", kafka_bootstrap, s3_server)
+    separate = make_env(tmp_path / "separate", kafka_bootstrap, s3_server)
+    stream = late_stream()
+    for e in (catch_up, separate):
+        e.produce_observations(stream)
+
+    def separate_runs() -> None:
+        while anchor_windows()["backlog"]:
+            pass
+
+    with catch_up.active():
+        caught_up = bundle_reads_of(catch_up, monkeypatch, anchor_until_caught_up)
+    with separate.active():
+        runs = bundle_reads_of(separate, monkeypatch, separate_runs)
+    revised = [e for e in catch_up.log_entries() if e["type"] == "window" and e["revision"]]
+    assert len(revised) == 1, revised  # the late hour's window, revised by the last run
+    assert caught_up == [], caught_up
+    assert runs, "separate runs must fetch the bundles back (else this test shows nothing)"
+    assert catch_up.roots() == separate.roots()
