@@ -40,10 +40,16 @@ class CountingStore(LocalObjectStore):
         return super().get(key)
 
 
-def entry(window: int, revision: int) -> dict[str, Any]:
+def window_id(window: int) -> str:
+    """A station-day window id per number: 336 days per station from station 00433 on."""
+    station, day = divmod(window, 336)
+    return f"{433 + station:05d}_2019{day // 28 + 1:02d}{day % 28 + 1:02d}T000000Z_86400s"
+
+
+def entry(window: int, revision: int, topic: str = SCOPE) -> dict[str, Any]:
     return window_entry(
-        topic=SCOPE,
-        window_id=f"00433_2019{window // 28 + 1:02d}{window % 28 + 1:02d}T000000Z_86400s",
+        topic=topic,
+        window_id=window_id(window),
         revision=revision,
         checkpoint_digest=f"{window:032x}{revision:032x}",
         ranges={0: [(window * 10, window * 10 + 5)]},

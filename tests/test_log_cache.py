@@ -24,10 +24,12 @@ from storage.log_cache import LogObjectCache, remembering
 from storage.objectstore import LocalObjectStore, ObjectStore
 from storage.s3store import S3ObjectStore
 from storage.tlog import LogCorrupted, LogReader, LogWriter, log_prefix
-from tasks.tlog.entries import entry_bytes, window_entry
+from tasks.tlog.entries import entry_bytes
 from tasks.tlog.note import Signer
 from tasks.tlog.tiles import entries_path
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+from tests.test_checkpoint_store import entry as window_entry_of
+from tests.test_checkpoint_store import window_id
 
 SCOPE = "dwd.remembered"
 ORIGIN = "streamnotary/dwd.remembered"
@@ -66,25 +68,8 @@ def test_only_a_remembering_block_has_a_cache_and_nested_blocks_share_it() -> No
     assert log_cache.active() is None  # dropped on the way out, failure or not
 
 
-def window_id(window: int) -> str:
-    """A station-day window id per number: 336 days per station from station 00433 on."""
-    station, day = divmod(window, 336)
-    return f"{433 + station:05d}_2019{day // 28 + 1:02d}{day % 28 + 1:02d}T000000Z_86400s"
-
-
 def entry(window: int, revision: int) -> bytes:
-    return entry_bytes(
-        window_entry(
-            topic=SCOPE,
-            window_id=window_id(window),
-            revision=revision,
-            checkpoint_digest=f"{window:032x}{revision:032x}",
-            ranges={0: [(window * 10, window * 10 + 5)]},
-            supersedes=None if revision == 0 else (revision - 1, "0" * 64),
-            closed_at="2026-12-02T00:00:00Z",
-            run=1,
-        )
-    )
+    return entry_bytes(window_entry_of(window, revision, SCOPE))
 
 
 def counting_gets(store: ObjectStore) -> list[str]:
