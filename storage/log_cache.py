@@ -16,9 +16,11 @@ tile and entry against the signed checkpoint it has just read, exactly as bytes 
 bucket. What a remembered object does hide is a later change of the stored copy: the
 writer then keeps building on the authentic log instead of stopping, and the stored copy
 fails every audit and proof that reads the bucket (those never run under `remembering`).
+The cache belongs to the catch-up's context (a context variable), not to the process: an
+audit or proof running on another thread of the same process meanwhile reads the bucket.
 Bounded by bytes, least recently used first out; pure memory, no I/O. Thread-safe: the
-partition groups of one run append to their logs on threads of their own
-(`flows.anchor_groups`).
+partition groups of one run append to their logs on threads of their own, in copies of
+the catch-up's context (`flows.anchor_groups`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from threading import Lock
 
 DEFAULT_MAX_BYTES = 16 << 20  # ~120 full entry bundles: ~4 runs of 7,700 windows' entries
@@ -76,24 +79,25 @@ class LogObjectCache:
         return len(self._objects)
 
 
-_active: LogObjectCache | None = None
+_active: ContextVar[LogObjectCache | None] = ContextVar("log_cache", default=None)
 
 
 def active() -> LogObjectCache | None:
-    """The cache of the `remembering` block the process is in, None outside one."""
-    return _active
+    """The cache of the `remembering` block this context is in, None outside one."""
+    return _active.get()
 
 
 @contextmanager
 def remembering(max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[LogObjectCache]:
     """Remember written log objects for the block's duration (a catch-up's runs); nested
     blocks share the outer cache. Everything is dropped when the outermost block ends."""
-    global _active
-    if _active is not None:
-        yield _active
+    outer = _active.get()
+    if outer is not None:
+        yield outer
         return
-    _active = LogObjectCache(max_bytes)
+    cache = LogObjectCache(max_bytes)
+    token = _active.set(cache)
     try:
-        yield _active
+        yield cache
     finally:
-        _active = None
+        _active.reset(token)

@@ -11,6 +11,7 @@ bucket as it is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,37 @@ def test_an_edited_bucket_still_fails_every_reader_outside_the_catch_up(
     outside.checkpoint()
     with pytest.raises(LogCorrupted):
         list(outside.leaf_bytes(0, 10))
+
+
+def test_another_thread_of_the_process_reads_the_bucket_during_a_catch_up(
+    store: ObjectStore,
+) -> None:
+    """Drill: an audit running on another thread while a catch-up remembers (one process
+    serving both) is not handed the catch-up's bytes: it reads the edited bucket and
+    refuses it, while the catch-up's own reads use what it wrote."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
+    with remembering():
+        three_runs(store, signer)
+        original = store.get(key)
+        store.delete(key)
+        store.put(key, original.replace(b"2019010", b"2019020", 1))
+
+        def audit() -> BaseException | None:
+            reader = LogReader(store, SCOPE, verifier, ORIGIN)
+            reader.checkpoint()
+            try:
+                list(reader.leaf_bytes(0, 10))
+            except LogCorrupted as exc:
+                return exc
+            return None
+
+        with ThreadPoolExecutor(1) as pool:
+            assert isinstance(pool.submit(audit).result(), LogCorrupted)
+        inside = LogReader(store, SCOPE, verifier, ORIGIN)
+        inside.checkpoint()
+        assert len(list(inside.leaf_bytes(0, 10))) == 10
 
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
