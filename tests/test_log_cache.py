@@ -160,6 +160,23 @@ def test_what_is_read_from_the_bucket_is_never_remembered(store: ObjectStore) ->
         assert len(cache) == 0 and cache.size == 0
 
 
+def write_then_edit_first_bundle(store: ObjectStore, signer: Signer) -> None:
+    """`three_runs` (under the caller's cache, if any), then an edit of the stored copy of
+    the first entry bundle by someone who can write to the bucket."""
+    key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
+    three_runs(store, signer)
+    original = store.get(key)
+    store.delete(key)
+    store.put(key, original.replace(b"2019010", b"2019020", 1))
+
+
+def first_entries(store: ObjectStore, signer: Signer) -> list[bytes]:
+    """Entries [0, 10) of the log, read by a fresh reader (`LogCorrupted` if edited)."""
+    reader = LogReader(store, SCOPE, signer.named(ORIGIN).verifier(), ORIGIN)
+    reader.checkpoint()
+    return list(reader.leaf_bytes(0, 10))
+
+
 def test_an_edited_bucket_still_fails_every_reader_outside_the_catch_up(
     store: ObjectStore,
 ) -> None:
@@ -167,20 +184,11 @@ def test_an_edited_bucket_still_fails_every_reader_outside_the_catch_up(
     stored copy is not seen by that catch-up's own lookups (they use the authentic bytes
     it wrote), but every audit and proof reads the bucket and refuses it."""
     signer = Signer.generate("operator")
-    verifier = signer.named(ORIGIN).verifier()
-    key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
     with remembering():
-        three_runs(store, signer)
-        original = store.get(key)
-        store.delete(key)
-        store.put(key, original.replace(b"2019010", b"2019020", 1))
-        inside = LogReader(store, SCOPE, verifier, ORIGIN)
-        inside.checkpoint()
-        assert len(list(inside.leaf_bytes(0, 10))) == 10
-    outside = LogReader(store, SCOPE, verifier, ORIGIN)
-    outside.checkpoint()
+        write_then_edit_first_bundle(store, signer)
+        assert len(first_entries(store, signer)) == 10
     with pytest.raises(LogCorrupted):
-        list(outside.leaf_bytes(0, 10))
+        first_entries(store, signer)
 
 
 def test_another_thread_of_the_process_reads_the_bucket_during_a_catch_up(
@@ -190,28 +198,19 @@ def test_another_thread_of_the_process_reads_the_bucket_during_a_catch_up(
     serving both) is not handed the catch-up's bytes: it reads the edited bucket and
     refuses it, while the catch-up's own reads use what it wrote."""
     signer = Signer.generate("operator")
-    verifier = signer.named(ORIGIN).verifier()
-    key = f"{log_prefix(SCOPE)}/{entries_path(0)}"
     with remembering():
-        three_runs(store, signer)
-        original = store.get(key)
-        store.delete(key)
-        store.put(key, original.replace(b"2019010", b"2019020", 1))
+        write_then_edit_first_bundle(store, signer)
 
         def audit() -> BaseException | None:
-            reader = LogReader(store, SCOPE, verifier, ORIGIN)
-            reader.checkpoint()
             try:
-                list(reader.leaf_bytes(0, 10))
+                first_entries(store, signer)
             except LogCorrupted as exc:
                 return exc
             return None
 
         with ThreadPoolExecutor(1) as pool:
             assert isinstance(pool.submit(audit).result(), LogCorrupted)
-        inside = LogReader(store, SCOPE, verifier, ORIGIN)
-        inside.checkpoint()
-        assert len(list(inside.leaf_bytes(0, 10))) == 10
+        assert len(first_entries(store, signer)) == 10
 
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
