@@ -391,6 +391,7 @@ def main() -> None:
                     "page": page_read_rate(topic),
                     "puts": put_ceiling(topic),
                     "core": core_ceiling(topic),
+                    "peak_rises": peak_rises(runs),
                 }
                 drop_topic(topic)  # its figures are taken; free the broker's memory
                 rows.append(row)
@@ -421,6 +422,37 @@ def main() -> None:
             generated,
             [r for r in rows if (r["workers"], r["groups"], r["mode"]) == (workers, groups, mode)],
         )
+
+
+def peak_rises(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that raised their anchor process's peak RSS (`memory` of the run summary):
+    which run of a catch-up set the peak, and what it read, re-read and anchored."""
+    rises, peak = [], 0
+    for number, run in enumerate(runs, 1):
+        memory = run.get("memory") or {}
+        now = memory.get("peak_rss_bytes")
+        if now is None:
+            continue
+        if now < peak:  # a new anchor process: its peak starts again
+            peak = 0
+        if now > peak:
+            rises.append(
+                {
+                    "run": number,
+                    "peak_mib": round(now / 2**20, 1),
+                    "rise_mib": round((now - peak) / 2**20, 1),
+                    "rss_start_mib": round((memory.get("rss_start_bytes") or 0) / 2**20, 1),
+                    "rss_end_mib": round((memory.get("rss_end_bytes") or 0) / 2**20, 1),
+                    "messages_read": run["messages_read"],
+                    "offsets_reread": run.get("offsets_reread", 0),
+                    "new_anchors": run["new_anchors"],
+                    "late_revisions": sum(
+                        row["revisions"] for row in run.get("stations", {}).values()
+                    ),
+                }
+            )
+            peak = now
+    return rises
 
 
 def runs_of(output: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from storage import layout
 from storage.lease import Holder, TopicLease
 from storage.logkey import log_origin
 from storage.objectstore import open_store
+from streamnotary import process_memory
 from streamnotary.config import Settings, load_settings
 from streamnotary.faults import kill_point
 from tasks import steps
@@ -108,6 +109,7 @@ def topic_lease(settings: Settings, purpose: str) -> TopicLease:
 def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     """One run of anchor-windows, under the topic's lease."""
     summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
+    summary.memory.update(process_memory.at_start())
     track_progress(settings.topic)
 
     pending = steps.load_pending(settings)

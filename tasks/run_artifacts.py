@@ -27,6 +27,7 @@ from prefect.events import emit_event
 from prefect.states import Completed, State
 
 from storage.objectstore import open_store
+from streamnotary import process_memory
 from streamnotary.config import Settings
 from tasks import steps
 from tasks.planner import Cursor
@@ -88,6 +89,7 @@ class RunRecord(Protocol):
     """What anchor-windows' `RunSummary` offers: its JSON and the plans it carried out."""
 
     completed_plans: list[Mapping[str, Any]]
+    memory: dict[str, int | None]
 
     def to_json(self) -> dict[str, Any]: ...
 
@@ -97,6 +99,7 @@ def explain_run(
 ) -> State:
     """Publish the run's artifacts; return its final state (headline message, summary data)."""
     stop_tracking()
+    run.memory.update(process_memory.at_end())
     summary = run.to_json()
     plans = run.completed_plans
     topic = settings.topic

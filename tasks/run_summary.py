@@ -38,6 +38,9 @@ class RunSummary:
     completed_plans: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
     # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
     clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
+    # The process's RSS at the run's start and end and its peak so far, filled by the flow
+    # (`streamnotary.process_memory`): which run of a catch-up set the peak.
+    memory: dict[str, int | None] = field(default_factory=dict)
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:
         station = checkpoint["window"]["station_id"]
@@ -85,4 +88,5 @@ class RunSummary:
             "head_ref": self.head_ref,
             "log": self.log,
             "timings": self.clock.report(),
+            "memory": dict(self.memory) or None,
         }

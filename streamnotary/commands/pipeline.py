@@ -217,13 +217,15 @@ def emit_runs(runs: list[dict[str, Any]], *, as_json: bool) -> int:
         json.dump({"runs": runs}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         return 0
+    from streamnotary import process_memory
     from tasks.stage_timing import describe
 
     for i, run in enumerate(runs, 1):
+        memory = process_memory.describe(run.get("memory"))
         print(
             f"run {i}: {run['messages_read']:,} message(s) read, "
             f"{run['new_anchors']:,} revision(s) anchored, backlog {run['backlog']:,}; "
-            f"{describe(run['timings'])}"
+            f"{describe(run['timings'])}" + (f"; {memory}" if memory else "")
         )
     _emit(runs[-1], as_json=False)
     print(

@@ -1,0 +1,86 @@
+"""Every anchor run reports the process's memory (streamnotary/process_memory.py).
+
+Which run of a long catch-up set the process's peak RSS is what tells a spike from growth
+with the history; the figures are the kernel's, read while the process runs.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.catch_up import anchor_until_caught_up
+from streamnotary import process_memory
+from streamnotary.commands.pipeline import emit_runs
+from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+MIB = 2**20
+HELD_MIB = 160  # well above the noise of a run's own allocations on the demo data
+# Linux counts RSS per thread and CPU in batches: two reads may differ by a few pages
+SLACK = 2 * MIB
+
+
+def touched(mib: int) -> bytearray:
+    """`mib` MiB that are really resident (every page written)."""
+    return bytearray(b"\x01") * (mib * MIB)
+
+
+def test_the_peak_follows_an_allocation_and_outlives_it() -> None:
+    before = process_memory.rss_bytes()
+    assert before is not None and before > 0
+    block = touched(HELD_MIB)
+    during = process_memory.rss_bytes()
+    assert during is not None and during >= before + (HELD_MIB - 8) * MIB
+    peak = process_memory.peak_rss_bytes()
+    assert peak >= during
+    del block  # a block this large is its own mapping: freed at once
+    after = process_memory.rss_bytes()
+    assert after is not None and after <= during - (HELD_MIB - 8) * MIB
+    # the high-water mark stays (up to the kernel's batched RSS counting, well under a MiB)
+    assert process_memory.peak_rss_bytes() >= peak - SLACK
+
+
+def test_describe_reads_as_mib() -> None:
+    memory = {"rss_start_bytes": 100 * MIB, "rss_end_bytes": 300 * MIB, "peak_rss_bytes": 2**30}
+    assert process_memory.describe(memory) == "RSS 300 MiB, process peak 1,024 MiB"
+    assert process_memory.describe(None) == ""
+
+
+@pytest.fixture
+def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
+    return make_env(tmp_path, kafka_bootstrap, s3_server)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_each_run_of_a_catch_up_reports_what_the_process_held(
+    env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Memory taken between two runs shows as the second run's start and its new peak."""
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "120")
+    env.produce_observations(demo_observations(days=6))
+    kept: list[bytearray] = []
+
+    def between(run: dict[str, Any]) -> None:
+        if not kept:
+            kept.append(touched(HELD_MIB))
+
+    with env.active():
+        runs = anchor_until_caught_up(after_run=between)
+    assert len(runs) >= 3
+    memory = [r["memory"] for r in runs]
+    for m in memory:
+        assert set(m) == {"rss_start_bytes", "rss_end_bytes", "peak_rss_bytes"}
+        assert m["peak_rss_bytes"] >= max(m["rss_start_bytes"], m["rss_end_bytes"]) > 0
+    first, second = memory[0], memory[1]
+    # taken at the run's start (after the caller's work), not when the summary is read
+    assert second["rss_start_bytes"] >= first["rss_end_bytes"] + (HELD_MIB - 16) * MIB
+    peaks = [m["peak_rss_bytes"] for m in memory]
+    # one process: its peak so far never falls, and the held block raised it
+    assert all(later >= earlier - SLACK for earlier, later in pairwise(peaks))
+    assert peaks[1] > peaks[0] + 64 * MIB
+    capsys.readouterr()
+    assert emit_runs(runs, as_json=False) == 0
+    assert "process peak" in capsys.readouterr().out
