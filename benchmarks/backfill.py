@@ -392,6 +392,14 @@ def main() -> None:
                     "puts": put_ceiling(topic),
                     "core": core_ceiling(topic),
                     "peak_rises": peak_rises(runs),
+                    # per run: RSS at its end and the process's peak so far, MiB
+                    "rss_by_run": [
+                        [
+                            round((m.get(k) or 0) / 2**20)
+                            for k in ("rss_end_bytes", "peak_rss_bytes")
+                        ]
+                        for m in (r.get("memory") or {} for r in runs)
+                    ],
                 }
                 drop_topic(topic)  # its figures are taken; free the broker's memory
                 rows.append(row)
