@@ -4,7 +4,7 @@
                                   [--days 365] [--repeat 3] [--workers 1,2]
                                   [--groups 1,2] [--warm] [--dask-cluster]
                                   [--modes catch-up,runs] [--baseline-tree DIR]
-                                  [--baseline-mode runs|catch-up]
+                                  [--baseline-mode runs|catch-up] [--max-runs K]
 
 One command, everything real: seeded synthetic DWD archives (tasks/synth.py, with their
 quirks) are written once; each repeat ingests them into a fresh topic of the embedded
@@ -18,7 +18,9 @@ whose runs follow one another; `runs`: one `streamnotary anchor --drain --json` 
 per run, as a schedule starts them, each paying the process start; with `--baseline-tree
 DIR` (e.g. `git worktree add --detach DIR <commit>`) also `baseline`: the anchor processes
 run DIR's code, one per run, as the benchmark ran before `catch-up` existed, or with
-`--baseline-mode catch-up` one `--until-caught-up` process (DIR must know it). Printed:
+`--baseline-mode catch-up` one `--until-caught-up` process (DIR must know it). With
+`--max-runs K` this tree's catch-up is a new process every K runs (`anchor
+--until-caught-up --max-runs K`), and the peak RSS is the largest of those processes'. Printed:
 
 * records/s and windows/s end to end (every anchor run until no backlog is left; ingest
   separately), median of the repeats with spread, the runs' per-stage times
@@ -281,6 +283,12 @@ def main() -> None:
         default="runs",
         help="how the baseline tree's code anchors the backlog (default: a process per run)",
     )
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        help="catch-up mode of this tree: at most this many runs per anchor process "
+        "(`anchor --until-caught-up --max-runs`), a new process until the backlog is 0",
+    )
     args = parser.parse_args()
     modes = args.modes.split(",")
     if not set(modes) <= {"catch-up", "runs"}:
@@ -353,12 +361,15 @@ def main() -> None:
                 check_partition_sizes(topic)
                 # one anchor run reads at most max_messages_per_run offsets: run until the
                 # backlog is gone, as a backfill does, and count every run
-                anchor_s, anchor_rss, runs = 0.0, 0, []
+                anchor_s, anchor_rss, runs, processes = 0.0, 0, [], 0
                 while not runs or runs[-1]["backlog"]:
                     catch_up = mode == "catch-up" or (
                         mode == "baseline" and args.baseline_mode == "catch-up"
                     )
                     more = ("--until-caught-up",) if catch_up else ()
+                    if catch_up and args.max_runs and mode != "baseline":
+                        more += ("--max-runs", str(args.max_runs))
+                    processes += 1
                     seconds, rss, out = run_cli(
                         home,
                         api,
@@ -382,6 +393,7 @@ def main() -> None:
                     "reread": summary["offsets_reread"],
                     "reused": summary["offsets_reused"],
                     "runs": len(runs),
+                    "processes": processes,
                     "partitions": partitions,
                     "windows": summary["new_anchors"],
                     "rss": anchor_rss,

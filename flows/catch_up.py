@@ -34,13 +34,19 @@ def anchor_until_caught_up(
     ledger: str | None = None,
     group: str | None = None,
     after_run: Callable[[dict[str, Any]], None] | None = None,
+    max_runs: int | None = None,
 ) -> list[dict[str, Any]]:
     """anchor-windows runs until no backlog is left; every run's summary, in order.
 
     It also stops when the backlog stops shrinking: producers are writing faster than the
     cap lets a run read, and running on would never end; the schedule takes it from there.
-    `after_run` is called with each run's summary as soon as the run has finished.
+    With `max_runs` it stops after that many runs, backlog or not: the process's RSS rises
+    run after run (docs/benchmarks.md, "Session 23"), so a long backlog can be caught up
+    by several processes one after the other, each bounded. `after_run` is called with
+    each run's summary as soon as the run has finished.
     """
+    if max_runs is not None and max_runs < 1:
+        raise ValueError(f"max_runs must be at least 1, got {max_runs}")
     runs: list[dict[str, Any]] = []
     previous = None
     with log_cache.remembering():  # a late window's lookup reads what the last runs wrote
@@ -51,5 +57,7 @@ def anchor_until_caught_up(
                 after_run(summary)
             backlog = backlog_of(summary)
             if backlog == 0 or (previous is not None and backlog >= previous):
+                return runs
+            if max_runs is not None and len(runs) >= max_runs:
                 return runs
             previous = backlog

@@ -103,6 +103,30 @@ def test_a_backlog_beyond_the_cap_is_anchored_run_by_run_with_the_same_roots(
 
 
 @HARNESS
+def test_a_catch_up_split_over_processes_anchors_the_same_roots(
+    tmp_path: Path, kafka_bootstrap: str, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--max-runs` bounds a catch-up process (its RSS rises run after run); the next
+    process resumes where it stopped, and the roots are those of one unbounded run."""
+    observations = demo_observations(days=5)
+    reference, capped = anchored_reference_and_unread_copy(
+        tmp_path, kafka_bootstrap, s3_server, observations
+    )
+    monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "70")
+    refused = capped.run_cli("anchor", "--max-runs", "2")
+    assert refused.returncode == 2 and "--max-runs needs --until-caught-up" in refused.stderr
+    processes: list[list[dict[str, Any]]] = []
+    while not processes or processes[-1][-1]["backlog"]:
+        done = capped.run_cli("anchor", "--until-caught-up", "--max-runs", "2", "--json")
+        assert done.returncode == 0, done.stderr
+        processes.append(json.loads(done.stdout)["runs"])
+        assert len(processes) <= 3
+    assert [len(runs) for runs in processes] == [2, 2]  # 240 messages, 70 a run: 4 runs
+    assert sum(r["messages_read"] for runs in processes for r in runs) == len(observations)
+    assert capped.roots() == reference.roots()
+
+
+@HARNESS
 def test_catching_up_stops_when_producers_outpace_the_cap(
     env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

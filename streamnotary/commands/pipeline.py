@@ -88,6 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         '{"runs": [one summary per run]}',
     )
     anchor.add_argument(
+        "--max-runs",
+        type=_positive_int,
+        help="with --until-caught-up: stop after this many runs even with backlog left (a "
+        "catch-up process's RSS rises run after run: run the command again, in a new "
+        "process, until the backlog is 0; docs/operations.md)",
+    )
+    anchor.add_argument(
         "--deploy",
         action="store_true",
         help="evm: deploy a new contract even where the recorded one has no code "
@@ -106,6 +113,17 @@ def _utc_time(text: str) -> datetime:
     """An ISO date or time; naive values are UTC."""
     t = datetime.fromisoformat(text)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _home_env(home: Path | None) -> None:
@@ -164,6 +182,9 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from tasks.planner import CursorConflict
     from tasks.stage_timing import add_call_time
 
+    if args.max_runs is not None and not args.until_caught_up:
+        print("streamnotary anchor: --max-runs needs --until-caught-up", file=sys.stderr)
+        return 2
     if args.deploy:  # explicit operator decision, for this process only
         os.environ[f"{ENV_PREFIX}LEDGER_DEPLOY"] = "replace"
     if not args.group:
@@ -192,6 +213,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
                 drain=args.drain,
                 group=args.group,
                 after_run=timed_run,
+                max_runs=args.max_runs,
             )
             return emit_runs(runs, as_json=args.json)
         summary = anchor_windows(
@@ -258,6 +280,8 @@ def anchor_groups_in_processes(args: argparse.Namespace, groups: list[str]) -> i
         )
         if on
     ]
+    if args.max_runs is not None:
+        argv += ["--max-runs", str(args.max_runs)]
     children = {
         g: subprocess.Popen(
             [*argv, "--group", g], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
