@@ -78,9 +78,9 @@ def test_each_run_of_a_catch_up_reports_what_the_process_held(
     # taken at the run's start (after the caller's work), not when the summary is read
     assert second["rss_start_bytes"] >= first["rss_end_bytes"] + (HELD_MIB - 16) * MIB
     peaks = [m["peak_rss_bytes"] for m in memory]
-    # one process: its peak so far never falls, and the held block raised it
+    # one process: its peak so far never falls (in a long-lived process such as a test
+    # session it may already lie above all this, so only the run's own figures bound it)
     assert all(later >= earlier - SLACK for earlier, later in pairwise(peaks))
-    assert peaks[1] > peaks[0] + 64 * MIB
     capsys.readouterr()
     assert emit_runs(runs, as_json=False) == 0
     assert "process peak" in capsys.readouterr().out
