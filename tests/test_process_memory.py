@@ -58,7 +58,7 @@ def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
 def test_each_run_of_a_catch_up_reports_what_the_process_held(
     env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Memory taken between two runs shows as the second run's start and its new peak."""
+    """Memory taken between two runs shows as the second run's start; peaks never fall."""
     monkeypatch.setenv("STREAMNOTARY_MAX_MESSAGES_PER_RUN", "120")
     env.produce_observations(demo_observations(days=6))
     kept: list[bytearray] = []
