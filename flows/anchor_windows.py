@@ -109,7 +109,9 @@ def topic_lease(settings: Settings, purpose: str) -> TopicLease:
 def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     """One run of anchor-windows, under the topic's lease."""
     summary = RunSummary(topic=settings.topic, ledger=settings.ledger)
-    summary.memory.update(process_memory.at_start())
+    # before the run allocates: freed large blocks must not stay resident (its docstring)
+    threshold = process_memory.fix_mmap_threshold()
+    summary.memory.update(process_memory.at_start(), mmap_threshold_bytes=threshold)
     track_progress(settings.topic)
 
     pending = steps.load_pending(settings)

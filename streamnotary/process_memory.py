@@ -12,15 +12,27 @@ benchmarks read) would be only its last run's.
 
 Reads ``/proc/self/status`` (Linux); elsewhere the current RSS is unknown (None) and the
 peak is ``ru_maxrss``.
+
+`fix_mmap_threshold` is what keeps that peak from growing with the history: glibc serves
+a large block from a heap once a larger one was freed, and keeps the freed blocks of its
+heaps resident; see its docstring.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 import sys
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
+
+# glibc's mallopt parameter M_MMAP_THRESHOLD (<malloc.h>), and the threshold we fix: blocks
+# of 1 MiB and more get their own mapping, which `free` unmaps.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+_fixed: int | None = None
 
 
 def _status_bytes(field: str) -> int | None:
@@ -66,3 +78,41 @@ def describe(memory: dict[str, int | None] | None) -> str:
     end = memory.get("rss_end_bytes")
     now = f"RSS {end / 2**20:,.0f} MiB, " if end is not None else ""
     return f"{now}process peak {memory['peak_rss_bytes'] / 2**20:,.0f} MiB"
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> int | None:
+    """Have glibc give every block of `threshold` bytes or more its own mapping, unmapped
+    when freed; the threshold this process fixed, or None where it left glibc alone.
+
+    Why: glibc starts with a 128 KiB threshold, but each mapped block freed raises it to
+    that block's size (up to 32 MiB) and the heaps' trim threshold to twice that (the
+    "dynamic mmap threshold" of mallopt(3)). After that, the large transient blocks of a
+    run (S3 bodies of checkpoint and payload packs, the Kafka client's fetch buffers, the
+    joined packs) come from the heaps of the threads that take them, and what they free
+    stays resident: between blocks still in use, and at the heaps' tops below the raised
+    trim threshold. In a 10M-row catch-up the heaps' free memory grew from ~120 to ~380
+    MiB over the late windows' runs and carried the RSS at the runs' ends from ~610 to
+    ~900 MiB; with the threshold fixed at 1 MiB it stayed at ~70 MiB and the RSS at
+    560-600 MiB. `malloc_trim` after each run returned the main heap's free memory
+    (~100 MiB) but not the threads' heaps (docs/benchmarks.md, "Session 24"). Fixing the
+    threshold turns both adjustments off.
+
+    Left alone when the operator set glibc's own knob (``MALLOC_MMAP_THRESHOLD_`` or
+    ``glibc.malloc.mmap_threshold`` in ``GLIBC_TUNABLES``), and off glibc. Idempotent.
+    """
+    global _fixed
+    if _fixed is not None:
+        return _fixed
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    ):
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):  # not glibc (macOS, musl): nothing to fix
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    if mallopt(_M_MMAP_THRESHOLD, threshold) != 1:
+        return None
+    _fixed = threshold
+    return _fixed

@@ -39,7 +39,8 @@ class RunSummary:
     # Created with the summary, i.e. when the flow body starts: per-stage seconds of the run.
     clock: StageClock = field(default_factory=stage_timing.start_run, repr=False)
     # The process's RSS at the run's start and end and its peak so far, filled by the flow
-    # (`streamnotary.process_memory`): which run of a catch-up set the peak.
+    # (`streamnotary.process_memory`): which run of a catch-up set the peak; and the
+    # allocator's mmap threshold the process fixed (None: left to glibc or the operator).
     memory: dict[str, int | None] = field(default_factory=dict)
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:

@@ -6,6 +6,11 @@ with the history; the figures are the kernel's, read while the process runs.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,8 @@ from flows.catch_up import anchor_until_caught_up
 from streamnotary import process_memory
 from streamnotary.commands.pipeline import emit_runs
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 MIB = 2**20
 HELD_MIB = 160  # well above the noise of a run's own allocations on the demo data
@@ -54,6 +61,83 @@ def env(tmp_path: Path, kafka_bootstrap: str, s3_server: Any) -> PipelineEnv:
     return make_env(tmp_path, kafka_bootstrap, s3_server)
 
 
+# A fresh process, as a run's threads use glibc: a freed 16 MiB block raises the mmap
+# threshold, then 50 blocks of 4 MiB, each followed by a small block that stays, are
+# taken and freed (a run's transient S3 bodies and fetch buffers among its long-lived data).
+FRAGMENTING = textwrap.dedent(
+    """
+    import json, sys, threading
+    from streamnotary import process_memory
+
+    fixed = process_memory.fix_mmap_threshold() if sys.argv[1] == "fix" else None
+    kept, held = [], []
+
+    def run():
+        block = b"\\x01" * (16 << 20)
+        del block
+        blocks = []
+        for _ in range(50):
+            blocks.append(b"\\x02" * (4 << 20))
+            kept.append(b"\\x03" * 2000)
+        held.append(process_memory.rss_bytes())
+        blocks.clear()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    print(json.dumps({"fixed": fixed, "held": held[0], "after": process_memory.rss_bytes()}))
+    """
+)
+
+
+def fragmenting(mode: str, **env: str) -> dict[str, Any]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FRAGMENTING, mode],
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_freed_large_blocks_stay_resident_unless_the_threshold_is_fixed() -> None:
+    """The defence and what it defends against, side by side in fresh processes."""
+    left = fragmenting("leave")
+    fixed = fragmenting("fix")
+    assert left["fixed"] is None
+    assert fixed["fixed"] == process_memory.MMAP_THRESHOLD_BYTES
+    for figures in (left, fixed):
+        assert figures["held"] >= 190 * MIB  # the 50 blocks were really resident
+    # glibc's dynamic threshold put the blocks on the thread's heap, between kept ones
+    assert left["after"] >= left["held"] - 60 * MIB, left
+    # fixed at 1 MiB, each block was its own mapping and left with its `free`
+    assert fixed["after"] <= fixed["held"] - 160 * MIB, fixed
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)},
+        {"GLIBC_TUNABLES": f"glibc.malloc.mmap_threshold={4 << 20}"},
+    ],
+)
+def test_the_operators_own_threshold_is_left_alone(env: dict[str, str]) -> None:
+    figures = fragmenting("fix", **env)
+    assert figures["fixed"] is None
+    # glibc took the operator's 4 MiB: the blocks of 4 MiB (plus a header) were mapped
+    assert figures["after"] <= figures["held"] - 160 * MIB, figures
+
+
+def test_fixing_twice_keeps_the_first_threshold() -> None:
+    first = process_memory.fix_mmap_threshold()
+    assert process_memory.fix_mmap_threshold(4 << 20) == first
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_each_run_of_a_catch_up_reports_what_the_process_held(
     env: PipelineEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -72,7 +156,13 @@ def test_each_run_of_a_catch_up_reports_what_the_process_held(
     assert len(runs) >= 3
     memory = [r["memory"] for r in runs]
     for m in memory:
-        assert set(m) == {"rss_start_bytes", "rss_end_bytes", "peak_rss_bytes"}
+        assert set(m) == {
+            "rss_start_bytes",
+            "rss_end_bytes",
+            "peak_rss_bytes",
+            "mmap_threshold_bytes",
+        }
+        assert m["mmap_threshold_bytes"] == process_memory.MMAP_THRESHOLD_BYTES
         assert m["peak_rss_bytes"] >= max(m["rss_start_bytes"], m["rss_end_bytes"]) > 0
     first, second = memory[0], memory[1]
     # taken at the run's start (after the caller's work), not when the summary is read
