@@ -33,6 +33,15 @@ _STATUS = Path("/proc/self/status")
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
 _fixed: int | None = None
+# glibc's own knobs that fix its thresholds (each turns the dynamic threshold off): an
+# operator (or Dask's nanny, which sets MALLOC_TRIM_THRESHOLD_) who set one has decided.
+OPERATOR_KNOBS = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_MAX_",
+)
+_TUNABLES = ("mmap_threshold", "trim_threshold", "top_pad", "mmap_max")
 
 
 def _status_bytes(field: str) -> int | None:
@@ -97,15 +106,15 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> int | None:
     (~100 MiB) but not the threads' heaps (docs/benchmarks.md, "Session 24"). Fixing the
     threshold turns both adjustments off.
 
-    Left alone when the operator set glibc's own knob (``MALLOC_MMAP_THRESHOLD_`` or
-    ``glibc.malloc.mmap_threshold`` in ``GLIBC_TUNABLES``), and off glibc. Idempotent.
+    Left alone when the operator set one of glibc's own knobs for these thresholds
+    (`OPERATOR_KNOBS`, or ``glibc.malloc.mmap_threshold``, ``trim_threshold``, ``top_pad``
+    or ``mmap_max`` in ``GLIBC_TUNABLES``), and off glibc. Idempotent.
     """
     global _fixed
     if _fixed is not None:
         return _fixed
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get(
-        "GLIBC_TUNABLES", ""
-    ):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(k in os.environ for k in OPERATOR_KNOBS) or any(t in tunables for t in _TUNABLES):
         return None
     try:
         mallopt = ctypes.CDLL(None).mallopt
