@@ -11,7 +11,7 @@ resumable exactly once (docs/design.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ from tasks.offset_ranges import (
     union_ranges,
 )
 from tasks.pack import PackBuilder
-from tasks.planner import Cursor, PlanOptions, cap_ranges, merge_ranges, plan_run
+from tasks.planner import Cursor, PlanOptions, RunPlan, cap_ranges, merge_ranges, plan_run
 from tasks.revision import (
     PlannedRevision,
     pending_document,
@@ -124,6 +124,81 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
 
     cursor = steps.load_cursor(settings)
     log_size = steps.check_cursor_against_log(settings, cursor)
+    work = build_run(settings, cursor, drain, summary)
+    plan, revisions, now = work.plan, work.revisions, work.now
+    quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *work.quarantined]]
+
+    cursor_moved = (
+        plan.next_cursor.partitions,
+        plan.next_cursor.stations,
+        plan.next_cursor.held,
+    ) != (cursor.partitions, cursor.stations, cursor.held)
+    if not revisions and not quarantine and not cursor_moved:
+        if summary.resumed_plan:
+            print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
+        print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
+        return explain_run(settings, summary, cursor, plan.next_cursor)
+
+    entries = run_entries(
+        topic=settings.topic,
+        revisions=revisions,
+        cursor=cursor,
+        next_cursor=plan.next_cursor,
+        quarantined=work.quarantined,
+        unattributable=plan.unattributable,
+        held_open=plan.held_open,
+        now=now,
+        layout=settings.object_layout,
+        checkpoint_pack=layout.checkpoint_pack_key(settings.log_scope.name, plan.next_cursor.runs)
+        if settings.object_layout == "pack"
+        else None,
+    )
+    pending = pending_document(
+        settings.topic,
+        revisions,
+        quarantine,
+        plan.next_cursor.to_json(),
+        log=log_plan(log_origin(settings), log_size, entries),
+    )
+    serialized = [r.checkpoint_bytes for r in revisions]
+    stored = plan_bytes(pending, serialized)
+    steps.sign_plan(settings, stored)
+    steps.write_plan(settings, stored)
+    kill_point("after_plan")
+    payloads = run_payloads(settings, work.pack, revisions)
+    # From here on the run needs only the plan, the checkpoints' bytes and the payloads:
+    # the revisions (each payload a second time) and the stored plan are let go.
+    del work, revisions, stored
+    complete_plan(
+        settings, pending, payloads=payloads, summary=summary, checkpoint_bytes=serialized
+    )
+    summary.unattributable += len(plan.unattributable)
+    print(
+        f"anchored {summary.new_anchors} window revision(s) of {settings.topic} "
+        f"on the {settings.ledger} ledger (log size {summary.log_size}, root {summary.log_root})"
+    )
+    return explain_run(settings, summary, cursor, plan.next_cursor)
+
+
+@dataclass(frozen=True)
+class RunWork:
+    """What a run anchors, built from its read: no longer the messages it was built from.
+
+    A run's messages, their classifications, records and leaves make up most of its
+    memory (docs/benchmarks.md, "Session 25"); none of them is needed to write and anchor
+    once the revisions are built, so `build_run` returns only this, and they are freed
+    before the plan is written.
+    """
+
+    plan: RunPlan  # its closing and late windows and its held messages emptied
+    revisions: list[PlannedRevision]
+    quarantined: list[Classified]  # the rejected messages of the closing and late windows
+    pack: PackBuilder | None
+    now: datetime  # the run's clock: after the read, when the plan was made
+
+
+def build_run(settings: Settings, cursor: Cursor, drain: bool, summary: RunSummary) -> RunWork:
+    """Read this run's bounded offset ranges, plan it, and build its window revisions."""
     held = steps.load_held(settings, cursor)
     ranges, summary.backlog = bounded_read(settings, cursor, held is not None)
     messages = steps.read_offset_ranges(settings, ranges)
@@ -150,61 +225,22 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
     late_revisions, late_rejected = revise_late_windows(
         settings, plan.late, pack, summary, read=ranges, read_messages=messages
     )
-    revisions += late_revisions
-    quarantine = [quarantine_doc(c) for c in [*plan.unattributable, *rejected, *late_rejected]]
+    return RunWork(
+        replace(plan, closing=[], late={}, held=[]),
+        revisions + late_revisions,
+        [*rejected, *late_rejected],
+        pack,
+        now,
+    )
 
-    cursor_moved = (
-        plan.next_cursor.partitions,
-        plan.next_cursor.stations,
-        plan.next_cursor.held,
-    ) != (cursor.partitions, cursor.stations, cursor.held)
-    if not revisions and not quarantine and not cursor_moved:
-        if summary.resumed_plan:
-            print(f"finished an earlier run's plan: {summary.new_anchors} revision(s) anchored")
-        print(f"nothing new to anchor on {settings.topic} ({plan.messages_read} messages read)")
-        return explain_run(settings, summary, cursor, plan.next_cursor)
 
-    entries = run_entries(
-        topic=settings.topic,
-        revisions=revisions,
-        cursor=cursor,
-        next_cursor=plan.next_cursor,
-        quarantined=[*rejected, *late_rejected],
-        unattributable=plan.unattributable,
-        held_open=plan.held_open,
-        now=now,
-        layout=settings.object_layout,
-        checkpoint_pack=layout.checkpoint_pack_key(settings.log_scope.name, plan.next_cursor.runs)
-        if settings.object_layout == "pack"
-        else None,
-    )
-    pending = pending_document(
-        settings.topic,
-        revisions,
-        quarantine,
-        plan.next_cursor.to_json(),
-        log=log_plan(log_origin(settings), log_size, entries),
-    )
-    serialized = [r.checkpoint_bytes for r in revisions]
-    stored = plan_bytes(pending, serialized)
-    steps.sign_plan(settings, stored)
-    steps.write_plan(settings, stored)
-    kill_point("after_plan")
-    complete_plan(
-        settings,
-        pending,
-        payloads={pack.key: pack.data()}
-        if pack is not None and len(pack)
-        else {r_key(settings, r): r.payload for r in revisions},
-        summary=summary,
-        checkpoint_bytes=serialized,
-    )
-    summary.unattributable += len(plan.unattributable)
-    print(
-        f"anchored {summary.new_anchors} window revision(s) of {settings.topic} "
-        f"on the {settings.ledger} ledger (log size {summary.log_size}, root {summary.log_root})"
-    )
-    return explain_run(settings, summary, cursor, plan.next_cursor)
+def run_payloads(
+    settings: Settings, pack: PackBuilder | None, revisions: Sequence[PlannedRevision]
+) -> dict[str, bytes]:
+    """Object key -> bytes of the run's payloads: its pack (layout pack), else one per window."""
+    if pack is not None and len(pack):
+        return {pack.key: pack.data()}
+    return {r_key(settings, r): r.payload for r in revisions}
 
 
 def check_resumable(settings: Settings, pending: Mapping[str, Any]) -> None:

@@ -30,19 +30,25 @@ class PackBuilder:
     def __init__(self, key: str) -> None:
         self.key = key
         self._parts: list[bytes] = []
+        self._count = 0
         self.size = 0
 
     def add(self, payload: bytes) -> int:
         offset = self.size
         self._parts.append(payload)
+        self._count += 1
         self.size += len(payload)
         return offset
 
     def __len__(self) -> int:
-        return len(self._parts)
+        return self._count
 
     def data(self) -> bytes:
-        return b"".join(self._parts)
+        """The pack's bytes. The parts are let go for the joined copy, so that a run holds
+        its payloads once, not twice, while it writes them."""
+        joined = b"".join(self._parts)
+        self._parts = [joined] if joined else []
+        return joined
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,9 @@ class PlannedRevision:
 
     key: WindowKey
     revision: int
-    content: WindowContent
+    # the window's offset ranges: all of its content a run needs once the checkpoint is
+    # built (the records and leaves are let go, so a run holds them only while building)
+    ranges: dict[int, tuple[int, int]]
     payload: bytes
     checkpoint: dict[str, Any]
     digest: str
@@ -93,7 +95,7 @@ def plan_revision(
     )
     data = canonical_json(checkpoint)
     return PlannedRevision(
-        content.key, revision, content, payload, checkpoint, sha256_hex(data), data
+        content.key, revision, content.ranges, payload, checkpoint, sha256_hex(data), data
     )
 
 

@@ -77,7 +77,7 @@ def run_entries(
             window_id=r.window_id,
             revision=r.revision,
             checkpoint_digest=r.digest,
-            ranges={p: [rng] for p, rng in r.content.ranges.items()},
+            ranges={p: [rng] for p, rng in r.ranges.items()},
             supersedes=None
             if r.checkpoint["supersedes"] is None
             else (

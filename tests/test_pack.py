@@ -132,6 +132,7 @@ def test_a_plan_pack_must_be_contiguous() -> None:
     b = PackBuilder("packs/t/run-0000000002.pack")
     offsets = [b.add(p) for p in (b"aa", b"bbb", b"c")]
     assert offsets == [0, 2, 5] and b.data() == b"aabbbc"
+    assert b.data() == b"aabbbc" and len(b) == 3 and b.size == 6  # the same after the join
 
     def cp(offset: int, size: int) -> dict[str, Any]:
         return {"payload": {"size": size, "pack": {"key": b.key, "offset": offset}}}
