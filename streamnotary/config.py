@@ -112,9 +112,11 @@ class Settings:
     log_origin: str = "streamnotary/{topic}"  # checkpoint origin and key name; {topic} expands
     # issue 9 (i9ops): one writer per topic, bounded reads, write-once probe
     lease_seconds: int = 300  # lifetime of the topic lease; renewed every third of it
-    # offsets per Kafka read page (read_timeout_seconds each); each page assigns its partition
-    # anew, so small pages pay a fetch restart each (10,000: 2.6-2.8x slower reads)
-    read_page_messages: int = 50_000
+    # offsets per Kafka read page (read_timeout_seconds each), and the least a run with a
+    # backlog reads of one partition: each partition a run reads costs a fetch restart, so
+    # 100,000 (two partitions a run at the default cap) catches up 1.15x faster than 50,000
+    # at 2M rows (docs/benchmarks.md, "Session 25")
+    read_page_messages: int = 100_000
     # offsets one run reads at most; the rest next run. A run holds what it read (~1.7 KiB
     # per message): 500,000 peaked at 954-1,018 MiB, 200,000 stays near 500 MiB
     max_messages_per_run: int = 200_000
