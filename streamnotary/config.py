@@ -114,7 +114,7 @@ class Settings:
     lease_seconds: int = 300  # lifetime of the topic lease; renewed every third of it
     # offsets per Kafka read page (read_timeout_seconds each), and the least a run with a
     # backlog reads of one partition: each partition a run reads costs a fetch restart, so
-    # 100,000 (two partitions a run at the default cap) catches up 1.15x faster than 50,000
+    # 100,000 (two partitions a run at the default cap) caught up 1.16x faster than 50,000
     # at 2M rows (docs/benchmarks.md, "Session 25")
     read_page_messages: int = 100_000
     # offsets one run reads at most; the rest next run. A run holds what it read (~1.7 KiB
