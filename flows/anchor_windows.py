@@ -184,10 +184,11 @@ def anchor_run(settings: Settings, drain: bool) -> dict[str, Any]:
 class RunWork:
     """What a run anchors, built from its read: no longer the messages it was built from.
 
-    A run's messages, their classifications, records and leaves make up most of its
-    memory (docs/benchmarks.md, "Session 25"); none of them is needed to write and anchor
-    once the revisions are built, so `build_run` returns only this, and they are freed
-    before the plan is written.
+    A run's messages, their classifications, records and leaves are most of the Python
+    memory it holds (docs/benchmarks.md, "Session 24"); none of them is needed to write and
+    anchor once the revisions are built, so `build_run` returns only this, and they are
+    freed before the writes. (The process's peak is set earlier, while the Kafka consumer
+    is open: "Session 25".)
     """
 
     plan: RunPlan  # its closing and late windows and its held messages emptied
