@@ -392,6 +392,8 @@ def main() -> None:
                     "messages": summary["messages_read"],
                     "reread": summary["offsets_reread"],
                     "reused": summary["offsets_reused"],
+                    "cache_hits": summary["cache_hits"],
+                    "cache_misses": summary["cache_misses"],
                     "runs": len(runs),
                     "processes": processes,
                     "partitions": partitions,
@@ -509,6 +511,9 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
         "messages_read": sum(p["messages_read"] for p in parts),
         "offsets_reread": sum(p.get("offsets_reread", 0) for p in parts),
         "offsets_reused": sum(p.get("offsets_reused", 0) for p in parts),
+        # anchor-log objects found in the catch-up's log cache / fetched from the bucket
+        "cache_hits": sum((p.get("log_cache") or {}).get("hits", 0) for p in parts),
+        "cache_misses": sum((p.get("log_cache") or {}).get("misses", 0) for p in parts),
         "new_anchors": sum(p["new_anchors"] for p in parts),
         "backlog": sum(p["backlog"] for p in parts) if wall is max else parts[-1]["backlog"],
         "timings": {
@@ -558,6 +563,8 @@ def report(
     print(f"| late windows: offsets read again | {med([r['reread'] for r in rows])} |")
     reused = med([r["reused"] for r in rows])
     print(f"| late windows: offsets taken from the run's read | {reused} |")
+    for k, text in (("cache_hits", "remembered"), ("cache_misses", "fetched back")):
+        print(f"| anchor-log objects read, {text} | {med([r[k] for r in rows])} |")
     for stage in rows[0]["timings"]["stages"]:
         print(f"| stage {stage} s | {med([r['timings']['stages'][stage] for r in rows])} |")
     for k in ("unattributed_s", "wall_s"):

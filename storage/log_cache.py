@@ -72,6 +72,12 @@ class LogObjectCache:
             self.hits += 1
             return data
 
+    def missed(self, count: int) -> None:
+        """Count `count` objects fetched from the bucket without a `recall` (a reader's
+        prefetch of what is not here), so that `misses` counts every fetch back."""
+        with self._lock:
+            self.misses += count
+
     def __contains__(self, item: tuple[str, str]) -> bool:
         return item in self._objects
 

@@ -127,6 +127,8 @@ class StoreTiles:
         ]
         if not wanted:
             return
+        if cache is not None:
+            cache.missed(len(wanted))
         with ThreadPoolExecutor(max_workers=PREFETCH_CONCURRENCY) as pool:
             for path, data in pool.map(fetch, wanted):
                 if data is not None:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import log_cache
+from storage.log_cache import LogObjectCache
 from tasks import stage_timing
 from tasks.stage_timing import StageClock
 
@@ -42,6 +44,22 @@ class RunSummary:
     # (`streamnotary.process_memory`): which run of a catch-up set the peak; and the
     # allocator's mmap threshold the process fixed (None: left to glibc or the operator).
     memory: dict[str, int | None] = field(default_factory=dict)
+    # The catch-up's log cache (storage.log_cache), None outside one, and its counts when
+    # the run started: how many anchor-log objects this run's reads found in it, and how
+    # many it had to fetch from the bucket (a late window's lookup reaching further back).
+    cache: LogObjectCache | None = field(default_factory=log_cache.active, repr=False)
+    cache_start: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.cache is not None:
+            self.cache_start = (self.cache.hits, self.cache.misses)
+
+    def log_cache_counts(self) -> dict[str, int] | None:
+        """Hits and misses of the catch-up's log cache since the run started, or None."""
+        if self.cache is None:
+            return None
+        hits, misses = self.cache_start
+        return {"hits": self.cache.hits - hits, "misses": self.cache.misses - misses}
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:
         station = checkpoint["window"]["station_id"]
@@ -90,4 +108,5 @@ class RunSummary:
             "log": self.log,
             "timings": self.clock.report(),
             "memory": dict(self.memory) or None,
+            "log_cache": self.log_cache_counts(),
         }

@@ -153,11 +153,16 @@ def test_what_is_read_from_the_bucket_is_never_remembered(store: ObjectStore) ->
     verifier = signer.named(ORIGIN).verifier()
     three_runs(store, signer)  # another process: no remembering
     with remembering() as cache:
+        read = counting_gets(store)
         reader = LogReader(store, SCOPE, verifier, ORIGIN)
         head = reader.checkpoint()
         assert head is not None
         newest_entries(reader, head.size, {window_id(3)})
         assert len(cache) == 0 and cache.size == 0
+    # every tile and bundle fetched, prefetched ones included, is counted as a miss (what
+    # a run's summary reports as `log_cache.misses`); the signed checkpoint is never cached
+    fetched = [k for k in read if not k.endswith("/checkpoint")]
+    assert (cache.hits, cache.misses) == (0, len(fetched)) and fetched, read
 
 
 def write_then_edit_first_bundle(store: ObjectStore, signer: Signer) -> None:
@@ -257,12 +262,18 @@ def test_a_catch_up_s_late_window_lookup_fetches_no_bundle_it_wrote(
     for e in (catch_up, separate):
         e.produce_observations(stream)
 
+    summaries: dict[str, list[dict[str, Any]]] = {"catch-up": [], "separate": []}
+
     def separate_runs() -> None:
-        while anchor_windows()["backlog"]:
-            pass
+        while True:
+            summaries["separate"].append(anchor_windows())
+            if not summaries["separate"][-1]["backlog"]:
+                return
 
     with catch_up.active():
-        caught_up = bundle_reads_of(catch_up, monkeypatch, anchor_until_caught_up)
+        caught_up = bundle_reads_of(
+            catch_up, monkeypatch, lambda: summaries["catch-up"].extend(anchor_until_caught_up())
+        )
     with separate.active():
         runs = bundle_reads_of(separate, monkeypatch, separate_runs)
     revised = [e for e in catch_up.log_entries() if e["type"] == "window" and e["revision"]]
@@ -270,3 +281,7 @@ def test_a_catch_up_s_late_window_lookup_fetches_no_bundle_it_wrote(
     assert caught_up == [], caught_up
     assert runs, "separate runs must fetch the bundles back (else this test shows nothing)"
     assert catch_up.roots() == separate.roots()
+    # each run's summary counts what its reads found remembered and what they fetched back
+    counts = [s["log_cache"] for s in summaries["catch-up"]]
+    assert sum(c["hits"] for c in counts) > 0 and sum(c["misses"] for c in counts) == 0, counts
+    assert summaries["separate"] and all(s["log_cache"] is None for s in summaries["separate"])
