@@ -117,9 +117,10 @@ def bundle() -> dict[str, Any]:
         )
         c = classify(msg, SPEC)
         days.setdefault(c.window, []).append(c)
+    contents = [build_window(key, items) for key, items in sorted(days.items())]
     planned = [
         plan_revision(
-            content=build_window(key, items),
+            content=content,
             topic="dwd",
             revision=0,
             supersedes=None,
@@ -127,7 +128,7 @@ def bundle() -> dict[str, Any]:
             uri_of=lambda k: f"s3://bucket/{k}",
             pipeline_version="fuzz",
         )
-        for key, items in sorted(days.items())
+        for content in contents
     ]
     batch = make_batch("dwd", planned)
     target = planned[-1]
@@ -136,7 +137,7 @@ def bundle() -> dict[str, Any]:
         w_entry = legacy_window_entry("dwd", target.key, 0, target.checkpoint, batch.root.hex())
         b_ref, w_ref = ledger.anchor(b_entry), ledger.anchor(w_entry)
         rc = legacy_receipt("dwd", target.key, 0, target.digest, batch, b_ref, w_ref)
-        leaves = [canonical_bytes(r) for r in target.content.records]
+        leaves = [canonical_bytes(r) for r in contents[-1].records]  # the target's records
         out = make_bundle(
             leaves=leaves,
             index=5,
