@@ -394,6 +394,7 @@ def main() -> None:
                     "reused": summary["offsets_reused"],
                     "cache_hits": summary["cache_hits"],
                     "cache_misses": summary["cache_misses"],
+                    "cache_located": summary["cache_located"],
                     "runs": len(runs),
                     "processes": processes,
                     "partitions": partitions,
@@ -514,6 +515,8 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
         # anchor-log objects found in the catch-up's log cache / fetched from the bucket
         "cache_hits": sum((p.get("log_cache") or {}).get("hits", 0) for p in parts),
         "cache_misses": sum((p.get("log_cache") or {}).get("misses", 0) for p in parts),
+        # late windows found by where the catch-up appended their entry (no log walk)
+        "cache_located": sum((p.get("log_cache") or {}).get("located", 0) for p in parts),
         "new_anchors": sum(p["new_anchors"] for p in parts),
         "backlog": sum(p["backlog"] for p in parts) if wall is max else parts[-1]["backlog"],
         "timings": {
@@ -565,6 +568,8 @@ def report(
     print(f"| late windows: offsets taken from the run's read | {reused} |")
     for k, text in (("cache_hits", "remembered"), ("cache_misses", "fetched back")):
         print(f"| anchor-log objects read, {text} | {med([r[k] for r in rows])} |")
+    located = med([r.get("cache_located", 0) for r in rows])
+    print(f"| late windows found by their appended position | {located} |")
     for stage in rows[0]["timings"]["stages"]:
         print(f"| stage {stage} s | {med([r['timings']['stages'][stage] for r in rows])} |")
     for k in ("unattributed_s", "wall_s"):

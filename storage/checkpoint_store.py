@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from storage import log_cache
 from storage.store_base import ObjectStore
+from storage.tlog import LogForked, LogReader, log_identity
 from tasks.checkpoint_pack import CheckpointRef, checkpoint_ref, decode, extract
 from tasks.tlog.entries import may_name, parse_entry
 from tasks.tlog.tiles import TILE_WIDTH
 
 if TYPE_CHECKING:
-    from storage.tlog import LogReader
     from streamnotary.config import Settings
     from tasks.tlog.checkpoint import LogCheckpoint
 
@@ -122,36 +123,72 @@ def _logs(settings: Settings) -> Iterator[tuple[LogReader, LogCheckpoint]]:
 def newest_entries(
     reader: LogReader, size: int, wanted: Collection[str]
 ) -> dict[str, Mapping[str, Any]]:
-    """`latest_entries` of the first `size` entries of one log, read newest bundle first.
+    """`latest_entries` of the first `size` entries of one log, read newest first.
 
     The log is append-only and a window's revision r+1 is planned only after r is in it,
     so the newest entry of a window is its highest revision: once every wanted window has
-    been seen, older bundles cannot change the answer and are not read. Late data is
+    been seen, older entries cannot change the answer and are not read. Late data is
     nearly always for a window anchored a few runs before, so a run with late windows reads
     the log's tail instead of the whole log, whose size grows with the history (a 10M-row
-    backfill spent ~60 % of its later runs re-reading it). A wanted window that was never
-    anchored still costs a read back to the first entry. Only the entries that may name a
-    wanted window are parsed (`may_name`); every entry passed is still hash-checked. The
-    bundles are fetched `PREFETCH_BUNDLES` at a time, concurrently: at most that many
-    minus one are fetched and not needed.
+    backfill spent ~60 % of its later runs re-reading it). In a catch-up, the entries this
+    process appended are not walked at all: it remembers where each window's newest entry
+    went (`storage.log_cache.WindowPositions`) and reads those entries only; the log is
+    walked after that span (another writer's entries) and before it (for windows the span
+    does not name). A wanted window that was never anchored still costs a walk back to
+    the first entry outside the span. Every entry read is hash-checked against the signed
+    checkpoint; an entry at a remembered position that names another window means the log
+    is not the one this process appended to (`LogForked`).
     """
     found: dict[str, Mapping[str, Any]] = {}
     left = set(wanted)
+    cache = log_cache.active()
+    span, located = (
+        (None, {})
+        if cache is None
+        else cache.positions(log_identity(reader.store, reader.topic), left)
+    )
+    if span is None or span[1] > size:  # nothing appended here, or a shorter log than ours
+        _walk(reader, 0, size, left, found)
+        return found
+    low, high = span
+    _walk(reader, high, size, left, found)  # appended after this process's entries
+    located = {wid: at for wid, at in located.items() if wid in left}
+    for at, data in reader.entries_at(set(located.values())).items():
+        entry = parse_entry(data)
+        wid = entry.get("window_id")
+        if located.get(wid) != at:
+            raise LogForked(f"log entry {at} is not the one this process appended there")
+        found[wid] = entry
+    left.difference_update(located)
+    _walk(reader, 0, low, left, found)  # windows with no entry in the span
+    return found
+
+
+def _walk(
+    reader: LogReader,
+    low: int,
+    end: int,
+    left: set[str],
+    found: dict[str, Mapping[str, Any]],
+) -> None:
+    """Read entries [low, end) newest bundle first into `found` until `left` (the windows
+    not found yet, updated) is empty. Only the entries that may name a wanted window are
+    parsed (`may_name`); every entry passed is still hash-checked. The bundles are fetched
+    `PREFETCH_BUNDLES` at a time, concurrently: at most that many minus one are fetched
+    and not needed."""
     names = frozenset(w.encode() for w in left)
-    prefetched = size  # entries from here on are fetched, PREFETCH_BUNDLES bundles at a time
-    end = size
-    while end > 0 and left:
-        start = (end - 1) // TILE_WIDTH * TILE_WIDTH  # the bundle holding entry end - 1
+    prefetched = end  # entries from here on are fetched, PREFETCH_BUNDLES bundles at a time
+    while end > low and left:
+        start = max(low, (end - 1) // TILE_WIDTH * TILE_WIDTH)  # the bundle of entry end - 1
         if start < prefetched:
-            prefetched = max(0, start - (PREFETCH_BUNDLES - 1) * TILE_WIDTH)
+            prefetched = max(low, start - (PREFETCH_BUNDLES - 1) * TILE_WIDTH)
             reader.prefetch_entries(prefetched, end)
         named = (parse_entry(d) for d in reader.leaf_bytes(start, end) if may_name(d, names))
         for wid, e in latest_entries(named, left).items():
             if wid not in found or e["revision"] > found[wid]["revision"]:
                 found[wid] = e
-        left -= found.keys()
+        left.difference_update(found)
         end = start
-    return found
 
 
 def latest_packed_of_topic(

@@ -14,7 +14,7 @@ Pure tree code: `tasks.tlog`; design: docs/design.md ("The anchor log").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +82,11 @@ def consistency_key(topic: str, old_size: int, new_size: int) -> str:
 def log_origin(template: str, topic: str) -> str:
     """The log's origin line (and key name): the configured template with ``{topic}``."""
     return (template or DEFAULT_ORIGIN).replace("{topic}", topic)
+
+
+def log_identity(store: ObjectStore, topic: str) -> str:
+    """One log's name in the catch-up's memory (`storage.log_cache`): store and prefix."""
+    return f"{store!r}/{log_prefix(topic)}"
 
 
 class StoreTiles:
@@ -279,15 +284,35 @@ class LogReader:
     def prefetch_entries(self, start: int, end: int) -> None:
         """Fetch, concurrently, the entry bundles and level-0 hash tiles that a read of
         entries [start, end) will need (`StoreTiles.prefetch`); nothing is trusted yet."""
+        start, end = max(0, start), min(end, self._latest().size)
+        self._prefetch_bundles(range(start // TILE_WIDTH, -(-end // TILE_WIDTH)))
+
+    def _prefetch_bundles(self, indexes: Iterable[int]) -> None:
         head = self._latest()
-        start, end = max(0, start), min(end, head.size)
         paths = []
-        for index in range(start // TILE_WIDTH, -(-end // TILE_WIDTH)):
+        for index in indexes:
             width = tile_width(head.size, 0, index)
             paths.append(entries_path(index, width))
             if width == TILE_WIDTH:  # a partial tile is read with the tree's edge
                 paths.append(tile_path(0, index))
         self.tiles.prefetch(paths)
+
+    def entries_at(self, indexes: Collection[int]) -> dict[int, bytes]:
+        """The raw entries at these indexes, each checked against its authenticated leaf
+        hash; their bundles are fetched concurrently, each once."""
+        head = self._latest()
+        if any(not 0 <= i < head.size for i in indexes):
+            raise MissingTile(f"entries {sorted(indexes)} outside the log of size {head.size}")
+        by_bundle: dict[int, list[int]] = {}
+        for i in indexes:
+            by_bundle.setdefault(i // TILE_WIDTH, []).append(i)
+        self._prefetch_bundles(sorted(by_bundle))
+        out: dict[int, bytes] = {}
+        for wanted in by_bundle.values():
+            low = min(wanted)
+            read = list(self.leaf_bytes(low, max(wanted) + 1))
+            out.update((i, read[i - low]) for i in wanted)
+        return out
 
     def entries(self, start: int, end: int) -> Iterator[dict[str, Any]]:
         """Parsed `streamnotary.log_entry/v1` documents [start, end), authenticated."""
@@ -360,12 +385,15 @@ class LogWriter:
         base_size: int,
         entries: Sequence[bytes],
         before_publish: Callable[[], None] | None = None,
+        window_ids: Sequence[str | None] | None = None,
     ) -> AppendResult:
         """Append `entries` to the log of exactly `base_size` entries (see module docstring).
 
         Resuming: if the stored head already is `base_size + len(entries)` and has the root
         these entries give, the append was done before a crash and nothing is rewritten.
-        `LogForked` if the stored head is anything else.
+        `LogForked` if the stored head is anything else. `window_ids`: the window each
+        entry names (None: none), remembered for a catch-up's late-window lookup
+        (`storage.log_cache`) once the entries are in the log.
         """
         current, etag = self._tagged_head()
         current_size = 0 if current is None else current.size
@@ -390,6 +418,7 @@ class LogWriter:
             if base_size:
                 root = TreeView(MemoryTiles(edge.tiles()), base_size).root()
                 before = LogCheckpoint(self.origin, base_size, root)
+            self._remember_positions(base_size, window_ids)
             return AppendResult(before, new, note, created=False)
         old = current
         # the tiles and bundles in parallel: the checkpoint published below commits to
@@ -413,7 +442,13 @@ class LogWriter:
         if before_publish is not None:
             before_publish()  # tests: a crash between the tiles and the checkpoint
         self._publish(etag, note)
+        self._remember_positions(base_size, window_ids)
         return AppendResult(old, new, note, created=True)
+
+    def _remember_positions(self, base_size: int, window_ids: Sequence[str | None] | None) -> None:
+        cache = log_cache.active()
+        if cache is not None and window_ids is not None:
+            cache.appended(log_identity(self.store, self.topic), base_size, window_ids)
 
     def _publish(self, etag: str | None, note: bytes) -> None:
         """Compare-and-swap the checkpoint: only over the head we extended (forward only)."""

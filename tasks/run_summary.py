@@ -46,20 +46,26 @@ class RunSummary:
     memory: dict[str, int | None] = field(default_factory=dict)
     # The catch-up's log cache (storage.log_cache), None outside one, and its counts when
     # the run started: how many anchor-log objects this run's reads found in it, and how
-    # many it had to fetch from the bucket (a late window's lookup reaching further back).
+    # many it had to fetch from the bucket (a late window's lookup reaching further back),
+    # and how many late windows it found by the position their entry was appended at.
     cache: LogObjectCache | None = field(default_factory=log_cache.active, repr=False)
-    cache_start: tuple[int, int] = (0, 0)
+    cache_start: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
         if self.cache is not None:
-            self.cache_start = (self.cache.hits, self.cache.misses)
+            self.cache_start = (self.cache.hits, self.cache.misses, self.cache.located)
 
     def log_cache_counts(self) -> dict[str, int] | None:
-        """Hits and misses of the catch-up's log cache since the run started, or None."""
+        """Hits, misses and located windows of the catch-up's log cache since the run
+        started, or None outside a catch-up."""
         if self.cache is None:
             return None
-        hits, misses = self.cache_start
-        return {"hits": self.cache.hits - hits, "misses": self.cache.misses - misses}
+        hits, misses, located = self.cache_start
+        return {
+            "hits": self.cache.hits - hits,
+            "misses": self.cache.misses - misses,
+            "located": self.cache.located - located,
+        }
 
     def add(self, checkpoint: Mapping[str, Any]) -> None:
         station = checkpoint["window"]["station_id"]

@@ -499,7 +499,10 @@ def append_log(settings: Settings, log: Mapping[str, Any]) -> dict[str, Any]:
         raise LogForked(f"plan appends to {log['origin']!r}, this key signs {writer.origin!r}")
     entries = [entry_bytes(e) for e in log["entries"]]
     result = writer.append(
-        log["base_size"], entries, before_publish=lambda: kill_point("mid_log_append")
+        log["base_size"],
+        entries,
+        before_publish=lambda: kill_point("mid_log_append"),
+        window_ids=[e.get("window_id") for e in log["entries"]],
     )
     return {
         "old": None

@@ -21,10 +21,10 @@ from flows.anchor_windows import anchor_windows
 from flows.catch_up import anchor_until_caught_up
 from storage import log_cache
 from storage.checkpoint_store import newest_entries
-from storage.log_cache import LogObjectCache, remembering
+from storage.log_cache import LogObjectCache, WindowPositions, remembering
 from storage.objectstore import LocalObjectStore, ObjectStore
 from storage.s3store import S3ObjectStore
-from storage.tlog import LogCorrupted, LogReader, LogWriter, log_prefix
+from storage.tlog import LogCorrupted, LogForked, LogReader, LogWriter, log_prefix
 from tasks.tlog.entries import entry_bytes
 from tasks.tlog.note import Signer
 from tasks.tlog.tiles import entries_path
@@ -216,6 +216,134 @@ def test_another_thread_of_the_process_reads_the_bucket_during_a_catch_up(
         with ThreadPoolExecutor(1) as pool:
             assert isinstance(pool.submit(audit).result(), LogCorrupted)
         assert len(first_entries(store, signer)) == 10
+
+
+def test_window_positions_cover_one_contiguous_span_of_this_process_s_appends() -> None:
+    positions = WindowPositions(max_windows=4)
+    positions.appended("log", 10, ["a", "b", None])
+    assert positions.span("log") == (10, 13)
+    positions.appended("log", 13, ["a", "c"])  # a revised: its newest position wins
+    assert positions.span("log") == (10, 15)
+    assert [positions.position("log", w) for w in "abcd"] == [13, 11, 14, None]
+    assert positions.span("other log") is None and positions.position("other log", "a") is None
+    positions.appended("log", 15, ["d", "e"])  # five windows > 4: b (the oldest) goes
+    assert positions.span("log") == (12, 17) and positions.position("log", "b") is None
+    assert len(positions) == 4
+    positions.appended("log", 20, ["f"])  # not where the span ended: another writer's gap
+    assert positions.span("log") == (20, 21) and positions.position("log", "a") is None
+    with pytest.raises(ValueError):
+        WindowPositions(max_windows=0)
+
+
+def append_windows(writer: LogWriter, base: int, windows: list[tuple[int, int]]) -> None:
+    """Append window entries (window, revision) as a run does, naming their windows."""
+    writer.append(
+        base,
+        [entry(w, r) for w, r in windows],
+        window_ids=[window_id(w) for w, _ in windows],
+    )
+
+
+def six_runs(store: ObjectStore, signer: Signer) -> None:
+    """Six runs of 500 windows (~12 bundles); the fourth revises windows 3 and 250."""
+    writer = LogWriter(store, SCOPE, signer, ORIGIN)
+    for run in range(6):
+        windows = [(w, 0) for w in range(run * 500, run * 500 + 500)]
+        if run == 3:
+            windows[:2] = [(3, 1), (250, 1)]
+        append_windows(writer, run * 500, windows)
+
+
+def bundles_read(read: list[str]) -> set[str]:
+    return {k.rsplit("/tile/entries/", 1)[1] for k in read if "/tile/entries/" in k}
+
+
+def test_a_catch_up_reads_only_the_bundles_of_the_late_windows_it_appended(
+    store: ObjectStore,
+) -> None:
+    """Late windows anchored long before (past what the object cache holds, here nothing):
+    the catch-up reads the bundles of their newest entries, not the log between them and
+    the head; the answer is the one a walk of the bucket's log gives."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    wanted = {window_id(w) for w in (3, 250, 1000, 1001, 2990)}
+    with remembering(max_bytes=0) as cache:
+        six_runs(store, signer)
+        read = counting_gets(store)
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        head = reader.checkpoint()
+        assert head is not None and head.size == 3000
+        found = newest_entries(reader, head.size, wanted)
+    # windows 3 and 250 at 1500 and 1501 (bundle 5), 1000-1001 (bundle 3), 2990 (bundle 11)
+    assert bundles_read(read) == {"003", "005", "011.p/184"}, read
+    assert cache.located == 5
+    assert {w: e["revision"] for w, e in found.items()} == {
+        window_id(3): 1,
+        window_id(250): 1,
+        window_id(1000): 0,
+        window_id(1001): 0,
+        window_id(2990): 0,
+    }
+    walked = counting_gets(store)
+    assert newest_entries(LogReader(store, SCOPE, verifier, ORIGIN), 3000, wanted) == found
+    assert len(bundles_read(walked)) >= 9  # the walk outside a catch-up: bundles 11 .. 3
+
+
+def test_the_lookup_walks_what_another_writer_appended_and_what_the_span_lost(
+    store: ObjectStore,
+) -> None:
+    """Positions only speak for the span this process appended contiguously: a revision
+    another writer appended after it is found by walking from the head, and a window
+    whose newest entry fell out of the bounded span is found by walking before it."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    with remembering(max_bytes=0, max_windows=1000) as cache:
+        six_runs(store, signer)
+
+        def another_writer() -> None:  # a thread of its own: not in the catch-up's context
+            assert log_cache.active() is None
+            append_windows(LogWriter(store, SCOPE, signer, ORIGIN), 3000, [(2500, 1)])
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(another_writer).result()
+        assert cache.positions(f"{store!r}/{log_prefix(SCOPE)}", [])[0] == (2000, 3000)
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        reader.checkpoint()
+        wanted = {window_id(w) for w in (2500, 2501, 3, 400)}
+        found = newest_entries(reader, 3001, wanted)
+    assert {w: e["revision"] for w, e in found.items()} == {
+        window_id(2500): 1,  # another writer's, after the span
+        window_id(2501): 0,  # by position
+        window_id(3): 1,  # before the span (at 1500): walked
+        window_id(400): 0,
+    }
+    assert newest_entries(LogReader(store, SCOPE, verifier, ORIGIN), 3001, wanted) == found
+
+
+def test_a_log_that_is_not_the_one_appended_is_refused_not_trusted_by_position(
+    store: ObjectStore,
+) -> None:
+    """Drill: the log in the bucket is replaced, under the same key and signed by it (an
+    operator rewriting history), by one of the same size whose entries sit elsewhere. The
+    catch-up's lookup reads an authentic entry at a remembered position that names another
+    window and stops with `LogForked`, instead of answering from where it thinks it wrote."""
+    signer = Signer.generate("operator")
+    verifier = signer.named(ORIGIN).verifier()
+    with remembering(max_bytes=0):
+        six_runs(store, signer)
+
+        def rewrite() -> None:
+            for key in list(store.list(f"{log_prefix(SCOPE)}/")):
+                store.delete(key)
+            writer = LogWriter(store, SCOPE, signer, ORIGIN)
+            append_windows(writer, 0, [(w, 0) for w in reversed(range(3000))])
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(rewrite).result()
+        reader = LogReader(store, SCOPE, verifier, ORIGIN)
+        reader.checkpoint()
+        with pytest.raises(LogForked):
+            newest_entries(reader, 3000, {window_id(2990)})
 
 
 HARNESS = pytest.mark.usefixtures("prefect_harness")
