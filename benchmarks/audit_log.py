@@ -4,7 +4,7 @@
 
 Run by `benchmarks/audit.py` after its window table (on the same SeaweedFS). A real
 SeaweedFS (`weed mini`) is started in a temporary directory; logs are written to it with
-the pipeline's own `storage.tlog.LogWriter` (runs of 10 window entries and one run entry,
+the pipeline's own `storage.tlog_writer.LogWriter` (runs of 10 window entries and one run entry,
 each run's head anchored on an embedded ledger), then audited from the S3 server. Per log
 entry, each phase of the audit's log side is timed separately:
 
@@ -46,7 +46,7 @@ from storage.ledger.base import AnchorEntry
 from storage.ledger.local import LocalLedger
 from storage.objectstore import ObjectStore
 from storage.s3store import S3ObjectStore
-from storage.tlog import LogWriter
+from storage.tlog_writer import LogWriter
 from streamnotary.services import start_s3_server, stop_process
 from tasks.audit.coverage import Accounting, LogIndex, check_entries, index_log
 from tasks.audit.log import check_log

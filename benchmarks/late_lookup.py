@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from storage import checkpoint_store  # noqa: E402
 from storage.checkpoint_store import latest_entries, newest_entries  # noqa: E402
 from storage.objectstore import LocalObjectStore  # noqa: E402
-from storage.tlog import LogReader, LogWriter  # noqa: E402
+from storage.tlog import LogReader  # noqa: E402
+from storage.tlog_writer import LogWriter  # noqa: E402
 from tasks.tlog.entries import entry_bytes, window_entry  # noqa: E402
 from tasks.tlog.note import Signer  # noqa: E402
 from tasks.window import WindowSpec  # noqa: E402

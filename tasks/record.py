@@ -56,7 +56,8 @@ class RecordRejected(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, by measure, like `tasks.message.SourceMessage`: one per record.
+@dataclass(slots=True, unsafe_hash=True)
 class Observation:
     """One DWD observation. Values are integer tenths; `None` means missing (-999)."""
 

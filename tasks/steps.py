@@ -33,7 +33,8 @@ from storage.objectstore import (
     open_store,
 )
 from storage.store_base import put_all_once
-from storage.tlog import LogForked, LogWriter
+from storage.tlog import LogForked
+from storage.tlog_writer import LogWriter
 from streamnotary.config import Settings
 from streamnotary.faults import kill_point
 from tasks.canonical import canonical_digest, parse_document, sha256_hex
@@ -492,7 +493,7 @@ def check_cursor_against_log(settings: Settings, cursor: Cursor) -> int:
 def append_log(settings: Settings, log: Mapping[str, Any]) -> dict[str, Any]:
     """Append the plan's entries to the anchor log and publish the signed checkpoint.
 
-    Idempotent (`storage.tlog.LogWriter.append`): a resumed run finds its own append.
+    Idempotent (`storage.tlog_writer.LogWriter.append`): a resumed run finds its own append.
     """
     writer = _log_writer(settings)
     if writer.origin != log["origin"]:

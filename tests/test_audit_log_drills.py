@@ -29,7 +29,8 @@ from storage import layout
 from storage.kafka import KafkaLog
 from storage.ledger.local import LocalLedger
 from storage.logkey import load_signer, log_origin
-from storage.tlog import LogReader, LogWriter
+from storage.tlog import LogReader
+from storage.tlog_writer import LogWriter
 from streamnotary.commands.trust import trust_policy
 from tasks.record import canonical_bytes
 from tasks.tlog.entries import entry_bytes

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from storage import checkpoint_store
 from storage.checkpoint_store import latest_entries, newest_entries
 from storage.objectstore import LocalObjectStore
-from storage.tlog import LogReader, LogWriter
+from storage.tlog import LogReader
+from storage.tlog_writer import LogWriter
 from tasks.tlog.entries import entry_bytes, may_name, run_entry, window_entry
 from tasks.tlog.note import Signer
 from tasks.tlog.tiles import TILE_WIDTH

@@ -24,7 +24,8 @@ from storage.checkpoint_store import newest_entries
 from storage.log_cache import LogObjectCache, WindowPositions, remembering
 from storage.objectstore import LocalObjectStore, ObjectStore
 from storage.s3store import S3ObjectStore
-from storage.tlog import LogCorrupted, LogForked, LogReader, LogWriter, log_prefix
+from storage.tlog import LogCorrupted, LogForked, LogReader, log_prefix
+from storage.tlog_writer import LogWriter
 from tasks.tlog.entries import entry_bytes
 from tasks.tlog.note import Signer
 from tasks.tlog.tiles import entries_path
@@ -412,4 +413,6 @@ def test_a_catch_up_s_late_window_lookup_fetches_no_bundle_it_wrote(
     # each run's summary counts what its reads found remembered and what they fetched back
     counts = [s["log_cache"] for s in summaries["catch-up"]]
     assert sum(c["hits"] for c in counts) > 0 and sum(c["misses"] for c in counts) == 0, counts
+    # the late window's entry read where the catch-up appended it, not found by a walk
+    assert sum(c["located"] for c in counts) == 1, counts
     assert summaries["separate"] and all(s["log_cache"] is None for s in summaries["separate"])

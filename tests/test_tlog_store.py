@@ -16,11 +16,11 @@ from storage.tlog import (
     LogCorrupted,
     LogForked,
     LogReader,
-    LogWriter,
     checkpoint_key,
     consistency_key,
     log_prefix,
 )
+from storage.tlog_writer import LogWriter
 from tasks import merkle
 from tasks.tlog.checkpoint import CheckpointSignatureError, LogCheckpoint, open_checkpoint
 from tasks.tlog.note import Signer
