@@ -10,7 +10,7 @@ bucket as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from storage.s3store import S3ObjectStore
 from storage.tlog import LogCorrupted, LogForked, LogReader, log_prefix
 from storage.tlog_writer import LogWriter
 from tasks.tlog.entries import entry_bytes
-from tasks.tlog.note import Signer
+from tasks.tlog.note import Signer, Verifier
 from tasks.tlog.tiles import entries_path
 from tests.pipeline_env import PipelineEnv, demo_observations, make_env
 from tests.test_checkpoint_store import entry as window_entry_of
@@ -102,17 +102,31 @@ def three_runs(store: ObjectStore, signer: Signer) -> None:
     writer.append(600, [entry(w, 1) for w in range(10)] + [entry(w, 0) for w in range(600, 890)])
 
 
-def test_a_catch_up_reads_back_what_it_wrote_without_fetching_it(store: ObjectStore) -> None:
+def look_up_in_a_catch_up(
+    store: ObjectStore,
+    write: Callable[[ObjectStore, Signer], None],
+    wanted: Collection[str],
+    size: int,
+    **limits: int,
+) -> tuple[dict[str, Any], list[str], LogObjectCache, Verifier]:
+    """`write` a log of `size` entries inside a catch-up's cache (`limits`: its bounds),
+    then look `wanted` up there: what was found, the keys read from the bucket since the
+    writes (the signed checkpoint first), the cache and the log's verifier."""
     signer = Signer.generate("operator")
-    verifier = signer.named(ORIGIN).verifier()
-    wanted = {window_id(w): w for w in (3, 250, 310, 700)}
-    with remembering() as cache:
-        three_runs(store, signer)
+    with remembering(**limits) as cache:
+        write(store, signer)
         read = counting_gets(store)
+        verifier = signer.named(ORIGIN).verifier()
         reader = LogReader(store, SCOPE, verifier, ORIGIN)
         head = reader.checkpoint()
-        assert head is not None and head.size == 900
+        assert head is not None and head.size == size
         found = newest_entries(reader, head.size, wanted)
+    return dict(found), read, cache, verifier
+
+
+def test_a_catch_up_reads_back_what_it_wrote_without_fetching_it(store: ObjectStore) -> None:
+    wanted = {window_id(w) for w in (3, 250, 310, 700)}
+    found, read, cache, verifier = look_up_in_a_catch_up(store, three_runs, wanted, 900)
     # one GET: the signed checkpoint; every bundle and tile came from what the runs wrote
     assert read == [f"{log_prefix(SCOPE)}/checkpoint"], read
     assert cache.hits > 0
@@ -265,16 +279,8 @@ def test_a_catch_up_reads_only_the_bundles_of_the_late_windows_it_appended(
     """Late windows anchored long before (past what the object cache holds, here nothing):
     the catch-up reads the bundles of their newest entries, not the log between them and
     the head; the answer is the one a walk of the bucket's log gives."""
-    signer = Signer.generate("operator")
-    verifier = signer.named(ORIGIN).verifier()
     wanted = {window_id(w) for w in (3, 250, 1000, 1001, 2990)}
-    with remembering(max_bytes=0) as cache:
-        six_runs(store, signer)
-        read = counting_gets(store)
-        reader = LogReader(store, SCOPE, verifier, ORIGIN)
-        head = reader.checkpoint()
-        assert head is not None and head.size == 3000
-        found = newest_entries(reader, head.size, wanted)
+    found, read, cache, verifier = look_up_in_a_catch_up(store, six_runs, wanted, 3000, max_bytes=0)
     # windows 3 and 250 at 1500 and 1501 (bundle 5), 1000-1001 (bundle 3), 2990 (bundle 11)
     assert bundles_read(read) == {"003", "005", "011.p/184"}, read
     assert cache.located == 5
