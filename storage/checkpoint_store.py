@@ -153,6 +153,8 @@ def newest_entries(
     low, high = span
     _walk(reader, high, size, left, found)  # appended after this process's entries
     located = {wid: at for wid, at in located.items() if wid in left}
+    assert cache is not None  # a span comes from the cache
+    cache.read_by_position(len(located))
     for at, data in reader.entries_at(set(located.values())).items():
         entry = parse_entry(data)
         wid = entry.get("window_id")

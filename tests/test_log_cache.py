@@ -324,6 +324,7 @@ def test_the_lookup_walks_what_another_writer_appended_and_what_the_span_lost(
         window_id(3): 1,  # before the span (at 1500): walked
         window_id(400): 0,
     }
+    assert cache.located == 1  # 2501 only: 2500's newer entry was found by the walk
     assert newest_entries(LogReader(store, SCOPE, verifier, ORIGIN), 3001, wanted) == found
 
 
