@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect import get_run_logger, runtime
 
+from flows import heartbeat
 from flows.plain_flow import plain_flow
 from flows.plan_completion import PlanResumeError, complete_plan
 from flows.window_build import WindowJob, plan_revisions
@@ -71,24 +72,25 @@ def anchor_windows(
     anchors only that group's partitions, under the group's own lease, cursor and log;
     runs of different groups proceed in parallel (`anchor-groups` starts them all).
     """
-    settings = load_settings(
-        topic=topic,
-        group=group,
-        ledger=ledger,
-        window_seconds=window_seconds,
-        allowed_lateness_seconds=allowed_lateness_seconds,
-        idle_timeout_seconds=idle_timeout_seconds,
-    )
-    if settings.partition_groups and not settings.group:
-        # A topic split into groups has no topic-wide writer: run every group instead.
-        from flows.anchor_groups import run_groups
+    with heartbeat.beating():  # in a catch-up, from its one shared thread: flows/heartbeat.py
+        settings = load_settings(
+            topic=topic,
+            group=group,
+            ledger=ledger,
+            window_seconds=window_seconds,
+            allowed_lateness_seconds=allowed_lateness_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+        )
+        if settings.partition_groups and not settings.group:
+            # A topic split into groups has no topic-wide writer: run every group instead.
+            from flows.anchor_groups import run_groups
 
-        return {"groups": run_groups(settings.topic, drain=drain, ledger=ledger)}
-    settings.group_partitions  # noqa: B018 - an unknown group fails here, before any write
-    steps.check_write_once(settings)  # before the lease: the lease needs conditional writes
-    # a run makes several acyclic objects per message read: see tasks/gc_pause.py
-    with topic_lease(settings, "anchor-windows"), cyclic_gc_paused():
-        return anchor_run(settings, drain)
+            return {"groups": run_groups(settings.topic, drain=drain, ledger=ledger)}
+        settings.group_partitions  # noqa: B018 - an unknown group fails here, before any write
+        steps.check_write_once(settings)  # before the lease: the lease needs conditional writes
+        # a run makes several acyclic objects per message read: see tasks/gc_pause.py
+        with topic_lease(settings, "anchor-windows"), cyclic_gc_paused():
+            return anchor_run(settings, drain)
 
 
 def topic_lease(settings: Settings, purpose: str) -> TopicLease:

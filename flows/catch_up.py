@@ -7,8 +7,8 @@ anchored now, not one scheduled run at a time: `streamnotary anchor --until-caug
 the backfill flow call `anchor_until_caught_up`, which starts the next run as soon as the
 previous one finished. Each run is still its own Prefect flow run with its own lease,
 write-ahead plan and cursor step, exactly as if the schedule had started it; only the
-process (its imports, its clients, and the anchor-log objects its runs wrote:
-`storage.log_cache`) is shared.
+process (its imports, its clients, the anchor-log objects its runs wrote:
+`storage.log_cache`, and the flow runs' heartbeat thread: `flows.heartbeat`) is shared.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flows import heartbeat
 from flows.anchor_windows import anchor_windows
 from storage import log_cache
 
@@ -49,7 +50,9 @@ def anchor_until_caught_up(
         raise ValueError(f"max_runs must be at least 1, got {max_runs}")
     runs: list[dict[str, Any]] = []
     previous = None
-    with log_cache.remembering():  # a late window's lookup reads what the last runs wrote
+    # a late window's lookup reads what the last runs wrote; one heartbeat thread for all
+    # runs, not one each that every run waits for at its end (flows/heartbeat.py)
+    with log_cache.remembering(), heartbeat.shared_by_runs():
         while True:
             summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
             runs.append(summary)
