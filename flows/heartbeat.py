@@ -132,7 +132,9 @@ def shared_by_runs() -> Iterator[ProcessHeartbeat | None]:
     """One heartbeat thread for the flow runs started inside; Prefect's per-run one off.
 
     Yields None (and changes nothing) when heartbeats are turned off or an enclosing
-    catch-up already shares one.
+    catch-up already shares one. Inside, only a flow whose body enters `beating` has a
+    heartbeat: the catch-up starts anchor-windows runs only (and their group subflows),
+    whose body does (tests/test_heartbeat.py reads one heartbeat per run back).
     """
     from prefect.settings import get_current_settings
 
