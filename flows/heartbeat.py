@@ -95,6 +95,9 @@ class ProcessHeartbeat:
         try:
             send()  # hands the event to Prefect's events worker
         except Exception:
+            # A heartbeat is the runs' liveness signal, not evidence: a failed one must
+            # neither fail the anchor run (the first is sent from its body) nor end the
+            # thread; the next interval retries. Prefect's own thread does the same.
             logger.debug("Failed to emit a flow-run heartbeat", exc_info=True)
 
     def remove(self, key: object) -> None:

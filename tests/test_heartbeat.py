@@ -19,9 +19,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
+from prefect.events.utilities import emit_event
 
 from flows import heartbeat
 from flows.catch_up import anchor_until_caught_up
@@ -54,9 +55,7 @@ def test_each_run_beats_at_once_then_every_interval_until_removed() -> None:
         assert len(beats["a"]) == sent  # none after remove() returned
     finally:
         beat.stop()
-    after = {k: len(v) for k, v in beats.items()}
-    time.sleep(0.5)
-    assert {k: len(v) for k, v in beats.items()} == after  # none after stop()
+    # stop() joined the thread: nothing is left that could send another heartbeat
     assert not [t for t in threading.enumerate() if t.name == "flow-run-heartbeat"]
 
 
@@ -114,13 +113,18 @@ def anchor_runs_since(since: datetime) -> list[UUID]:
 
 def heartbeats_since(since: datetime) -> dict[str, int]:
     """Heartbeat events the Prefect server stored since `since`, by flow-run resource id."""
+    return events_since(since, heartbeat.HEARTBEAT_EVENT)
+
+
+def events_since(since: datetime, name: str) -> dict[str, int]:
+    """Events named `name` the Prefect server stored since `since`, by resource id."""
     from prefect.client.orchestration import get_client
 
     async def read() -> dict[str, int]:
         counts: dict[str, int] = {}
         body = {
             "filter": {
-                "event": {"name": [heartbeat.HEARTBEAT_EVENT]},
+                "event": {"name": [name]},
                 "occurred": {"since": since.isoformat()},
             },
             "limit": 50,
@@ -171,7 +175,15 @@ def test_a_grouped_catch_up_sends_one_heartbeat_per_flow_run(
         return wanted <= set(heartbeats_since(since))
 
     wait_until(all_arrived, "every flow run's heartbeat at the Prefect server", timeout_s=60)
-    time.sleep(2)  # a second heartbeat of a run would have been sent with the first
+    # Every heartbeat of these runs was handed to the events worker before the catch-up
+    # returned; an event emitted now reaches the server after them, through the same worker.
+    marker = f"streamnotary.test.{uuid4()}"
+    emit_event(event="streamnotary.test.marker", resource={"prefect.resource.id": marker})
+    wait_until(
+        lambda: marker in events_since(since, "streamnotary.test.marker"),
+        "the marker",
+        timeout_s=60,
+    )
     counts = heartbeats_since(since)
     assert {rid: counts[rid] for rid in wanted} == dict.fromkeys(wanted, 1), counts
     assert set(counts) == wanted  # and none for a run that is not one of these
