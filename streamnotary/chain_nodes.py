@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,19 +31,14 @@ from typing import Any
 
 import requests
 
+from streamnotary.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANVIL_NPM_PATH = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 
 
 class NodeStartError(RuntimeError):
     """A node binary is missing or the node did not become ready in time."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_anvil() -> Path:

@@ -44,6 +44,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from streamnotary.ports import free_port, port_is_free
 from streamnotary.processes import (
     ProcessGone,
     ProcessIdentity,
@@ -90,34 +91,12 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on `port` now. SO_REUSEADDR, as the servers use it:
-    connections of a stopped server lingering in TIME_WAIT do not make the port busy."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = HOST) -> int:
-    """A port the OS considers free right now (bind to port 0)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def free_port_with_grpc_twin(taken: set[int], host: str = HOST) -> int:
     """A free port P whose SeaweedFS gRPC twin P + 10000 is free too."""
     for _ in range(200):
-        port = free_port(host)
-        twin = port + GRPC_OFFSET
-        if twin > 65_535 or port in taken or twin in taken:
-            continue
-        if port_is_free(twin, host):
-            taken.update({port, twin})
+        port = free_port(host, twin_offset=GRPC_OFFSET)
+        if {port, port + GRPC_OFFSET}.isdisjoint(taken):
+            taken.update({port, port + GRPC_OFFSET})
             return port
     raise ServiceError("no free port pair (P, P+10000) found")
 
