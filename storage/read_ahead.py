@@ -100,9 +100,10 @@ class ReadAhead:
                 page,
                 settings.read_timeout_seconds,
             )
-            # every page has its own deadline in the helper; this bounds the whole wait
+            # every page has its own deadline in the helper, and one page's more for the
+            # rest (the consumer's start, the answer's way back): a stuck helper costs this
             self._pending[_reader_key(settings)] = _Pending(
-                wanted, future, pages * settings.read_timeout_seconds + 30.0
+                wanted, future, (pages + 1) * settings.read_timeout_seconds
             )
 
     def take(self, settings: Settings, ranges: Ranges) -> list[SourceMessage] | None:

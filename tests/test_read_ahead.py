@@ -122,6 +122,31 @@ def test_a_killed_helper_costs_a_read_and_is_replaced(kafka_bootstrap: str, topi
         ahead.close()
 
 
+def test_a_stuck_helper_costs_one_deadline_and_is_replaced(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    settings = settings_for(kafka_bootstrap, topic, read_timeout_seconds=1.0)
+    ranges = {p: (lo, min(hi, lo + 20)) for p, (lo, hi) in whole(kafka_bootstrap, topic).items()}
+    ahead = ReadAhead()
+    try:
+        ahead.start(settings, ranges)
+        assert ahead.take(settings, ranges) is not None
+        (pid,) = ahead.pids()
+        os.kill(pid, signal.SIGSTOP)  # stopped, swapped out, deadlocked: it never answers
+        ahead.start(settings, ranges)
+        began = time.monotonic()
+        assert ahead.take(settings, ranges) is None
+        waited = time.monotonic() - began
+        assert 1.9 < waited < 10  # (3 pages + 1) x 1 s, not forever
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )  # killed, not left stopped
+        ahead.start(settings, ranges)
+        assert ahead.take(settings, ranges) == own_read(settings, ranges)
+    finally:
+        ahead.close()
+
+
 def test_the_helper_exits_with_the_catch_up(kafka_bootstrap: str, topic: str) -> None:
     settings = settings_for(kafka_bootstrap, topic)
     ranges = whole(kafka_bootstrap, topic)
