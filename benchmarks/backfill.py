@@ -390,7 +390,6 @@ def main() -> None:
                     "ingest_s": ingest_s,
                     "anchor_s": anchor_s,
                     "messages": summary["messages_read"],
-                    "read_ahead": summary["messages_read_ahead"],
                     "reread": summary["offsets_reread"],
                     "reused": summary["offsets_reused"],
                     "cache_hits": summary["cache_hits"],
@@ -511,8 +510,6 @@ def added(parts: list[dict[str, Any]], wall: Any = sum) -> dict[str, Any]:
     names = parts[0]["timings"]["stages"]
     return {
         "messages_read": sum(p["messages_read"] for p in parts),
-        # of those, read by a catch-up's read-ahead helper (storage/read_ahead.py)
-        "messages_read_ahead": sum(p.get("messages_read_ahead", 0) for p in parts),
         "offsets_reread": sum(p.get("offsets_reread", 0) for p in parts),
         "offsets_reused": sum(p.get("offsets_reused", 0) for p in parts),
         # anchor-log objects found in the catch-up's log cache / fetched from the bucket
@@ -566,7 +563,6 @@ def report(
     if not args.warm:
         print(f"| anchor peak RSS MiB | {med([r['rss'] / 2**20 for r in rows])} |")
         print(f"| ingest peak RSS MiB | {med([r['ingest_rss'] / 2**20 for r in rows])} |")
-    print(f"| messages read ahead (helper process) | {med([r['read_ahead'] for r in rows])} |")
     print(f"| late windows: offsets read again | {med([r['reread'] for r in rows])} |")
     reused = med([r["reused"] for r in rows])
     print(f"| late windows: offsets taken from the run's read | {reused} |")

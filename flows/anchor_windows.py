@@ -21,7 +21,7 @@ from flows import heartbeat
 from flows.plain_flow import plain_flow
 from flows.plan_completion import PlanResumeError, complete_plan
 from flows.window_build import WindowJob, plan_revisions
-from storage import layout, read_ahead
+from storage import layout
 from storage.lease import Holder, TopicLease
 from storage.logkey import log_origin
 from storage.objectstore import open_store
@@ -203,10 +203,7 @@ class RunWork:
 def build_run(settings: Settings, cursor: Cursor, drain: bool, summary: RunSummary) -> RunWork:
     """Read this run's bounded offset ranges, plan it, and build its window revisions."""
     held = steps.load_held(settings, cursor)
-    watermarks = steps.read_end_offsets(settings)
-    ranges, summary.backlog = bounded_read(settings, cursor, held is not None, watermarks)
-    ahead = read_ahead.active()
-    served = ahead.served(settings) if ahead is not None else 0
+    ranges, summary.backlog = bounded_read(settings, cursor, held is not None)
     messages = steps.read_offset_ranges(settings, ranges)
     ends = {p: end for p, (_start, end) in ranges.items()}
     # Draining closes every open window: only once the read reached the end of the log.
@@ -215,11 +212,6 @@ def build_run(settings: Settings, cursor: Cursor, drain: bool, summary: RunSumma
     plan = plan_run(cursor, [*(held or []), *messages], ends, options, now)
     held_ref = steps.write_held(settings, plan.held)
     plan = replace(plan, next_cursor=replace(plan.next_cursor, held=held_ref))
-    if ahead is not None:
-        summary.messages_read_ahead = ahead.served(settings) - served
-        if summary.backlog:  # the next run's read, while this one builds and writes
-            after = bounded_read(settings, plan.next_cursor, held_ref is not None, watermarks)
-            ahead.start(settings, after[0])
     summary.messages_read += len(messages)
     summary.messages_held = len(plan.held)
     if summary.backlog:
@@ -273,17 +265,18 @@ def check_resumable(settings: Settings, pending: Mapping[str, Any]) -> None:
 
 
 def bounded_read(
-    settings: Settings, cursor: Cursor, have_held: bool, ends: Mapping[int, int]
+    settings: Settings, cursor: Cursor, have_held: bool
 ) -> tuple[dict[int, tuple[int, int]], int]:
     """This run's offset ranges per partition, capped, and the backlog left beyond them.
 
-    The end of each range is the high watermark at run start (`ends`); the start is the
-    cursor's ``read_end`` when the held-open messages are available, else its ``resume``.
-    At most `max_messages_per_run` offsets are read; the rest (the backlog) is left for the
-    next runs, so a run's work stays bounded however far behind the pipeline is. With more
+    The end of each range is the high watermark at run start; the start is the cursor's
+    ``read_end`` when the held-open messages are available, else its ``resume``. At most
+    `max_messages_per_run` offsets are read; the rest (the backlog) is left for the next
+    runs, so a run's work stays bounded however far behind the pipeline is. With more
     partitions than the cap has pages for, each run reads whole pages of some of them, in
-    turn (`cap_ranges`). The read-ahead asks the same of the next run's cursor.
+    turn (`cap_ranges`).
     """
+    ends = steps.read_end_offsets(settings)
     start = {
         p: cursor.partition(p).read_end if have_held else cursor.partition(p).resume for p in ends
     }

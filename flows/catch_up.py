@@ -8,8 +8,7 @@ the backfill flow call `anchor_until_caught_up`, which starts the next run as so
 previous one finished. Each run is still its own Prefect flow run with its own lease,
 write-ahead plan and cursor step, exactly as if the schedule had started it; only the
 process (its imports, its clients, the anchor-log objects its runs wrote:
-`storage.log_cache`, the flow runs' heartbeat thread: `flows.heartbeat`, and the helper
-that reads the next run's ranges: `storage.read_ahead`) is shared.
+`storage.log_cache`, and the flow runs' heartbeat thread: `flows.heartbeat`) is shared.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 
 from flows import heartbeat
 from flows.anchor_windows import anchor_windows
-from storage import log_cache, read_ahead
+from storage import log_cache
 
 
 def backlog_of(summary: dict[str, Any]) -> int:
@@ -52,9 +51,8 @@ def anchor_until_caught_up(
     runs: list[dict[str, Any]] = []
     previous = None
     # a late window's lookup reads what the last runs wrote; one heartbeat thread for all
-    # runs, not one each that every run waits for at its end (flows/heartbeat.py); the next
-    # run's read done by a helper while this run works (storage/read_ahead.py)
-    with log_cache.remembering(), heartbeat.shared_by_runs(), read_ahead.shared_by_runs():
+    # runs, not one each that every run waits for at its end (flows/heartbeat.py)
+    with log_cache.remembering(), heartbeat.shared_by_runs():
         while True:
             summary = anchor_windows(topic=topic, drain=drain, ledger=ledger, group=group)
             runs.append(summary)

@@ -373,20 +373,6 @@ class KafkaLog:
             out.extend(self._read(partition, start, end, deadline))
         return out
 
-    def read_pages(
-        self, ranges: dict[int, tuple[int, int]], *, page: int, timeout_s: float
-    ) -> list[SourceMessage]:
-        """Every message of the closed `ranges`, read in pages with a deadline each.
-
-        A page is at most `page` offsets of one partition and must be read within
-        `timeout_s`; a long range is many pages, so its total time grows with its length
-        instead of failing one overall deadline. Ordered by (partition, offset).
-        """
-        out: list[SourceMessage] = []
-        for chunk in self.read_chunks(ranges, chunk=max(1, page), timeout_s=timeout_s):
-            out += chunk
-        return out
-
     def read_chunks(
         self,
         ranges: dict[int, tuple[int, int]],

@@ -130,9 +130,6 @@ class Settings:
     # helper processes that encode Parquet payloads while the run builds windows
     # (tasks/payload_process.py); 0 = in the run's own process. Runs without Dask only.
     payload_processes: int = 2
-    # in a catch-up, a helper process reads the next run's offset ranges while the current
-    # run builds and writes (storage/read_ahead.py); false: every run reads for itself
-    read_ahead: bool = True
     # issue 10 item 3: partition groups, e.g. [[0, 1], [2, 3]]: each group anchors its own
     # partitions into its own log under its own lease (docs/design.md, "Partition groups").
     partition_groups: list[list[int]] = field(default_factory=list)  # [] = one writer per topic

@@ -18,10 +18,9 @@ The helpers come from a `forkserver`: a clean interpreter that imports pyarrow a
 `tasks.payload` once and forks the helpers, never a fork of this process with its Prefect,
 Kafka and boto3 threads. They start on first use and are kept for the process (a
 catch-up's runs share them), stopped at exit, and they exit by themselves when the
-process that started them is killed (`tasks.helper_process.die_with`). A helper that dies
-costs time, not correctness: its batches are encoded in-process instead, with a warning,
-and a new pool starts on the next use; so does a helper that stops answering
-(`BATCH_TIMEOUT_SECONDS`).
+process that started them is killed (`_die_with`). A helper that dies costs time, not
+correctness: its batches are encoded in-process instead, with a warning, and a new pool
+starts on the next use; so does a helper that stops answering (`BATCH_TIMEOUT_SECONDS`).
 Pickle crosses only between this program and its own helpers.
 """
 
@@ -32,12 +31,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import select
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from tasks.helper_process import die_with
 from tasks.payload import batch_table, encode_payloads, encode_slices
 from tasks.record import Observation
 from tasks.stage_timing import PARQUET, timed
@@ -92,7 +92,7 @@ class PayloadEncoder:
                 self._pool = ProcessPoolExecutor(
                     self.processes,
                     mp_context=context,
-                    initializer=die_with,
+                    initializer=_die_with,
                     initargs=(os.getpid(),),
                 )
             return self._pool
@@ -139,6 +139,36 @@ class PayloadEncoder:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with(owner: int) -> None:
+    """In a helper: exit as soon as the process that started the pool (`owner`) is gone.
+
+    A helper waits on its task queue, whose pipe it holds both ends of, and it holds the
+    fork server's liveness pipe too, so neither would ever tell it that a flow run killed
+    with SIGKILL (the OOM killer, a drill) is gone: it would wait forever. A daemon thread
+    waits on the owner's pidfd (Linux 5.3+; elsewhere it polls once a second) instead.
+    """
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(owner)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(owner, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 _encoders: dict[int, PayloadEncoder] = {}

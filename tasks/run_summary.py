@@ -24,8 +24,6 @@ class RunSummary:
     new_anchors: int = 0
     resumed_plan: bool = False
     messages_read: int = 0  # from Kafka in this run
-    # ... of which a catch-up's helper read while the run before worked (storage/read_ahead)
-    messages_read_ahead: int = 0
     messages_held: int = 0  # of still-open windows, stored for the next run
     # offsets read again from Kafka to rebuild late windows from their whole ranges
     offsets_reread: int = 0
@@ -102,7 +100,6 @@ class RunSummary:
             "new_anchors": self.new_anchors,
             "resumed_plan": self.resumed_plan,
             "messages_read": self.messages_read,
-            "messages_read_ahead": self.messages_read_ahead,
             "messages_held": self.messages_held,
             "offsets_reread": self.offsets_reread,
             "offsets_reused": self.offsets_reused,

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
-from storage import layout, lease, read_ahead, writeonce
+from storage import layout, lease, writeonce
 from storage.checkpoint_store import latest_packed_of_topic
 from storage.kafka import KafkaLog
 from storage.ledger.base import AnchorEntry, AnchorRef
@@ -208,13 +208,14 @@ def read_offset_ranges(
     within `read_timeout_seconds`; a long range is many pages, so its total time grows
     with its length instead of failing one overall deadline.
     """
-    ahead = read_ahead.active()  # a catch-up's helper may have read them already
-    if ahead is not None and (messages := ahead.take(settings, ranges)) is not None:
-        return messages
+    out: list[SourceMessage] = []
+    page = max(1, settings.read_page_messages)
     with KafkaLog.from_settings(settings) as log:
-        return log.read_pages(
-            dict(ranges), page=settings.read_page_messages, timeout_s=settings.read_timeout_seconds
-        )
+        for p, (start, end) in sorted(ranges.items()):
+            for lo in range(start, end, page):
+                hi = min(end, lo + page)
+                out += log.read_range(p, lo, hi, timeout_s=settings.read_timeout_seconds)
+    return out
 
 
 @unwalked
