@@ -38,12 +38,17 @@ def test_a_twin_port_fits_below_the_ephemeral_range_too() -> None:
     assert len(taken) == 12
 
 
-def test_reseeding_the_global_random_does_not_repeat_ports() -> None:
-    """Property tests reseed `random`; two processes doing so must not draw the same port."""
-    random.seed(7)
-    first = ports.free_port()
-    random.seed(7)
-    assert ports.free_port() != first
+def test_reseeding_the_global_random_does_not_repeat_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property tests reseed `random`; two processes doing so must not draw the same ports.
+    Each draw starts with an empty memory of handed-out ports, as a fresh process does."""
+    draws = []
+    for _ in range(2):
+        monkeypatch.setattr(ports, "_handed_out", set())
+        random.seed(7)
+        draws.append([ports.free_port() for _ in range(3)])
+    assert draws[0] != draws[1]
 
 
 def test_a_node_whose_port_an_outgoing_connection_holds_cannot_start(
